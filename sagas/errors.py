@@ -1,0 +1,111 @@
+"""The one exception root of kafka-sagas, and its tree.
+
+::
+
+    SagaError
+    ├── DefinitionError          a saga definition is wrong (raised by the DSL and the compiler)
+    ├── ConfigurationError       a setting, a CLI argument or a topic layout is wrong
+    ├── EnvironmentSetupError    a tool the project needs (Java, Maven) is missing or fails
+    ├── BrokerError              Kafka said no; ``retriable`` tells whether trying again may help
+    │   └── BrokerUnavailableError   no broker answers at the configured address
+    ├── DecodeError              a record could not be decoded; keeps the raw record
+    ├── UnknownVersionError      an in-flight saga runs on a definition version this worker lacks
+    └── SagaFailedError          the saga ended compensated, failed or cancelled (client ``result``)
+
+Errors never shadow built-ins, and errors translated from another library keep their cause
+(``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailableError",
+    "ConfigurationError",
+    "DecodeError",
+    "DefinitionError",
+    "EnvironmentSetupError",
+    "SagaError",
+    "SagaFailedError",
+    "UnknownVersionError",
+]
+
+
+class SagaError(Exception):
+    """Root of every error kafka-sagas raises."""
+
+
+class DefinitionError(SagaError):
+    """A saga definition is invalid. The message names the saga, the step and the fix."""
+
+    def __init__(self, message: str, *, saga: str | None = None, step: str | None = None) -> None:
+        where = ""
+        if saga is not None:
+            where = f"saga {saga!r}"
+            if step is not None:
+                where += f", step {step!r}"
+            where += ": "
+        super().__init__(where + message)
+        self.saga = saga
+        self.step = step
+
+
+class ConfigurationError(SagaError):
+    """A setting, CLI argument or topic layout is wrong; the message says how to fix it."""
+
+
+class EnvironmentSetupError(SagaError):
+    """A tool the project needs is missing or failed; the message says how to install it."""
+
+
+class BrokerError(SagaError):
+    """Kafka refused an operation.
+
+    Attributes:
+        retriable: trying the same operation again may succeed.
+        fatal: the client instance is unusable (e.g. a fenced transactional producer).
+    """
+
+    def __init__(self, message: str, *, retriable: bool = False, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.fatal = fatal
+
+
+class BrokerUnavailableError(BrokerError):
+    """No broker answered at the configured bootstrap address."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=True)
+
+
+class DecodeError(SagaError):
+    """A record could not be decoded or validated. ``record`` is what was read, untouched."""
+
+    def __init__(self, message: str, *, record: object = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class UnknownVersionError(SagaError):
+    """A saga in flight runs on a definition version that this worker was not given."""
+
+    def __init__(self, saga_type: str, version: int, known: list[int]) -> None:
+        super().__init__(
+            f"saga type {saga_type!r} version {version} is in flight but this worker only has "
+            f"versions {sorted(known)}; deploy a worker that registers version {version} "
+            "alongside the new one until those sagas finish"
+        )
+        self.saga_type = saga_type
+        self.version = version
+        self.known = known
+
+
+class SagaFailedError(SagaError):
+    """A saga finished without success; ``status`` and ``reason`` say how."""
+
+    def __init__(self, saga_id: str, status: str, reason: str | None) -> None:
+        super().__init__(f"saga {saga_id!r} ended {status}" + (f": {reason}" if reason else ""))
+        self.saga_id = saga_id
+        self.status = status
+        self.reason = reason
