@@ -1,0 +1,44 @@
+# One command for every check: `make test`. `make demo` runs the reference saga on a real broker.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install lint typecheck test test-unit test-integration demo kafka kafka-stop bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check sagas tests processors
+	$(BIN)/ruff format --check sagas tests processors
+
+typecheck: install
+	$(BIN)/mypy
+
+# The broker is started by tests/conftest.py (KAFKA_BOOTSTRAP_SERVERS, testcontainers, or local jars).
+test: lint typecheck
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-integration: install
+	$(BIN)/pytest tests/integration
+
+demo: install
+	$(BIN)/python -m processors.demo
+
+kafka: install
+	$(BIN)/sagas dev kafka
+
+kafka-stop: install
+	$(BIN)/sagas dev kafka stop
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

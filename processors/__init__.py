@@ -1,0 +1,1 @@
+"""Reference applications of kafka-sagas, runnable with ``make demo``."""

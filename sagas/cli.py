@@ -1,0 +1,153 @@
+"""The ``sagas`` command.
+
+::
+
+    sagas dev kafka [start] [--port N] [--data-dir D] [--detach]   run a local broker
+    sagas dev kafka stop [--data-dir D]                             stop a detached broker
+    sagas dev kafka status [--data-dir D]                           is it running, and where
+
+Errors of kafka-sagas are printed as one line that says what to do, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from sagas.errors import SagaError
+
+if TYPE_CHECKING:
+    from sagas.dev.kafka import LocalKafka
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _default_data_dir() -> Path:
+    from sagas.dev.kafka import default_cache_dir
+
+    return default_cache_dir() / "broker"
+
+
+def _local_kafka(args: argparse.Namespace, *, detach: bool) -> LocalKafka:
+    from sagas.dev.kafka import KafkaDistribution, LocalKafka
+
+    dist = KafkaDistribution(version=args.kafka_version)
+    if args.cache_dir:
+        dist = KafkaDistribution(version=args.kafka_version, cache_dir=Path(args.cache_dir))
+    return LocalKafka(
+        data_dir=Path(args.data_dir) if args.data_dir else _default_data_dir(),
+        port=args.port,
+        distribution=dist,
+        die_with_parent=not detach,
+    )
+
+
+def _kafka_start(args: argparse.Namespace) -> int:
+    broker = _local_kafka(args, detach=args.detach)
+    if broker.is_running():
+        print(f"a broker already runs from {broker.data_dir} (pid file {broker.pid_file})")
+        return 0
+    print(
+        f"starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
+        f"(data in {broker.data_dir}, log in {broker.log_file})",
+        flush=True,
+    )
+    address = broker.start()
+    print(f"Kafka is ready: KAFKA_BOOTSTRAP_SERVERS={address}", flush=True)
+    if args.detach:
+        return 0
+
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping and broker.is_running():
+        time.sleep(0.5)
+    print("stopping Kafka", flush=True)
+    broker.stop()
+    return 0
+
+
+def _kafka_stop(args: argparse.Namespace) -> int:
+    broker = _local_kafka(args, detach=True)
+    if not broker.is_running():
+        print(f"no broker runs from {broker.data_dir}")
+        return 0
+    broker.stop()
+    print("Kafka stopped")
+    return 0
+
+
+def _kafka_status(args: argparse.Namespace) -> int:
+    broker = _local_kafka(args, detach=True)
+    running = broker.is_running()
+    print(f"{'running' if running else 'stopped'}: {broker.data_dir}")
+    return 0 if running else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sagas`` command."""
+    parser = argparse.ArgumentParser(prog="sagas", description="Event-sourced sagas over Kafka.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="developer tools")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="TOOL")
+    kafka = dev_commands.add_parser(
+        "kafka", help="a local single-node Kafka broker (jars from Maven, no Docker)"
+    )
+    kafka.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status"])
+    kafka.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SAGAS_KAFKA_PORT", "9092")),
+        help="client port on 127.0.0.1 (default 9092, env SAGAS_KAFKA_PORT)",
+    )
+    kafka.add_argument("--data-dir", help="broker data folder (default: <cache>/broker)")
+    kafka.add_argument(
+        "--cache-dir", help="jar cache (default: $KAFKA_SAGAS_CACHE or ~/.cache/kafka-sagas)"
+    )
+    kafka.add_argument("--kafka-version", default=None, help="Apache Kafka 4.x release")
+    kafka.add_argument(
+        "--detach", action="store_true", help="return once the broker is ready and leave it running"
+    )
+    kafka.set_defaults(
+        handler={"start": _kafka_start, "stop": _kafka_stop, "status": _kafka_status}
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sagas`` command; return its exit code."""
+    from sagas.dev.kafka import DEFAULT_KAFKA_VERSION
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "kafka_version", "x") is None:
+        args.kafka_version = DEFAULT_KAFKA_VERSION
+    handler = args.handler
+    if isinstance(handler, dict):
+        handler = handler[args.action]
+    try:
+        return int(handler(args))
+    except SagaError as exc:
+        print(f"sagas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
