@@ -5,6 +5,7 @@
     sagas dev kafka [start] [--port N] [--data-dir D] [--detach]   run a local broker
     sagas dev kafka stop [--data-dir D]                             stop a detached broker
     sagas dev kafka status [--data-dir D]                           is it running, and where
+    sagas worker MODULE:ATTR [--bootstrap-servers B] [-X k=v] [--worker-id W]   run sagas
 
 Errors of kafka-sagas are printed as one line that says what to do, with exit code 2.
 """
@@ -21,9 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from sagas.errors import SagaError
+from sagas.errors import ConfigurationError, SagaError
 
 if TYPE_CHECKING:
+    from sagas.app import App
     from sagas.dev.kafka import LocalKafka
 
 __all__ = ["main"]
@@ -98,6 +100,68 @@ def _kafka_status(args: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
+def load_app(target: str, namespace: str | None) -> App:
+    """Import ``MODULE:ATTR``: an App, a compiled saga, or a list of compiled sagas.
+
+    Raises:
+        ConfigurationError: the target is malformed, cannot be imported or is of another kind.
+    """
+    import importlib
+
+    from sagas.app import App
+    from sagas.dsl.program import Program
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"{target!r}: expected MODULE:ATTR, e.g. processors.orders:app")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import {module_name!r} ({exc}); run from the folder that holds it or "
+            "install it in this environment"
+        ) from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(obj, App):
+        return obj
+    programs = [obj] if isinstance(obj, Program) else obj
+    if isinstance(programs, list | tuple) and all(isinstance(p, Program) for p in programs):
+        return App(namespace or "sagas", programs)
+    raise ConfigurationError(
+        f"{target} is a {type(obj).__name__}; expected a sagas.App, a compiled saga "
+        "(sagas.compile(...)) or a list of them"
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from sagas.runtime.config import KafkaSettings
+    from sagas.runtime.process import run_worker
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = load_app(args.target, args.namespace)
+    settings = KafkaSettings().with_env().with_flags(args.bootstrap_servers, args.option)
+    return run_worker(app, settings, worker_id=args.worker_id)
+
+
+def _kafka_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument(
+        "-X",
+        dest="option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any librdkafka setting (overrides SAGAS_KAFKA_* variables)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sagas`` command."""
     parser = argparse.ArgumentParser(prog="sagas", description="Event-sourced sagas over Kafka.")
@@ -126,6 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.set_defaults(
         handler={"start": _kafka_start, "stop": _kafka_stop, "status": _kafka_status}
     )
+    worker = commands.add_parser("worker", help="run the sagas of an app")
+    worker.add_argument(
+        "target", metavar="MODULE:ATTR", help="an App, a compiled saga or a list of them"
+    )
+    worker.add_argument("--namespace", help="topic prefix when the target is not an App")
+    worker.add_argument(
+        "--worker-id",
+        help="stable id of this worker process (default: host "
+        "name); each live worker needs its own",
+    )
+    worker.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    _kafka_flags(worker)
+    worker.set_defaults(handler=_worker)
     return parser
 
 

@@ -10,7 +10,8 @@
     │   └── BrokerUnavailableError   no broker answers at the configured address
     ├── DecodeError              a record could not be decoded; keeps the raw record
     ├── UnknownVersionError      an in-flight saga runs on a definition version this worker lacks
-    └── SagaFailedError          the saga ended compensated, failed or cancelled (client ``result``)
+    ├── SagaFailedError          the saga ended compensated, failed or cancelled (client ``result``)
+    └── CommandFailed            raised by a participant handler; ``retryable`` picks the outcome
 
 Errors never shadow built-ins, and errors translated from another library keep their cause
 (``raise ... from exc``).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerError",
+    "CommandFailed",
     "BrokerUnavailableError",
     "ConfigurationError",
     "DecodeError",
@@ -109,3 +111,17 @@ class SagaFailedError(SagaError):
         self.saga_id = saga_id
         self.status = status
         self.reason = reason
+
+
+class CommandFailed(SagaError):
+    """Raised by a participant handler: the command failed.
+
+    The reply's outcome is ``retryable-failure`` when ``retryable`` is true, else ``failure``;
+    its payload is ``{"error": error, "message": message}``. A saga's ``Retry(non_retryable=...)``
+    lists ``error`` values that must not be retried.
+    """
+
+    def __init__(self, message: str, *, error: str = "failed", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.error = error
+        self.retryable = retryable

@@ -53,7 +53,7 @@ def read_all(
     metadata = consumer.list_topics(topic, timeout=10)
     partitions = list(metadata.topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    records: list[tuple[bytes | None, bytes | None]] = []
+    records: list[Any] = []
     at_eof: set[int] = set()
     deadline = time.monotonic() + timeout
     try:
@@ -71,7 +71,11 @@ def read_all(
                     continue
                 raise RuntimeError(msg.error())
             at_eof.discard(msg.partition())
-            records.append((msg.key(), msg.value()))
+            if with_headers:
+                headers = {k: v.decode() for k, v in (msg.headers() or []) if v is not None}
+                records.append((msg.key(), msg.value(), headers))
+            else:
+                records.append((msg.key(), msg.value()))
     finally:
         consumer.close()
     return records

@@ -1,0 +1,132 @@
+"""An application: the saga programs a worker runs, under one topic namespace."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sagas.dsl.program import Program
+from sagas.errors import ConfigurationError, UnknownVersionError
+
+__all__ = ["App", "TopicNames"]
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topics of one saga type: ``<namespace>.<saga>.{inbox,state,journal,dlq}``."""
+
+    namespace: str
+    saga_type: str
+
+    def _topic(self, suffix: str) -> str:
+        return f"{self.namespace}.{self.saga_type}.{suffix}"
+
+    @property
+    def inbox(self) -> str:
+        """Every input of the saga type: starts, replies, signals, cancels (key = saga id)."""
+        return self._topic("inbox")
+
+    @property
+    def state(self) -> str:
+        """The compacted changelog: one snapshot per saga, co-partitioned with the inbox."""
+        return self._topic("state")
+
+    @property
+    def journal(self) -> str:
+        """The append-only history of every saga's events."""
+        return self._topic("journal")
+
+    @property
+    def dlq(self) -> str:
+        """Inputs that could not be decoded or processed, with the reason in their headers."""
+        return self._topic("dlq")
+
+    @property
+    def group(self) -> str:
+        """The consumer group of the saga type's workers."""
+        return self._topic("workers")
+
+
+@dataclass(frozen=True)
+class App:
+    """The sagas one worker deployment runs.
+
+    Args:
+        namespace: prefix of every topic and group, e.g. ``"shop"``.
+        programs: compiled sagas; several versions of one saga type may be given, so that sagas
+            started on an old version finish on it. New sagas start on the newest version.
+        partitions: partition count for the topics the worker creates.
+
+    Raises:
+        ConfigurationError: a bad namespace, or the same saga type and version given twice.
+    """
+
+    namespace: str
+    programs: tuple[Program, ...]
+    partitions: int = 6
+    _index: Mapping[str, Mapping[int, Program]] = field(init=False, repr=False, compare=False)
+
+    def __init__(self, namespace: str, programs: Iterable[Program], *, partitions: int = 6) -> None:
+        if not _NAME.match(namespace):
+            raise ConfigurationError(
+                f"namespace {namespace!r} may hold only letters, digits, '.', '_' and '-' "
+                "(it prefixes topic names)"
+            )
+        if partitions < 1:
+            raise ConfigurationError(f"partitions must be at least 1, got {partitions}")
+        progs = tuple(programs)
+        if not progs:
+            raise ConfigurationError("an App needs at least one compiled saga (sagas.compile(...))")
+        index: dict[str, dict[int, Program]] = {}
+        for program in progs:
+            if not isinstance(program, Program):
+                raise ConfigurationError(
+                    f"App takes compiled sagas; got {type(program).__name__}: pass "
+                    "sagas.compile(saga) instead"
+                )
+            versions = index.setdefault(program.name, {})
+            if program.version in versions:
+                raise ConfigurationError(
+                    f"saga {program.name!r} version {program.version} is given twice"
+                )
+            versions[program.version] = program
+        object.__setattr__(self, "namespace", namespace)
+        object.__setattr__(self, "programs", progs)
+        object.__setattr__(self, "partitions", partitions)
+        object.__setattr__(self, "_index", index)
+
+    @property
+    def saga_types(self) -> list[str]:
+        """The saga type names, sorted."""
+        return sorted(self._index)
+
+    def topics(self, saga_type: str) -> TopicNames:
+        """The topic names of a saga type."""
+        return TopicNames(self.namespace, saga_type)
+
+    def versions(self, saga_type: str) -> list[int]:
+        """The definition versions known for a saga type."""
+        return sorted(self._index.get(saga_type, {}))
+
+    def latest(self, saga_type: str) -> Program:
+        """The newest version of a saga type: new sagas start on it."""
+        versions = self._index.get(saga_type)
+        if not versions:
+            raise ConfigurationError(
+                f"no saga type {saga_type!r} in this app; it has {self.saga_types}"
+            )
+        return versions[max(versions)]
+
+    def program(self, saga_type: str, version: int) -> Program:
+        """A given version of a saga type.
+
+        Raises:
+            UnknownVersionError: this app lacks that version.
+        """
+        program = self._index.get(saga_type, {}).get(version)
+        if program is None:
+            raise UnknownVersionError(saga_type, version, self.versions(saga_type))
+        return program

@@ -1,0 +1,115 @@
+"""Create the topics a saga type needs, and refuse to run on a layout that breaks its guarantees.
+
+Per saga type (see :class:`sagas.app.TopicNames`): ``inbox`` and ``state`` with equal partition
+counts (a saga's state lives in the state partition numbered like its inbox partition), ``state``
+compacted, ``journal`` and ``dlq`` with the broker's retention. Participant command topics are
+created when missing so that a command is never produced into the void.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from sagas.app import App
+from sagas.errors import ConfigurationError
+from sagas.runtime.config import KafkaSettings
+from sagas.runtime.kafka_errors import kafka_errors, translate
+
+__all__ = ["TopicSpec", "ensure_topics", "plan_topics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic that must exist: name, partitions and the configs that matter."""
+
+    name: str
+    partitions: int
+    config: tuple[tuple[str, str], ...] = ()
+
+
+def plan_topics(app: App) -> list[TopicSpec]:
+    """Every topic the app's workers read or write."""
+    specs: dict[str, TopicSpec] = {}
+    for saga_type in app.saga_types:
+        names = app.topics(saga_type)
+        n = app.partitions
+        specs[names.inbox] = TopicSpec(names.inbox, n)
+        specs[names.state] = TopicSpec(
+            names.state, n, (("cleanup.policy", "compact"), ("min.compaction.lag.ms", "0"))
+        )
+        specs[names.journal] = TopicSpec(names.journal, n)
+        specs[names.dlq] = TopicSpec(names.dlq, 1)
+        for version in app.versions(saga_type):
+            for topic in app.program(saga_type, version).topics:
+                specs.setdefault(topic, TopicSpec(topic, n))
+    return list(specs.values())
+
+
+def ensure_topics(app: App, settings: KafkaSettings, *, timeout: float = 30.0) -> None:
+    """Create missing topics; check existing ones.
+
+    Raises:
+        ConfigurationError: inbox and state partition counts differ, or a state topic is not
+            compacted. The message says how to fix it.
+        BrokerError: the broker refused or did not answer.
+    """
+    admin = AdminClient(settings.client_config())
+    with kafka_errors("listing topics"):
+        metadata = admin.list_topics(timeout=timeout)
+    replication = min(3, max(1, len(metadata.brokers)))
+    specs = plan_topics(app)
+    missing = [s for s in specs if s.name not in metadata.topics]
+    if missing:
+        new = [NewTopic(s.name, s.partitions, replication, config=dict(s.config)) for s in missing]
+        for name, future in admin.create_topics(new, request_timeout=timeout).items():
+            try:
+                future.result(timeout)
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                    raise translate(exc, f"creating topic {name}") from exc
+        with kafka_errors("listing topics"):
+            metadata = admin.list_topics(timeout=timeout)
+    _check_layout(app, admin, metadata.topics, timeout)
+
+
+def _partitions(topics: dict[str, object], name: str) -> int:
+    topic = topics.get(name)
+    return len(getattr(topic, "partitions", {}))
+
+
+def _check_layout(app: App, admin: AdminClient, topics: dict[str, object], timeout: float) -> None:
+    for saga_type in app.saga_types:
+        names = app.topics(saga_type)
+        inbox, state = _partitions(topics, names.inbox), _partitions(topics, names.state)
+        if inbox != state:
+            raise ConfigurationError(
+                f"{names.inbox} has {inbox} partitions but {names.state} has {state}; a saga's "
+                "state must live in the state partition numbered like its inbox partition. Give "
+                f"both the same count (kafka-topics --alter --topic {names.state} --partitions "
+                f"{inbox}, or the reverse) before starting the worker"
+            )
+    resources = [ConfigResource("topic", app.topics(t).state) for t in app.saga_types]
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        with kafka_errors(f"describing {resource.name}"):
+            config = future.result(timeout)
+        policy = config["cleanup.policy"].value or ""
+        if "compact" not in policy.split(","):
+            raise ConfigurationError(
+                f"{resource.name} has cleanup.policy={policy}; the state changelog must be "
+                "compacted or old snapshots are deleted and sagas lost. Fix it with: kafka-configs "
+                f"--alter --entity-type topics --entity-name {resource.name} --add-config "
+                "cleanup.policy=compact"
+            )
+
+
+def topic_names(specs: Iterable[TopicSpec]) -> list[str]:
+    """The names of ``specs``."""
+    return [s.name for s in specs]

@@ -1,0 +1,528 @@
+"""The worker: runs one saga type's engine over Kafka, exactly once.
+
+One loop per saga type, on one thread:
+
+1. take the next records of the inbox (a consumer in group ``<ns>.<saga>.workers``,
+   ``read_committed``) and the timers now due in the owned partitions;
+2. in ONE Kafka transaction: feed each to :func:`sagas.engine.transition`, produce the commands,
+   child starts and parent replies it decided, the journal events, the new snapshot of every
+   touched saga (to the state partition numbered like its inbox partition), and the consumed
+   offsets (``send_offsets_to_transaction`` with the consumer's current group metadata, KIP-447);
+3. commit. Only then does the local store take the new snapshots. If the transaction aborts, the
+   staged snapshots are dropped, the consumer seeks back to the batch's first offsets and the taken
+   timers go back into the index: the store always equals the committed changelog.
+
+No transaction is ever open while the consumer polls, so a rebalance (which runs inside poll)
+finds nothing to finish: revoked and lost partitions alike just leave the store. Newly assigned
+partitions are restored from the ``state`` topic after the group's committed offsets are known to
+be stable (a predecessor's pending transaction has committed or aborted), so a snapshot and the
+offset it belongs with always arrive together.
+
+Batching: the loop blocks on ``poll`` for the first record (or until the next timer is due, at
+most ``idle_wait``), then drains what the client already fetched, up to ``max_batch``. Idle, a
+record is processed as soon as it arrives; under load, one transaction carries up to ``max_batch``
+inputs and its cost is shared by all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from threading import Event
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from sagas.app import App
+from sagas.dsl.program import Program
+from sagas.engine import transition
+from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
+from sagas.errors import BrokerError, DecodeError, UnknownVersionError
+from sagas.runtime.config import KafkaSettings
+from sagas.runtime.kafka_errors import translate
+from sagas.runtime.store import PartitionStore
+from sagas.serde.records import decode_state, encode_event, encode_state
+from sagas.wire import (
+    OutRecord,
+    child_start_record,
+    command_record,
+    decode_input,
+    parent_reply_record,
+)
+
+__all__ = ["SagaWorker", "WorkerMetrics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerMetrics:
+    """Counters of one saga type's worker, since it started."""
+
+    inputs: int = 0
+    timers_fired: int = 0
+    commands: int = 0
+    transactions: int = 0
+    aborted_transactions: int = 0
+    dead_lettered: int = 0
+    parked_sagas: int = 0
+    restored_sagas: int = 0
+    restore_seconds: float = 0.0
+    owned_partitions: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """What one transaction will write, and what to undo if it aborts."""
+
+    staged: dict[str, tuple[int, SagaState]] = field(default_factory=dict)
+    records: list[OutRecord] = field(default_factory=list)
+    journal: list[tuple[JournalEvent, int]] = field(default_factory=list)
+    dlq: list[tuple[Message, str]] = field(default_factory=list)
+    first_offsets: dict[int, int] = field(default_factory=dict)
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    timers: dict[int, list[TimerFired]] = field(default_factory=dict)
+    parked: set[str] = field(default_factory=set)
+
+    def empty(self) -> bool:
+        return not (self.next_offsets or self.timers)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SagaWorker:
+    """Runs every saga of one type whose inbox partitions this process is assigned.
+
+    Args:
+        app: the application (namespace and compiled programs).
+        saga_type: the saga type to run.
+        settings: Kafka connection settings.
+        worker_id: stable per worker process across restarts; part of the ``transactional.id``,
+            so that a restarted worker aborts what its previous life left open. Two live workers
+            must not share one.
+        max_batch: most inputs per transaction.
+        idle_wait: longest wait for input when no timer is due sooner (seconds).
+        clock_ms: the wall clock, epoch milliseconds.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        saga_type: str,
+        settings: KafkaSettings,
+        *,
+        worker_id: str,
+        max_batch: int = 1000,
+        idle_wait: float = 0.2,
+        clock_ms: Callable[[], int] = _now_ms,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.saga_type = saga_type
+        self.topics = app.topics(saga_type)
+        self.settings = settings
+        self.worker_id = worker_id
+        self.max_batch = max_batch
+        self.idle_wait = idle_wait
+        self.clock_ms = clock_ms
+        self.metrics = WorkerMetrics()
+        self.stores: dict[int, PartitionStore] = {}
+        self._consumer_options = consumer_options or {}
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._restorer: Consumer | None = None
+        app.latest(saga_type)  # fails early on an unknown saga type
+
+    # ------------------------------------------------------------------------- clients
+
+    def _make_clients(self) -> None:
+        group = self.topics.group
+        self._consumer = Consumer(
+            self.settings.client_config(
+                **{
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "session.timeout.ms": 10000,
+                    "heartbeat.interval.ms": 1000,
+                    "max.poll.interval.ms": 600000,
+                    **self._consumer_options,
+                }
+            )
+        )
+        self._producer = Producer(
+            self.settings.client_config(
+                **{
+                    "transactional.id": f"{group}.{self.worker_id}",
+                    "transaction.timeout.ms": 10000,
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 2,
+                    "queue.buffering.max.messages": 500000,
+                }
+            )
+        )
+        self._restorer = Consumer(
+            self.settings.client_config(
+                **{
+                    "group.id": f"{group}.restore",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
+        try:
+            self._producer.init_transactions(60)
+        except KafkaException as exc:
+            raise translate(exc, f"starting the transactional producer of {group}") from exc
+
+    def _clients(self) -> tuple[Producer, Consumer]:
+        if self._producer is None or self._consumer is None:
+            raise RuntimeError("the worker is not running (call run())")
+        return self._producer, self._consumer
+
+    # ------------------------------------------------------------------------- rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        numbers = sorted(tp.partition for tp in partitions)
+        # Wait until the offsets are stable: a predecessor's transaction is decided.
+        consumer.committed(partitions, timeout=120)
+        for p in numbers:
+            self.stores[p] = self._restore(p)
+        self.metrics.owned_partitions = sorted(self.stores)
+        log.info("%s: assigned partitions %s", self.topics.group, numbers)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.stores.pop(tp.partition, None)
+        self.metrics.owned_partitions = sorted(self.stores)
+        if partitions:
+            log.info(
+                "%s: partitions %s left this worker",
+                self.topics.group,
+                sorted(tp.partition for tp in partitions),
+            )
+
+    def _restore(self, partition: int) -> PartitionStore:
+        """Read the state partition from the start to the end of committed data."""
+        if self._restorer is None:
+            raise RuntimeError("the worker is not running (call run())")
+        started = time.monotonic()
+        store = PartitionStore(partition)
+        tp = TopicPartition(self.topics.state, partition)
+        low, high = self._restorer.get_watermark_offsets(tp, timeout=30, cached=False)
+        count = 0
+        if high > low:
+            self._restorer.assign([TopicPartition(self.topics.state, partition, OFFSET_BEGINNING)])
+            done = False
+            while not done:
+                for msg in self._restorer.consume(5000, 1.0):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            done = True
+                            continue
+                        raise translate(KafkaException(err), f"restoring {self.topics.state}")
+                    count += 1
+                    self._restore_record(store, msg)
+            self._restorer.unassign()
+        elapsed = time.monotonic() - started
+        self.metrics.restored_sagas += len(store)
+        self.metrics.restore_seconds += elapsed
+        log.info(
+            "%s: restored partition %d: %d sagas from %d records in %.3fs",
+            self.topics.state,
+            partition,
+            len(store),
+            count,
+            elapsed,
+        )
+        return store
+
+    def _restore_record(self, store: PartitionStore, msg: Message) -> None:
+        key = msg.key()
+        if msg.value() is None:
+            if key is not None:
+                store.delete(key.decode())
+            return
+        try:
+            state = decode_state(msg.value())
+        except DecodeError as exc:
+            log.error(
+                "%s[%d]@%d: unreadable snapshot skipped (it stays in the topic): %s",
+                self.topics.state,
+                msg.partition(),
+                msg.offset(),
+                exc,
+            )
+            return
+        parked = state.version not in self.app.versions(self.saga_type)
+        if parked and state.saga_id not in store.parked:
+            self.metrics.parked_sagas += 1
+            log.warning(
+                "%s",
+                UnknownVersionError(
+                    self.saga_type, state.version, self.app.versions(self.saga_type)
+                ),
+            )
+        store.put(state, parked=parked)
+
+    # ------------------------------------------------------------------------- the loop
+
+    def run(self, stop: Event) -> None:
+        """Process until ``stop`` is set; then finish the batch in flight and leave the group.
+
+        Raises:
+            BrokerError: a fatal Kafka error (e.g. another live worker uses this ``worker_id``).
+        """
+        self._make_clients()
+        self._consumer.subscribe(
+            [self.topics.inbox],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        try:
+            while not stop.is_set():
+                self.run_once()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Leave the group and release the clients."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._restorer is not None:
+            self._restorer.close()
+            self._restorer = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+        self.stores.clear()
+
+    def _wait_seconds(self, now: int) -> float:
+        dues = [d for s in self.stores.values() if (d := s.next_due()) is not None]
+        if not dues:
+            return self.idle_wait
+        return max(0.0, min(self.idle_wait, (min(dues) - now) / 1000))
+
+    def run_once(self) -> None:
+        """Take one batch of inputs and due timers and process it in one transaction."""
+        _, consumer = self._clients()
+        first = consumer.poll(self._wait_seconds(self.clock_ms()))
+        messages: list[Message] = []
+        if first is not None:
+            messages.append(first)
+            if self.max_batch > 1:
+                messages.extend(consumer.consume(self.max_batch - 1, 0))
+        batch = _Batch()
+        now = self.clock_ms()
+        for msg in messages:
+            if msg.error() is not None:
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error: %s", self.topics.inbox, msg.error())
+                continue
+            p, offset = msg.partition(), msg.offset()
+            batch.first_offsets.setdefault(p, offset)
+            batch.next_offsets[p] = offset + 1
+            if p not in self.stores:  # revoked meanwhile; the next owner reads it
+                continue
+            self._handle_record(batch, msg, now)
+        for p, store in self.stores.items():
+            timers = store.pop_due(now, self.max_batch)
+            if timers:
+                batch.timers[p] = timers
+                for timer in timers:
+                    self._apply(batch, p, timer, now, None)
+        if not batch.empty():
+            self._commit(batch)
+
+    def _handle_record(self, batch: _Batch, msg: Message, now: int) -> None:
+        self.metrics.inputs += 1
+        try:
+            inp = decode_input(msg.key(), msg.value(), msg.headers())
+        except DecodeError as exc:
+            batch.dlq.append((msg, f"undecodable input: {exc}"))
+            return
+        self._apply(batch, msg.partition(), inp, now, msg)
+
+    def _current(self, batch: _Batch, partition: int, saga_id: str) -> SagaState | None:
+        staged = batch.staged.get(saga_id)
+        if staged is not None:
+            return staged[1]
+        return self.stores[partition].states.get(saga_id)
+
+    def _apply(
+        self, batch: _Batch, partition: int, inp: Input, now: int, msg: Message | None
+    ) -> None:
+        state = self._current(batch, partition, inp.saga_id)
+        if isinstance(inp, TimerFired):
+            self.metrics.timers_fired += 1
+        try:
+            program = self._program_for(state, inp)
+        except UnknownVersionError as exc:
+            event = JournalEvent("parked", inp.saga_id, now, {"reason": str(exc)})
+            batch.journal.append((event, state.version if state else 0))
+            if msg is not None:
+                batch.dlq.append((msg, f"unknown-definition-version: {exc}"))
+            batch.parked.add(inp.saga_id)
+            return
+        try:
+            decision = transition(program, state, inp, now)
+        except Exception as exc:  # a bug in user code (a payload builder) must not stop the loop
+            log.exception("%s: transition of saga %s failed", self.saga_type, inp.saga_id)
+            if msg is not None:
+                batch.dlq.append((msg, f"transition failed: {exc!r}"))
+            return
+        self._collect(batch, partition, program, decision)
+
+    def _program_for(self, state: SagaState | None, inp: Input) -> Program:
+        if state is None:
+            return self.app.latest(self.saga_type)
+        return self.app.program(self.saga_type, state.version)
+
+    def _collect(self, batch: _Batch, partition: int, program: Program, decision: Decision) -> None:
+        reply_to = self.topics.inbox
+        for cmd in decision.commands:
+            batch.records.append(command_record(cmd, reply_to))
+        self.metrics.commands += len(decision.commands)
+        for child in decision.children:
+            batch.records.append(child_start_record(child, self.app.topics(child.saga_type).inbox))
+        for reply in decision.parent_replies:
+            batch.records.append(
+                parent_reply_record(reply, self.app.topics(reply.parent.saga_type).inbox)
+            )
+        for event in decision.events:
+            batch.journal.append((event, program.version))
+        if decision.state is not None:
+            batch.staged[decision.state.saga_id] = (partition, decision.state)
+
+    # ------------------------------------------------------------------------- transactions
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> None:
+        producer, _ = self._clients()
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, **kw)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _write(self, batch: _Batch) -> None:
+        for rec in batch.records:
+            self._produce(rec.topic, rec.key, rec.value, headers=rec.headers)
+        for event, version in batch.journal:
+            self._produce(
+                self.topics.journal,
+                event.saga_id.encode(),
+                encode_event(event, self.saga_type, version),
+            )
+        for saga_id, (partition, state) in batch.staged.items():
+            self._produce(
+                self.topics.state, saga_id.encode(), encode_state(state), partition=partition
+            )
+        for msg, reason in batch.dlq:
+            headers = [
+                *(msg.headers() or []),
+                ("dlq-reason", reason.encode()),
+                ("dlq-source-topic", str(msg.topic()).encode()),
+                ("dlq-source-partition", str(msg.partition()).encode()),
+                ("dlq-source-offset", str(msg.offset()).encode()),
+            ]
+            self._produce(self.topics.dlq, msg.key(), msg.value(), headers=headers)
+            log.warning(
+                "%s[%d]@%d -> %s: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                self.topics.dlq,
+                reason,
+            )
+
+    def _commit(self, batch: _Batch) -> None:
+        producer, consumer = self._clients()
+        try:
+            producer.begin_transaction()
+            self._write(batch)
+            if batch.next_offsets:
+                offsets = [
+                    TopicPartition(self.topics.inbox, p, o) for p, o in batch.next_offsets.items()
+                ]
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 60
+                )
+            self._commit_with_retries(producer)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.fatal():
+                raise translate(
+                    exc,
+                    f"worker {self.worker_id!r} of {self.topics.group} was fenced or failed "
+                    "fatally; if another worker runs with the same --worker-id, give each its own",
+                ) from exc
+            log.warning(
+                "%s: transaction aborted, batch will be retried: %s", self.topics.group, exc
+            )
+            self._abort(batch)
+            return
+        self.metrics.transactions += 1
+        self.metrics.dead_lettered += len(batch.dlq)
+        for partition, state in batch.staged.values():
+            store = self.stores.get(partition)
+            if store is not None:
+                store.put(state)
+        for saga_id in batch.parked:
+            for store in self.stores.values():
+                if saga_id in store.states:
+                    store.parked.add(saga_id)
+
+    def _commit_with_retries(self, producer: Producer, attempts: int = 120) -> None:
+        for attempt in range(attempts):
+            try:
+                producer.commit_transaction(30)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == attempts - 1:
+                    raise
+                log.info("commit not confirmed yet (%s); retrying", err.str())
+                time.sleep(0.5)
+
+    def _abort(self, batch: _Batch) -> None:
+        producer, consumer = self._clients()
+        self.metrics.aborted_transactions += 1
+        for attempt in range(120):
+            try:
+                producer.abort_transaction(30)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and err.fatal():
+                    raise translate(exc, "aborting a transaction") from exc
+                if attempt == 119:
+                    raise BrokerError(f"could not abort a transaction: {exc}") from exc
+                time.sleep(0.5)
+        for p, offset in batch.first_offsets.items():
+            if p in self.stores:
+                consumer.seek(TopicPartition(self.topics.inbox, p, offset))
+        for p, timers in batch.timers.items():
+            if p in self.stores:
+                self.stores[p].restore_timers(timers)

@@ -1,0 +1,185 @@
+"""The wire contract: how inputs, commands and replies look on Kafka. No Kafka client here.
+
+Every record is keyed by saga id. Header values are UTF-8 strings. Values are Avro
+(``sagas.Payload`` unless a command type has its own schema).
+
+Inbox records (``<ns>.<saga>.inbox``) say what they are in ``sagas-input``:
+
+===========  =================================================================================
+start        ``saga-id``; a child saga also has ``parent-saga-type``, ``parent-saga-id``,
+             ``parent-command-id``. Value: the saga's initial data.
+reply        ``saga-id``, ``command-id``, ``outcome`` (success | failure | retryable-failure).
+             Value: the reply payload. A record without ``sagas-input`` but with ``command-id``
+             is a reply too: participants written with a plain Kafka client need not set it.
+signal       ``saga-id``, ``signal``: the signal's name. Value: its payload.
+cancel       ``saga-id``, ``reason``.
+===========  =================================================================================
+
+Commands (to the participant's topic): headers ``saga-id``, ``saga-type``, ``command-id``,
+``command-type``, ``attempt``, ``reply-to`` (the inbox topic), ``deadline`` (epoch ms, when the
+saga stops waiting; absent when it waits forever).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sagas.engine.model import (
+    Cancel,
+    ChildStart,
+    CommandOut,
+    Input,
+    Outcome,
+    ParentRef,
+    ParentReply,
+    Reply,
+    Signal,
+    Start,
+)
+from sagas.errors import DecodeError
+from sagas.serde.records import decode_payload, encode_payload
+
+__all__ = [
+    "OUTCOMES",
+    "Headers",
+    "OutRecord",
+    "command_record",
+    "decode_input",
+    "header_dict",
+    "input_record",
+    "parent_reply_record",
+    "reply_record",
+]
+
+Headers = list[tuple[str, bytes]]
+OUTCOMES: frozenset[str] = frozenset({"success", "failure", "retryable-failure"})
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """A record to produce: topic, key, value and headers (partition chosen by the key)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+def header_dict(headers: Sequence[tuple[str, bytes | str | None]] | None) -> dict[str, str]:
+    """Headers as a dict of strings (the last value of a repeated header wins).
+
+    Raises:
+        DecodeError: a header value is not UTF-8.
+    """
+    out: dict[str, str] = {}
+    for name, value in headers or ():
+        if value is None:
+            continue
+        try:
+            out[name] = value.decode("utf-8") if isinstance(value, bytes) else value
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"header {name!r} is not UTF-8", record=headers) from exc
+    return out
+
+
+def _h(**items: str | int | None) -> Headers:
+    return [(k.replace("_", "-"), str(v).encode()) for k, v in items.items() if v is not None]
+
+
+def decode_input(key: bytes | None, value: bytes | None, headers: Any) -> Input:
+    """Turn an inbox record into an engine input.
+
+    Raises:
+        DecodeError: the record is not a valid input; the reason says what is wrong.
+    """
+    h = header_dict(headers)
+    saga_id = h.get("saga-id") or (key.decode("utf-8", "replace") if key else "")
+    if not saga_id:
+        raise DecodeError("no saga id: set the record key or the saga-id header", record=value)
+    kind = h.get("sagas-input") or ("reply" if "command-id" in h else "")
+    if kind == "reply":
+        outcome = h.get("outcome", "")
+        if outcome not in OUTCOMES:
+            raise DecodeError(
+                f"reply outcome {outcome!r} is not one of {sorted(OUTCOMES)}", record=value
+            )
+        if not h.get("command-id"):
+            raise DecodeError("reply without a command-id header", record=value)
+        return Reply(saga_id, h["command-id"], cast(Outcome, outcome), decode_payload(value))
+    if kind == "start":
+        parent = None
+        if "parent-saga-id" in h:
+            parent = ParentRef(
+                h.get("parent-saga-type", ""), h["parent-saga-id"], h.get("parent-command-id", "")
+            )
+        return Start(saga_id, decode_payload(value), parent)
+    if kind == "signal":
+        if not h.get("signal"):
+            raise DecodeError("signal without a signal header naming it", record=value)
+        return Signal(saga_id, h["signal"], decode_payload(value))
+    if kind == "cancel":
+        return Cancel(saga_id, h.get("reason") or "cancelled")
+    raise DecodeError(
+        f"unknown input kind {kind!r}: the sagas-input header must be start, reply, signal or "
+        "cancel (or a reply must carry command-id and outcome headers)",
+        record=value,
+    )
+
+
+def input_record(topic: str, inp: Input) -> OutRecord:
+    """The inbox record of an input (what the client and the runtime send)."""
+    key = inp.saga_id.encode()
+    if isinstance(inp, Start):
+        p = inp.parent
+        headers = _h(
+            sagas_input="start",
+            saga_id=inp.saga_id,
+            parent_saga_type=p.saga_type if p else None,
+            parent_saga_id=p.saga_id if p else None,
+            parent_command_id=p.command_id if p else None,
+        )
+        return OutRecord(topic, key, encode_payload(inp.data), headers)
+    if isinstance(inp, Reply):
+        return reply_record(topic, inp.saga_id, inp.command_id, inp.outcome, inp.payload)
+    if isinstance(inp, Signal):
+        headers = _h(sagas_input="signal", saga_id=inp.saga_id, signal=inp.name)
+        return OutRecord(topic, key, encode_payload(inp.payload), headers)
+    if isinstance(inp, Cancel):
+        headers = _h(sagas_input="cancel", saga_id=inp.saga_id, reason=inp.reason)
+        return OutRecord(topic, key, encode_payload({}), headers)
+    raise TypeError(f"timer firings are not sent to the inbox: {inp!r}")
+
+
+def reply_record(
+    topic: str, saga_id: str, command_id: str, outcome: Outcome, payload: dict[str, Any]
+) -> OutRecord:
+    """A participant's reply to ``command_id``, for the command's ``reply-to`` topic."""
+    headers = _h(sagas_input="reply", saga_id=saga_id, command_id=command_id, outcome=outcome)
+    return OutRecord(topic, saga_id.encode(), encode_payload(payload), headers)
+
+
+def command_record(cmd: CommandOut, reply_to: str) -> OutRecord:
+    """A command for a participant, with the contract's headers."""
+    headers = _h(
+        saga_id=cmd.saga_id,
+        saga_type=cmd.saga_type,
+        command_id=cmd.command_id,
+        command_type=cmd.command_type,
+        attempt=cmd.attempt,
+        reply_to=reply_to,
+        deadline=cmd.deadline_ms,
+    )
+    return OutRecord(cmd.topic, cmd.saga_id.encode(), encode_payload(cmd.payload), headers)
+
+
+def child_start_record(child: ChildStart, inbox: str) -> OutRecord:
+    """The start of a child saga, for the child type's inbox."""
+    return input_record(inbox, Start(child.saga_id, child.data, child.parent))
+
+
+def parent_reply_record(reply: ParentReply, inbox: str) -> OutRecord:
+    """A child saga's result, for the parent's inbox."""
+    p = reply.parent
+    return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload)

@@ -1,0 +1,129 @@
+"""The worker on the real broker: each saga behaviour end to end, with simulated participants."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer
+from kafka_util import read_all
+from runtime_util import Running, start_runtime
+from sagas_under_test import make_app
+
+from sagas.runtime.config import KafkaSettings
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def rt(bootstrap: str, unique: str) -> Iterator[Running]:
+    running = start_runtime(make_app(unique), KafkaSettings(bootstrap))
+    yield running
+    running.shutdown()
+
+
+def test_happy_path_runs_the_three_steps_and_completes(rt: Running) -> None:
+    sid = rt.client.start("order", {"order": "o-1", "behaviour": {}})
+    state = rt.wait_terminal("order", sid)
+    assert state.status == "completed"
+    assert rt.participants.commands_of(sid) == ["ReserveCredit", "ReserveStock", "ScheduleShipment"]
+    assert state.data["ScheduleShipment_done"] is True
+
+
+def test_a_failure_at_step_3_compensates_step_2_then_step_1(rt: Running) -> None:
+    sid = rt.client.start("order", {"behaviour": {"ScheduleShipment": "fail"}})
+    state = rt.wait_terminal("order", sid)
+    assert state.status == "compensated"
+    assert rt.participants.commands_of(sid) == [
+        "ReserveCredit", "ReserveStock", "ScheduleShipment", "ReleaseStock", "ReleaseCredit",
+    ]
+
+
+def test_a_step_deadline_expiry_compensates_the_completed_steps(rt: Running) -> None:
+    started = time.monotonic()
+    sid = rt.client.start("quick_order", {"behaviour": {"ReserveStock": "silent"}})
+    state = rt.wait_terminal("quick_order", sid)
+    assert state.status == "compensated"
+    assert rt.participants.commands_of(sid) == ["ReserveCredit", "ReserveStock", "ReleaseCredit"]
+    release = next(h for h in rt.participants.handled if h.command_type == "ReleaseCredit")
+    stock = next(h for h in rt.participants.handled if h.command_type == "ReserveStock")
+    assert release.at - stock.at >= 3.0 - 0.05  # never before the 3 s step deadline
+    assert release.at - started < 60
+
+
+def test_retryable_failures_are_retried_with_exponential_back_off(rt: Running) -> None:
+    sid = rt.client.start("order", {"behaviour": {"ReserveCredit": "retry:2"}})
+    state = rt.wait_terminal("order", sid)
+    assert state.status == "completed"
+    attempts = [h for h in rt.participants.handled if h.command_type == "ReserveCredit"]
+    assert [a.attempt for a in attempts] == [1, 2, 3]
+    assert len({a.command_id for a in attempts}) == 3
+    gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:], strict=False)]
+    # Retry(initial=0.5 s, multiplier=2, jitter=0): never earlier than 0.5 s, then 1 s.
+    assert gaps[0] >= 0.5 - 0.05
+    assert gaps[1] >= 1.0 - 0.05
+
+
+def test_a_signal_releases_a_wait(rt: Running) -> None:
+    sid = rt.client.start("approval", {"behaviour": {}})
+    rt.wait_until(lambda: "ReserveCredit" in rt.participants.commands_of(sid))
+    rt.client.signal("approval", sid, "approved", {"by": "alice"})
+    state = rt.wait_terminal("approval", sid)
+    assert state.status == "completed"
+    assert state.data["by"] == "alice"
+    assert rt.participants.commands_of(sid) == ["ReserveCredit", "ScheduleShipment"]
+
+
+def test_a_signal_that_never_comes_times_out_and_compensates(rt: Running) -> None:
+    sid = rt.client.start("approval", {"behaviour": {}})
+    state = rt.wait_terminal("approval", sid)
+    assert state.status == "compensated"
+    assert rt.participants.commands_of(sid) == ["ReserveCredit", "ReleaseCredit"]
+
+
+def test_a_cancel_compensates_what_completed(rt: Running) -> None:
+    sid = rt.client.start("order", {"behaviour": {"ReserveStock": "silent"}})
+    rt.wait_until(lambda: "ReserveStock" in rt.participants.commands_of(sid))
+    rt.client.cancel("order", sid, "customer changed their mind")
+    state = rt.wait_terminal("order", sid)
+    assert state.status in {"cancelled", "compensated"}
+    assert rt.participants.commands_of(sid)[-1] == "ReleaseCredit"
+    assert "ReleaseStock" not in rt.participants.commands_of(sid)
+
+
+def test_the_long_running_operation_polls_until_ready(rt: Running) -> None:
+    sid = rt.client.start("vm", {"behaviour": {}})
+    state = rt.wait_terminal("vm", sid)
+    assert state.status == "completed"
+    assert rt.participants.commands_of(sid)[:2] == ["Allocate", "Status"]
+
+
+def test_the_long_running_operation_times_out_cancels_verifies_and_compensates(
+    rt: Running,
+) -> None:
+    sid = rt.client.start("vm", {"behaviour": {"Status": "pending"}})
+    state = rt.wait_terminal("vm", sid)
+    assert state.status in {"compensated", "failed"}
+    commands = rt.participants.commands_of(sid)
+    assert commands[0] == "Allocate"
+    assert commands.count("Status") >= 2  # polled every 300 ms until the 2 s deadline
+    cancel_at = commands.index("CancelAllocate")
+    assert "Status" in commands[cancel_at + 1 :]  # the cancellation was verified
+
+
+def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on(
+    rt: Running, bootstrap: str
+) -> None:
+    inbox = rt.app.topics("order").inbox
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(inbox, key=b"poison-1", value=b"\x00garbage")
+    producer.produce(inbox, key=b"poison-2", value=b"{}", headers=[("sagas-input", b"launch")])
+    producer.flush(10)
+    sid = rt.client.start("order", {"behaviour": {}}, saga_id="poison-1")  # same partition
+    assert rt.wait_terminal("order", sid).status == "completed"
+    dead = read_all(bootstrap, rt.app.topics("order").dlq, expect=2, with_headers=True)
+    reasons = {key: headers.get("dlq-reason", "") for key, _, headers in dead}
+    assert set(reasons) == {b"poison-1", b"poison-2"}
+    assert "sagas-input" in reasons[b"poison-2"] or "unknown input kind" in reasons[b"poison-2"]
+    assert all(headers["dlq-source-topic"] == inbox for _, _, headers in dead)
