@@ -61,8 +61,7 @@ def start_runtime(app: App, settings: KafkaSettings, worker_id: str = "w1") -> R
 
     def work() -> None:
         exit_codes.append(
-            run_worker(app, settings, worker_id=worker_id, stop=stop,
-                       install_signal_handlers=False)
+            run_worker(app, settings, worker_id=worker_id, stop=stop, install_signal_handlers=False)
         )
 
     thread = threading.Thread(target=work, name="worker", daemon=True)

@@ -125,8 +125,11 @@ class Participants:
 
     def _handle(self, payload: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
         with self._lock:
-            self.handled.append(Handled(ctx.saga_id, ctx.command_type, ctx.command_id,
-                                        ctx.attempt, time.monotonic()))
+            self.handled.append(
+                Handled(
+                    ctx.saga_id, ctx.command_type, ctx.command_id, ctx.attempt, time.monotonic()
+                )
+            )
         behaviour = payload.get("behaviour", {}).get(ctx.command_type, "ok")
         if ctx.command_type == "CancelAllocate":
             self._cancelled.add(ctx.saga_id)

@@ -36,7 +36,11 @@ def test_a_failure_at_step_3_compensates_step_2_then_step_1(rt: Running) -> None
     state = rt.wait_terminal("order", sid)
     assert state.status == "compensated"
     assert rt.participants.commands_of(sid) == [
-        "ReserveCredit", "ReserveStock", "ScheduleShipment", "ReleaseStock", "ReleaseCredit",
+        "ReserveCredit",
+        "ReserveStock",
+        "ScheduleShipment",
+        "ReleaseStock",
+        "ReleaseCredit",
     ]
 
 

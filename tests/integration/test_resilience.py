@@ -1,0 +1,222 @@
+"""Crash safety, rebalancing and broker restarts, on the real broker.
+
+Commands are counted in the command topics with ``read_committed``: that is what participants
+see, so "exactly once" means every command id appears there once.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka_util import read_all
+from runtime_util import start_runtime
+from sagas_under_test import Participants, make_app
+
+from sagas.app import App
+from sagas.client import SagaClient
+from sagas.engine.model import SagaState
+from sagas.runtime.config import KafkaSettings
+from sagas.runtime.topics import ensure_topics
+from sagas.serde.records import decode_state
+
+pytestmark = pytest.mark.kafka
+
+HERE = Path(__file__).resolve().parent
+SAGA = "quick_order"  # 3 s step deadlines
+
+# behaviour -> (expected final status, compensations expected)
+PLAN = {
+    "ok": ({}, "completed", []),
+    "fail": ({"ScheduleShipment": "fail"}, "compensated", ["ReleaseStock", "ReleaseCredit"]),
+    "silent": ({"ReserveStock": "silent"}, "compensated", ["ReleaseCredit"]),
+    "retry": ({"ReserveCredit": "retry:1"}, "completed", []),
+}
+MIX = ["ok"] * 5 + ["fail"] * 2 + ["silent", "retry", "ok"]
+
+
+def spawn_worker(ns: str, bootstrap: str, worker_id: str, log: Path) -> subprocess.Popen[bytes]:
+    """``sagas worker`` in its own process, as in production."""
+    env = {**os.environ, "PYTHONPATH": str(HERE), "SAGAS_TEST_NS": ns, "SAGAS_TEST_PARTS": "3"}
+    out = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sagas.cli",
+                "worker",
+                "sagas_under_test:app",
+                "--worker-id",
+                worker_id,
+                "--bootstrap-servers",
+                bootstrap,
+                "--log-level",
+                "info",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        out.close()
+
+
+def latest_states(bootstrap: str, app: App) -> dict[str, SagaState]:
+    """The newest committed snapshot of every saga of ``SAGA``."""
+    states: dict[str, SagaState] = {}
+    for key, value in read_all(bootstrap, app.topics(SAGA).state):
+        if key is not None and value is not None:
+            states[key.decode()] = decode_state(value)
+    return states
+
+
+def wait_all_terminal(
+    bootstrap: str, app: App, ids: set[str], timeout: float
+) -> dict[str, SagaState]:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = latest_states(bootstrap, app)
+        pending = [i for i in ids if i not in states or not states[i].terminal]
+        if not pending:
+            return states
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(pending)} sagas not terminal, e.g. {pending[:3]}")
+        time.sleep(1.0)
+
+
+def command_log(bootstrap: str, app: App) -> list[dict[str, str]]:
+    """Every committed command's headers, from every participant topic."""
+    out: list[dict[str, str]] = []
+    for topic in app.latest(SAGA).topics:
+        out.extend(h for _, _, h in read_all(bootstrap, topic, with_headers=True))
+    return out
+
+
+def start_sagas(client: SagaClient, count: int) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for i in range(count):
+        kind = MIX[i % len(MIX)]
+        sid = f"s{i:05d}"
+        client.start(SAGA, {"behaviour": PLAN[kind][0]}, saga_id=sid)
+        kinds[sid] = kind
+    return kinds
+
+
+def check_outcome(
+    kinds: dict[str, str], states: dict[str, SagaState], commands: list[dict[str, str]]
+) -> None:
+    ids = collections.Counter(h["command-id"] for h in commands)
+    duplicates = [c for c, n in ids.items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} command ids issued more than once: {duplicates[:5]}"
+    by_saga: dict[str, list[str]] = collections.defaultdict(list)
+    for h in commands:
+        by_saga[h["saga-id"]].append(h["command-type"])
+    for sid, kind in kinds.items():
+        _, status, compensations = PLAN[kind]
+        assert states[sid].status == status, (sid, kind, states[sid].status, states[sid].reason)
+        sent = [c for c in by_saga[sid] if c.startswith("Release")]
+        assert sent == compensations, (sid, kind, by_saga[sid])
+
+
+def check_deadlines(participants: Participants, kinds: dict[str, str], deadline_s: float) -> None:
+    """For sagas whose stock step stayed silent: ReleaseCredit never before the step deadline."""
+    first: dict[tuple[str, str], float] = {}
+    for h in participants.handled:
+        first.setdefault((h.saga_id, h.command_type), h.at)
+    for sid, kind in kinds.items():
+        if kind == "silent":
+            waited = first[(sid, "ReleaseCredit")] - first[(sid, "ReserveStock")]
+            assert waited >= deadline_s - 0.05, (sid, waited)
+
+
+def test_sagas_survive_repeated_kill_9_of_the_worker(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    count = int(os.environ.get("SAGAS_CRASH_SAGAS", "500"))
+    kills = int(os.environ.get("SAGAS_CRASH_KILLS", "5"))
+    settings = KafkaSettings(bootstrap)
+    app = make_app(unique)
+    ensure_topics(app, settings)
+    participants = Participants(settings, unique)
+    client = SagaClient(settings, unique)
+    log = tmp_path / "worker.log"
+    rng = random.Random(7)
+    worker = spawn_worker(unique, bootstrap, "w1", log)
+    try:
+        kinds = start_sagas(client, count)
+        for _ in range(kills):
+            time.sleep(rng.uniform(1.0, 4.0))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(30)
+            worker = spawn_worker(unique, bootstrap, "w1", log)
+        states = wait_all_terminal(bootstrap, app, set(kinds), timeout=300)
+        check_outcome(kinds, states, command_log(bootstrap, app))
+        check_deadlines(participants, kinds, 3.0)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(60)
+        participants.stop()
+        client.close()
+    assert code == 0, log.read_text()[-3000:]
+
+
+def test_a_killed_workers_sagas_continue_on_the_other_worker_timers_included(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    settings = KafkaSettings(bootstrap)
+    app = make_app(unique)
+    ensure_topics(app, settings)
+    participants = Participants(settings, unique)
+    client = SagaClient(settings, unique)
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    first = spawn_worker(unique, bootstrap, "w1", logs[0])
+    second = spawn_worker(unique, bootstrap, "w2", logs[1])
+    try:
+        time.sleep(3)  # both joined: partitions shared
+        kinds = start_sagas(client, 150)
+        time.sleep(1.5)  # some sagas wait for their silent step's deadline timers
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        states = wait_all_terminal(bootstrap, app, set(kinds), timeout=180)
+        check_outcome(kinds, states, command_log(bootstrap, app))
+        check_deadlines(participants, kinds, 3.0)
+        assert "assigned partitions" in logs[1].read_text()
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code = second.wait(60)
+        participants.stop()
+        client.close()
+    assert code == 0, logs[1].read_text()[-3000:]
+
+
+def test_the_worker_recovers_by_itself_from_a_broker_restart(tmp_path: Path, unique: str) -> None:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("restarting the broker needs the local broker; an external one was given")
+    from sagas.dev.kafka import LocalKafka, free_port
+
+    broker = LocalKafka(data_dir=tmp_path / "kafka", port=free_port())
+    broker.start()
+    rt = None
+    try:
+        app = make_app(unique)
+        rt = start_runtime(app, KafkaSettings(broker.bootstrap_servers))
+        kinds = start_sagas(rt.client, 60)
+        time.sleep(1.0)
+        broker.stop()
+        time.sleep(2.0)
+        broker.start()
+        states = wait_all_terminal(broker.bootstrap_servers, app, set(kinds), timeout=180)
+        check_outcome(kinds, states, command_log(broker.bootstrap_servers, app))
+        assert rt.thread.is_alive()  # it did not die on the outage
+    finally:
+        if rt is not None:
+            rt.shutdown()
+        broker.stop()

@@ -1,0 +1,228 @@
+"""Pure parts of the Kafka shell: records, the wire contract, partitioning, the store, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagas.engine.model import (
+    Cancel,
+    CommandOut,
+    JournalEvent,
+    ParentRef,
+    Reply,
+    SagaState,
+    Signal,
+    Start,
+    TimerFired,
+)
+from sagas.errors import ConfigurationError, DecodeError
+from sagas.partitioning import murmur2, partition_for
+from sagas.runtime.config import KafkaSettings
+from sagas.runtime.store import PartitionStore
+from sagas.serde.records import (
+    decode_event,
+    decode_payload,
+    decode_state,
+    encode_event,
+    encode_payload,
+    encode_state,
+)
+from sagas.wire import command_record, decode_input, header_dict, input_record
+
+
+def _state(timers: dict[str, int] | None = None, saga_id: str = "s1") -> SagaState:
+    return SagaState(
+        saga_id,
+        "order",
+        2,
+        "running",
+        {"n": 1, "nested": {"a": [1, "x"]}},
+        timers or {},
+        42,
+        1000,
+        2000,
+        parent=ParentRef("parent", "p1", "p1:c:1"),
+    )
+
+
+def test_state_snapshots_round_trip_through_avro() -> None:
+    state = _state({"deadline": 5000})
+    assert decode_state(encode_state(state)) == state
+
+
+def test_journal_events_round_trip_with_their_saga_type_and_version() -> None:
+    event = JournalEvent("command_sent", "s1", 1234, {"command_id": "s1:a:1"})
+    assert decode_event(encode_event(event, "order", 3)) == (event, "order", 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "missing the C3 01 header"),
+        (b"{}", "missing the C3 01 header"),
+        (b"\xc3\x01" + b"\x00" * 8 + b"x", "unknown schema fingerprint"),
+    ],
+)
+def test_undecodable_records_raise_a_decode_error_that_keeps_the_record(
+    data: bytes, message: str
+) -> None:
+    with pytest.raises(DecodeError, match=message) as caught:
+        decode_state(data)
+    assert caught.value.record == data
+
+
+def test_a_record_of_another_type_is_refused() -> None:
+    with pytest.raises(DecodeError, match="expected a sagas.SagaState record, got a sagas.Payload"):
+        decode_state(encode_payload({"a": 1}))
+
+
+def test_a_payload_must_be_a_json_object() -> None:
+    from sagas.serde.avro import default_store
+
+    raw = default_store().encode("sagas.Payload", {"json": "[1, 2]"})
+    with pytest.raises(DecodeError, match="must be a JSON object"):
+        decode_payload(raw)
+
+
+@pytest.mark.parametrize(
+    "inp",
+    [
+        Start("s1", {"a": 1}),
+        Start("s1", {}, ParentRef("parent", "p1", "p1:child:1")),
+        Reply("s1", "s1:step:1", "retryable-failure", {"error": "busy"}),
+        Signal("s1", "approved", {"by": "alice"}),
+        Cancel("s1", "changed my mind"),
+    ],
+)
+def test_every_inbox_input_round_trips_through_its_record(inp: object) -> None:
+    rec = input_record("ns.order.inbox", inp)  # type: ignore[arg-type]
+    assert rec.key == b"s1"
+    assert decode_input(rec.key, rec.value, rec.headers) == inp
+
+
+def test_a_reply_from_a_plain_kafka_client_needs_no_sagas_input_header() -> None:
+    headers = [("saga-id", b"s1"), ("command-id", b"s1:x:1"), ("outcome", b"success")]
+    assert decode_input(b"s1", encode_payload({"ok": True}), headers) == Reply(
+        "s1", "s1:x:1", "success", {"ok": True}
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ([("sagas-input", b"launch")], "unknown input kind 'launch'"),
+        ([("command-id", b"c"), ("outcome", b"maybe")], "outcome 'maybe' is not one of"),
+        ([("sagas-input", b"signal")], "signal without a signal header"),
+        ([("sagas-input", b"start"), ("saga-id", b"\xff")], "not UTF-8"),
+    ],
+)
+def test_invalid_inputs_say_what_is_wrong(headers: list[tuple[str, bytes]], message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        decode_input(b"s1", encode_payload({}), headers)
+
+
+def test_an_input_without_any_saga_id_is_refused() -> None:
+    with pytest.raises(DecodeError, match="no saga id"):
+        decode_input(None, None, [("sagas-input", b"start")])
+
+
+def test_commands_carry_the_wire_contract_headers() -> None:
+    cmd = CommandOut(
+        "s1:credit:1",
+        "s1",
+        "order",
+        "credit",
+        "ReserveCredit",
+        "credit.commands",
+        {"amount": 5},
+        1,
+        99000,
+    )
+    rec = command_record(cmd, "ns.order.inbox")
+    assert rec.topic == "credit.commands"
+    assert rec.key == b"s1"
+    assert header_dict(rec.headers) == {
+        "saga-id": "s1",
+        "saga-type": "order",
+        "command-id": "s1:credit:1",
+        "command-type": "ReserveCredit",
+        "attempt": "1",
+        "reply-to": "ns.order.inbox",
+        "deadline": "99000",
+    }
+    assert decode_payload(rec.value) == {"amount": 5}
+
+
+@pytest.mark.parametrize(
+    ("key", "java_hash"),
+    [  # org.apache.kafka.common.utils.UtilsTest#testMurmur2
+        (b"21", -973932308),
+        (b"foobar", -790332482),
+        (b"a-little-bit-long-string", -985981536),
+        (b"a-little-bit-longer-string", -1486304829),
+        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        (b"abc", 479470107),
+    ],
+)
+def test_murmur2_matches_the_java_client(key: bytes, java_hash: int) -> None:
+    assert murmur2(key) == java_hash & 0xFFFFFFFF
+
+
+def test_partition_for_is_the_positive_hash_modulo_the_count() -> None:
+    assert partition_for(b"21", 7) == (-973932308 & 0x7FFFFFFF) % 7
+
+
+def test_the_timer_index_never_yields_a_timer_before_it_is_due() -> None:
+    store = PartitionStore(0)
+    store.put(_state({"a": 300, "b": 100}, "s1"))
+    store.put(_state({"c": 200}, "s2"))
+    assert store.next_due() == 100
+    assert store.pop_due(99, 10) == []
+    assert store.pop_due(200, 10) == [TimerFired("s1", "b", 100), TimerFired("s2", "c", 200)]
+    assert store.next_due() == 300
+
+
+def test_a_timer_removed_or_moved_by_a_new_snapshot_is_not_yielded() -> None:
+    store = PartitionStore(0)
+    store.put(_state({"a": 100, "b": 150}))
+    store.put(_state({"a": 500}))  # b cancelled, a moved
+    assert store.pop_due(400, 10) == []
+    assert store.pop_due(500, 10) == [TimerFired("s1", "a", 500)]
+
+
+def test_timers_of_an_aborted_transaction_come_back() -> None:
+    store = PartitionStore(0)
+    store.put(_state({"a": 100}))
+    taken = store.pop_due(100, 10)
+    assert store.next_due() is None
+    store.restore_timers(taken)
+    assert store.pop_due(100, 10) == taken
+
+
+def test_parked_sagas_keep_their_state_but_run_no_timers() -> None:
+    store = PartitionStore(0)
+    store.put(_state({"a": 100}), parked=True)
+    assert "s1" in store.states
+    assert store.pop_due(1000, 10) == []
+
+
+def test_settings_precedence_is_flags_over_environment_over_code() -> None:
+    code = KafkaSettings("code:9092", {"linger.ms": "1", "client.id": "code"})
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "env:9092",
+        "SAGAS_KAFKA_LINGER_MS": "5",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    }
+    settings = code.with_env(env).with_flags("flag:9092", ["linger.ms=9"])
+    assert settings.client_config() == {
+        "bootstrap.servers": "flag:9092",
+        "linger.ms": "9",
+        "client.id": "code",
+        "security.protocol": "SASL_SSL",
+    }
+    assert code.with_env(env).bootstrap_servers == "env:9092"
+
+
+def test_a_malformed_option_flag_says_how_to_write_it() -> None:
+    with pytest.raises(ConfigurationError, match="must be key=value"):
+        KafkaSettings().with_flags(None, ["linger.ms"])
