@@ -1,0 +1,369 @@
+"""The building blocks of a saga definition.
+
+Every block is a frozen dataclass made by a small factory function (``step``, ``long_running``,
+``wait_signal``, ``sleep``, ``parallel``, ``branch``, ``goto``, ``child``). The classes are generic
+in ``D``, the type of the saga's data (a ``TypedDict`` works best), so a user's mypy checks the keys
+their payload builders and predicates read. Nothing here runs: the compiler validates the blocks and
+the engine executes them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from sagas.dsl.retry import Retry
+from sagas.errors import DefinitionError
+
+__all__ = [
+    "Branch",
+    "Call",
+    "Child",
+    "Goto",
+    "Join",
+    "Kind",
+    "LongRunning",
+    "Merge",
+    "Node",
+    "Parallel",
+    "Payload",
+    "Sleep",
+    "Step",
+    "WaitSignal",
+    "branch",
+    "call",
+    "child",
+    "goto",
+    "long_running",
+    "parallel",
+    "sleep",
+    "step",
+    "wait_signal",
+]
+
+D = TypeVar("D")
+
+Kind = Literal["compensatable", "pivot", "retriable"]
+"""compensatable: undone by its compensation; pivot: the point of no return (one per saga);
+retriable: after the pivot, retried until it succeeds."""
+
+Join = Literal["all", "first"]
+Payload: TypeAlias = Callable[[D], Mapping[str, object]]
+"""Builds a command payload (a JSON-compatible mapping) from the saga's data."""
+Merge: TypeAlias = str | Callable[[D, Mapping[str, Any]], D] | None
+"""How a success reply enters the data: ``None`` updates the top-level keys, a string stores the
+whole reply under that key, a function ``(data, reply) -> new data`` does anything else."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _no_payload(_: object) -> Mapping[str, object]:
+    return {}
+
+
+def _check_name(name: str, what: str = "step") -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DefinitionError(
+            f"{what} name {name!r} is not valid: use letters, digits, '-', '_' and '.' only"
+        )
+
+
+def _check_duration(value: timedelta | None, what: str, name: str) -> None:
+    if value is not None and value <= timedelta(0):
+        raise DefinitionError(f"{what} must be a positive timedelta, got {value}", step=name)
+
+
+@dataclass(frozen=True)
+class Call(Generic[D]):
+    """A command to send: its type, its payload builder and an optional topic."""
+
+    command: str
+    payload: Payload[D] = _no_payload
+    topic: str | None = None
+
+
+def call(command: str, payload: Payload[D] | None = None, *, to: str | None = None) -> Call[D]:
+    """A command: ``call("ReleaseCredit", lambda d: {"customer": d["customer"]})``.
+
+    Args:
+        command: the command type participants dispatch on.
+        payload: builds the payload from the saga's data; an empty payload when omitted.
+        to: the topic, when it differs from the step's topic.
+    """
+    if not command:
+        raise DefinitionError("call() needs a command type, e.g. call('ReleaseCredit', ...)")
+    return Call(command, payload or _no_payload, to)
+
+
+@dataclass(frozen=True)
+class Step(Generic[D]):
+    """Send a command to a participant and wait for its reply. Made by :func:`step`."""
+
+    name: str
+    topic: str
+    command: str
+    payload: Payload[D]
+    compensate: Call[D] | None
+    kind: Kind
+    deadline: timedelta | None
+    retry: Retry
+    merge: Merge[D]
+
+
+@dataclass(frozen=True)
+class LongRunning(Generic[D]):
+    """Start, poll until done, cancel and verify on the deadline. See :func:`long_running`."""
+
+    name: str
+    topic: str
+    start: Call[D]
+    status: Call[D]
+    cancel: Call[D]
+    every: timedelta
+    done: Callable[[Mapping[str, Any]], bool]
+    failed: Callable[[Mapping[str, Any]], bool]
+    cancelled: Callable[[Mapping[str, Any]], bool]
+    deadline: timedelta | None
+    checks: int
+    compensate: Call[D] | None
+    kind: Kind
+    retry: Retry
+    merge: Merge[D]
+
+
+@dataclass(frozen=True)
+class WaitSignal(Generic[D]):
+    """Wait for a named signal; fail the saga on the timeout. Made by :func:`wait_signal`."""
+
+    name: str
+    signal: str
+    timeout: timedelta
+    merge: Merge[D]
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A durable timer. Made by :func:`sleep`."""
+
+    name: str
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class Parallel(Generic[D]):
+    """Branches that run together and join. Made by :func:`parallel`."""
+
+    name: str
+    branches: tuple[tuple[Node[D], ...], ...]
+    join: Join
+
+
+@dataclass(frozen=True)
+class Branch(Generic[D]):
+    """Choose between two step lists on the data. Made by :func:`branch`."""
+
+    name: str
+    when: Callable[[D], bool]
+    then: tuple[Node[D], ...]
+    otherwise: tuple[Node[D], ...]
+
+
+@dataclass(frozen=True)
+class Goto:
+    """Jump to a named step (a loop, with a branch to leave it). Made by :func:`goto`."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class Child(Generic[D]):
+    """Run another saga type and merge its result. Made by :func:`child`."""
+
+    name: str
+    saga: str
+    input: Payload[D]
+    compensate: Call[D] | None
+    kind: Kind
+    deadline: timedelta | None
+    merge: Merge[D]
+
+
+Node: TypeAlias = (
+    Step[D] | LongRunning[D] | WaitSignal[D] | Sleep | Parallel[D] | Branch[D] | Goto | Child[D]
+)
+"""Any block that may appear in a saga's step list."""
+
+
+def step(
+    name: str,
+    *,
+    to: str,
+    command: str,
+    payload: Payload[D] | None = None,
+    compensate: Call[D] | None = None,
+    kind: Kind = "compensatable",
+    deadline: timedelta | None = None,
+    retry: Retry | None = None,
+    merge: Merge[D] = None,
+) -> Step[D]:
+    """A step: send ``command`` to topic ``to`` and wait for the participant's reply.
+
+    Args:
+        name: unique within the saga; letters, digits, ``-``, ``_``, ``.``.
+        to: the participant's command topic, e.g. ``"credit.commands"``.
+        command: the command type.
+        payload: builds the command's payload from the saga's data.
+        compensate: the command that undoes this step (required for compensatable steps).
+        kind: ``"compensatable"`` (default), ``"pivot"`` or ``"retriable"``.
+        deadline: how long the step may take, retries included. For a retriable step it bounds
+            one attempt, which is then retried.
+        retry: back-off policy for ``retryable-failure`` replies (retriable steps retry forever).
+        merge: how the success reply enters the data (see :data:`Merge`).
+    """
+    _check_name(name)
+    _check_duration(deadline, "deadline", name)
+    if not to or not command:
+        raise DefinitionError("a step needs to='<topic>' and command='<type>'", step=name)
+    if retry is None:
+        retry = Retry(max_attempts=None) if kind == "retriable" else Retry()
+    return Step(name, to, command, payload or _no_payload, compensate, kind, deadline, retry, merge)
+
+
+def _never(_: Mapping[str, Any]) -> bool:
+    return False
+
+
+def long_running(
+    name: str,
+    *,
+    to: str,
+    start: Call[D],
+    status: Call[D],
+    cancel: Call[D],
+    every: timedelta,
+    done: Callable[[Mapping[str, Any]], bool],
+    failed: Callable[[Mapping[str, Any]], bool] = _never,
+    cancelled: Callable[[Mapping[str, Any]], bool] | None = None,
+    deadline: timedelta | None = None,
+    checks: int = 10,
+    compensate: Call[D] | None = None,
+    kind: Kind = "compensatable",
+    retry: Retry | None = None,
+    merge: Merge[D] = None,
+) -> LongRunning[D]:
+    """A long-running operation as one step.
+
+    Sends ``start``; then every ``every`` sends ``status`` until ``done(reply)`` (the step succeeds
+    and the reply merges into the data) or ``failed(reply)`` (the step fails and the saga
+    compensates). When the deadline passes first, sends ``cancel``, then polls ``status`` until
+    ``cancelled(reply)`` confirms it (at most ``checks`` polls), then the saga compensates.
+
+    Args:
+        name: unique step name.
+        to: the participant's command topic.
+        start: the command that starts the operation (retried per ``retry``).
+        status: the status query, sent every ``every``.
+        cancel: the command that cancels the operation.
+        every: the polling interval.
+        done: true when a status reply says the operation finished.
+        failed: true when a status reply says the operation failed on its own.
+        cancelled: true when a status reply confirms the cancellation (default: ``failed``).
+        deadline: how long the operation may take before it is cancelled.
+        checks: status polls allowed to confirm a cancellation before the saga reports it failed.
+        compensate: undoes a finished operation when a later step fails.
+        kind: as for :func:`step`.
+        retry: back-off for ``retryable-failure`` replies to ``start``.
+        merge: how the final status reply enters the data.
+    """
+    _check_name(name)
+    _check_duration(every, "every", name)
+    _check_duration(deadline, "deadline", name)
+    if checks < 1:
+        raise DefinitionError(f"checks={checks}: use 1 or more status polls", step=name)
+    if retry is None:
+        retry = Retry(max_attempts=None) if kind == "retriable" else Retry()
+    return LongRunning(
+        name, to, start, status, cancel, every, done, failed, cancelled or failed,
+        deadline, checks, compensate, kind, retry, merge,
+    )  # fmt: skip
+
+
+def wait_signal(
+    name: str, *, signal: str | None = None, timeout: timedelta, merge: Merge[D] = None
+) -> WaitSignal[D]:
+    """Wait for ``signal`` (default: ``name``); the saga fails if ``timeout`` passes first.
+
+    A signal that arrives before the saga reaches this step is kept and consumed here.
+    The signal's payload merges into the data as a reply would.
+    """
+    _check_name(name)
+    _check_duration(timeout, "timeout", name)
+    return WaitSignal(name, signal or name, timeout, merge)
+
+
+def sleep(name: str, duration: timedelta) -> Sleep:
+    """A durable sleep: the saga continues after ``duration``, across restarts."""
+    _check_name(name)
+    _check_duration(duration, "duration", name)
+    return Sleep(name, duration)
+
+
+def parallel(name: str, *branches: Sequence[Node[D]], join: Join = "all") -> Parallel[D]:
+    """Run step lists side by side and join them.
+
+    Args:
+        name: the name of the join.
+        *branches: the step lists.
+        join: ``"all"`` waits for every branch (any failure fails the saga); ``"first"``
+            continues with the first branch to succeed and abandons the others (the saga fails
+            only when every branch failed). Steps completed in an abandoned branch are
+            compensated if the saga later compensates.
+    """
+    _check_name(name)
+    if len(branches) < 2:
+        raise DefinitionError("parallel() needs two branches or more", step=name)
+    return Parallel(name, tuple(tuple(b) for b in branches), join)
+
+
+def branch(
+    name: str,
+    when: Callable[[D], bool],
+    *,
+    then: Sequence[Node[D]],
+    otherwise: Sequence[Node[D]] = (),
+) -> Branch[D]:
+    """Run ``then`` when ``when(data)`` is true, else ``otherwise``; then carry on after the branch.
+
+    Either list may end with :func:`goto` to jump elsewhere (a loop).
+    """
+    _check_name(name)
+    return Branch(name, when, tuple(then), tuple(otherwise))
+
+
+def goto(target: str) -> Goto:
+    """Jump to the step named ``target``. Only valid as the last block of a list."""
+    return Goto(target)
+
+
+def child(
+    name: str,
+    *,
+    saga: str,
+    input: Payload[D],
+    compensate: Call[D] | None = None,
+    kind: Kind = "compensatable",
+    deadline: timedelta | None = None,
+    merge: Merge[D] = None,
+) -> Child[D]:
+    """Run a saga of type ``saga`` with ``input(data)`` as its data; its final data merges back.
+
+    The child fails the step when it ends compensated, failed or cancelled.
+    """
+    _check_name(name)
+    _check_duration(deadline, "deadline", name)
+    if not saga:
+        raise DefinitionError("child() needs saga='<saga type name>'", step=name)
+    return Child(name, saga, input, compensate, kind, deadline, merge)

@@ -1,0 +1,190 @@
+"""Apply journal events to a saga state: ``evolve`` one, ``fold`` them all.
+
+The engine is event-sourced: :func:`sagas.engine.transition` decides events and applies each with
+:func:`evolve` as it goes, so folding a saga's journal rebuilds exactly the state the last
+transition returned. ``evolve`` never consults the program: each event carries what it changes.
+
+Event types (``JournalEvent.type``) and their ``body``:
+
+=================  =====================================================================
+started            saga_type, version, data, seed, parent — the saga exists
+ignored            input, reason, ... — an input changed nothing (no state change at all)
+note               message — informational
+entered            step, phase — a block became active
+phase              step, phase, failures, checks — an active block moved on
+command_sent       command_id, step, command_type, topic, payload, attempt, deadline_ms, key, undo
+child_started      command_id, step, child_type, child_id, data, attempt, key
+reply_accepted     command_id, outcome, payload — a reply the saga was waiting for
+attempt_expired    command_id — the saga stopped waiting for this command's reply
+timer_set          timer_id, due_ms, key, n
+timer_fired        timer_id
+timer_cleared      timer_id
+data_changed       data — the saga's new data
+step_completed     step, action, pivot — a block finished (``action``: it is compensable history)
+step_failed        step, reason
+abandoned          step — a block stopped without finishing (its branch lost or the saga failed)
+branch_taken       step, to, taken
+join_opened        step
+branch_ended       step, index, ok
+signal_received    name, payload, step
+signal_buffered    name, payload
+signal_consumed    name
+compensating       reason, outcome, queue — compensation begins, in ``queue`` order
+undo_started       step
+undo_phase         failures
+undo_done          step
+outcome            outcome, reason
+finished           status, reason — terminal
+=================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any, cast
+
+from sagas.engine.model import JournalEvent, ParentRef, SagaState, Status, Token
+
+__all__ = ["evolve", "fold"]
+
+
+def _drop_pending(state: SagaState, step: str) -> dict[str, str]:
+    return {c: s for c, s in state.pending.items() if s != step}
+
+
+def _without(mapping: Any, key: str) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _clear_cmd(state: SagaState, cid: str) -> SagaState:
+    tokens = {k: (replace(t, cmd=None) if t.cmd == cid else t) for k, t in state.tokens.items()}
+    undo = state.undo
+    if undo is not None and undo.cmd == cid:
+        undo = replace(undo, cmd=None)
+    return replace(state, pending=_without(state.pending, cid), tokens=tokens, undo=undo)
+
+
+def _set_cmd(state: SagaState, b: dict[str, Any]) -> SagaState:
+    cid, step = b["command_id"], b["step"]
+    pending = {**state.pending, cid: step}
+    counters = {**state.counters, b["key"]: b["attempt"]}
+    state = replace(state, pending=pending, counters=counters)
+    if b.get("undo"):
+        assert state.undo is not None  # invariant of the engine, not user input
+        return replace(state, undo=replace(state.undo, cmd=cid))
+    if step in state.tokens:
+        tokens = {**state.tokens, step: replace(state.tokens[step], cmd=cid)}
+        state = replace(state, tokens=tokens)
+    return state
+
+
+def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
+    """The state after ``event``. Pure; ``ignored`` events return ``state`` unchanged."""
+    t, b = event.type, event.body
+    if t == "ignored":
+        return state
+    if t == "started":
+        parent = ParentRef.from_dict(b["parent"]) if b["parent"] else None
+        return SagaState(
+            saga_id=event.saga_id,
+            saga_type=b["saga_type"],
+            version=b["version"],
+            status="running",
+            data=b["data"],
+            timers={},
+            seed=b["seed"],
+            started_ms=event.at_ms,
+            updated_ms=event.at_ms,
+            parent=parent,
+        )
+    if state is None:
+        return None
+    s = replace(state, updated_ms=event.at_ms)
+    match t:
+        case "note" | "branch_taken" | "signal_received":
+            return s
+        case "entered":
+            return replace(s, tokens={**s.tokens, b["step"]: Token(b["step"], b["phase"])})
+        case "phase":
+            tok = replace(s.tokens[b["step"]], phase=b["phase"], failures=b["failures"])
+            tok = replace(tok, checks=b["checks"])
+            return replace(s, tokens={**s.tokens, b["step"]: tok})
+        case "command_sent" | "child_started":
+            return _set_cmd(s, b)
+        case "reply_accepted" | "attempt_expired":
+            return _clear_cmd(s, b["command_id"])
+        case "timer_set":
+            timers = {**s.timers, b["timer_id"]: b["due_ms"]}
+            return replace(s, timers=timers, counters={**s.counters, b["key"]: b["n"]})
+        case "timer_fired" | "timer_cleared":
+            return replace(s, timers=_without(s.timers, b["timer_id"]))
+        case "data_changed":
+            return replace(s, data=b["data"])
+        case "step_completed":
+            step = b["step"]
+            s = replace(s, tokens=_without(s.tokens, step), pending=_drop_pending(s, step))
+            if b["action"]:
+                s = replace(s, completed=(*s.completed, step), pivoted=s.pivoted or b["pivot"])
+            return s
+        case "step_failed" | "abandoned":
+            step = b["step"]
+            return replace(
+                s,
+                tokens=_without(s.tokens, step),
+                pending=_drop_pending(s, step),
+                joins=_without(s.joins, step),
+            )
+        case "join_opened":
+            return replace(s, joins={**s.joins, b["step"]: ((), ())})
+        case "branch_ended":
+            ok, bad = s.joins[b["step"]]
+            pair = ((*ok, b["index"]), bad) if b["ok"] else (ok, (*bad, b["index"]))
+            return replace(s, joins={**s.joins, b["step"]: pair})
+        case "signal_buffered":
+            return replace(s, signals=(*s.signals, (b["name"], b["payload"])))
+        case "signal_consumed":
+            i = next(i for i, (name, _) in enumerate(s.signals) if name == b["name"])
+            return replace(s, signals=s.signals[:i] + s.signals[i + 1 :])
+        case "compensating":
+            return replace(
+                s,
+                status="compensating",
+                to_undo=tuple(b["queue"]),
+                outcome=cast(Status, b["outcome"]),
+                reason=b["reason"],
+            )
+        case "undo_started":
+            return replace(s, undo=Token(b["step"], "undo"), to_undo=s.to_undo[1:])
+        case "undo_phase":
+            assert s.undo is not None  # invariant of the engine
+            return replace(s, undo=replace(s.undo, failures=b["failures"]))
+        case "undo_done":
+            return replace(s, undo=None, pending=_drop_pending(s, b["step"]))
+        case "outcome":
+            return replace(s, outcome=cast(Status, b["outcome"]), reason=b["reason"])
+        case "finished":
+            return replace(
+                s,
+                status=cast(Status, b["status"]),
+                reason=b["reason"],
+                tokens={},
+                pending={},
+                timers={},
+                joins={},
+                undo=None,
+                to_undo=(),
+            )
+    raise ValueError(f"unknown journal event type {t!r}")
+
+
+def fold(program: object, events: Iterable[JournalEvent]) -> SagaState | None:
+    """Rebuild a saga's state from all of its journal events, oldest first.
+
+    ``program`` is accepted for symmetry with :func:`sagas.engine.transition`; events are
+    self-contained, so it is not consulted.
+    """
+    state: SagaState | None = None
+    for event in events:
+        state = evolve(state, event)
+    return state

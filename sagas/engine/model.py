@@ -1,0 +1,327 @@
+"""The engine's data: inputs, outputs, the saga state, journal events and the decision.
+
+Everything here is a frozen dataclass of JSON-compatible values. ``SagaState`` and
+``JournalEvent`` round-trip through ``to_dict``/``from_dict`` so the runtime can store them as
+Avro or JSON. The state is never mutated: the engine builds a new one per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias, cast
+
+__all__ = [
+    "TERMINAL",
+    "Cancel",
+    "ChildStart",
+    "CommandOut",
+    "Decision",
+    "Input",
+    "JournalEvent",
+    "Outcome",
+    "ParentRef",
+    "ParentReply",
+    "Reply",
+    "SagaState",
+    "Signal",
+    "Start",
+    "Status",
+    "TimerFired",
+    "Token",
+]
+
+JsonDict: TypeAlias = dict[str, Any]
+Outcome = Literal["success", "failure", "retryable-failure"]
+Status = Literal["running", "compensating", "completed", "compensated", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "compensated", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """Where a child saga reports: the parent's type, id and the command id of its child step."""
+
+    saga_type: str
+    saga_id: str
+    command_id: str
+
+    def to_dict(self) -> JsonDict:
+        """As JSON-compatible primitives."""
+        return {"saga_type": self.saga_type, "saga_id": self.saga_id, "command_id": self.command_id}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParentRef:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(d["saga_type"]), str(d["saga_id"]), str(d["command_id"]))
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start saga ``saga_id`` with ``data`` as its initial data (ignored if it already exists)."""
+
+    saga_id: str
+    data: JsonDict
+    parent: ParentRef | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A participant's reply to command ``command_id`` (or a child saga's result)."""
+
+    saga_id: str
+    command_id: str
+    outcome: Outcome
+    payload: JsonDict
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """Timer ``timer_id`` (from ``SagaState.timers``) is due at ``due_ms``."""
+
+    saga_id: str
+    timer_id: str
+    due_ms: int
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An external event for the saga."""
+
+    saga_id: str
+    name: str
+    payload: JsonDict
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ask the saga to stop and compensate (refused after its pivot)."""
+
+    saga_id: str
+    reason: str
+
+
+Input: TypeAlias = Start | Reply | TimerFired | Signal | Cancel
+
+# ---------------------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class CommandOut:
+    """A command for a participant; ``deadline_ms`` is when the saga stops waiting (epoch ms)."""
+
+    command_id: str
+    saga_id: str
+    saga_type: str
+    step: str
+    command_type: str
+    topic: str
+    payload: JsonDict
+    attempt: int
+    deadline_ms: int | None
+
+
+@dataclass(frozen=True)
+class ChildStart:
+    """Start a child saga; the runtime routes it to the child type's inbox."""
+
+    saga_type: str
+    saga_id: str
+    data: JsonDict
+    parent: ParentRef
+
+
+@dataclass(frozen=True)
+class ParentReply:
+    """A child saga ended; the runtime delivers it to the parent as a :class:`Reply`."""
+
+    parent: ParentRef
+    outcome: Outcome
+    payload: JsonDict
+
+
+# ------------------------------------------------------------------------------------------ state
+
+
+@dataclass(frozen=True)
+class Token:
+    """Progress of one active block.
+
+    Attributes:
+        step: the block's name.
+        phase: ``waiting``/``backoff`` for steps; ``starting``, ``polling``, ``cancelling``,
+            ``verifying`` for long-running operations; ``joining`` for parallels; ``undo`` for
+            a compensation in progress.
+        failures: failed attempts in this visit (drives the back-off).
+        cmd: the command id awaiting a reply, if any.
+        checks: status polls made to confirm a cancellation.
+    """
+
+    step: str
+    phase: str
+    failures: int = 0
+    cmd: str | None = None
+    checks: int = 0
+
+    def to_dict(self) -> JsonDict:
+        """As JSON-compatible primitives."""
+        return {
+            "step": self.step,
+            "phase": self.phase,
+            "failures": self.failures,
+            "cmd": self.cmd,
+            "checks": self.checks,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Token:
+        """Inverse of :meth:`to_dict`."""
+        return cls(d["step"], d["phase"], int(d["failures"]), d["cmd"], int(d["checks"]))
+
+
+@dataclass(frozen=True)
+class SagaState:
+    """A saga's state; the engine's only memory.
+
+    Attributes:
+        saga_id: the saga's id (the Kafka key).
+        saga_type: the saga type name.
+        version: the definition version it runs on.
+        status: ``running``, ``compensating`` or a terminal status (see :attr:`terminal`).
+        data: the saga's data.
+        timers: every pending timer, id -> due time (epoch ms).
+        seed: jitter seed, derived from the saga id.
+        started_ms: when it started.
+        updated_ms: when the last event happened.
+        parent: the parent saga, for a child saga.
+        tokens: active blocks by name.
+        pending: command id -> block name, for every command awaiting a reply.
+        counters: commands and timers issued so far per ``<step>:<purpose>`` (ids never repeat).
+        completed: actions that completed, in completion order.
+        pivoted: the pivot completed.
+        joins: per active parallel, the branch indexes that ended ``ok`` and ``failed``.
+        to_undo: compensations still to issue, next first.
+        undo: the compensation in progress.
+        outcome: the terminal status compensation will end in.
+        reason: why the saga compensated or failed.
+        signals: signals received before a step waited for them, in order.
+    """
+
+    saga_id: str
+    saga_type: str
+    version: int
+    status: Status
+    data: JsonDict
+    timers: Mapping[str, int]
+    seed: int
+    started_ms: int
+    updated_ms: int
+    parent: ParentRef | None = None
+    tokens: Mapping[str, Token] = field(default_factory=dict)
+    pending: Mapping[str, str] = field(default_factory=dict)
+    counters: Mapping[str, int] = field(default_factory=dict)
+    completed: tuple[str, ...] = ()
+    pivoted: bool = False
+    joins: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    to_undo: tuple[str, ...] = ()
+    undo: Token | None = None
+    outcome: Status | None = None
+    reason: str | None = None
+    signals: tuple[tuple[str, JsonDict], ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        """The saga has ended: completed, compensated, failed or cancelled."""
+        return self.status in TERMINAL
+
+    def to_dict(self) -> JsonDict:
+        """As JSON-compatible primitives (lists, dicts, str, int, bool, None)."""
+        return {
+            "saga_id": self.saga_id,
+            "saga_type": self.saga_type,
+            "version": self.version,
+            "status": self.status,
+            "data": self.data,
+            "timers": dict(self.timers),
+            "seed": self.seed,
+            "started_ms": self.started_ms,
+            "updated_ms": self.updated_ms,
+            "parent": self.parent.to_dict() if self.parent else None,
+            "tokens": {k: t.to_dict() for k, t in self.tokens.items()},
+            "pending": dict(self.pending),
+            "counters": dict(self.counters),
+            "completed": list(self.completed),
+            "pivoted": self.pivoted,
+            "joins": {k: [list(ok), list(bad)] for k, (ok, bad) in self.joins.items()},
+            "to_undo": list(self.to_undo),
+            "undo": self.undo.to_dict() if self.undo else None,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "signals": [[name, payload] for name, payload in self.signals],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SagaState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            saga_id=d["saga_id"],
+            saga_type=d["saga_type"],
+            version=int(d["version"]),
+            status=cast(Status, d["status"]),
+            data=dict(d["data"]),
+            timers={k: int(v) for k, v in d["timers"].items()},
+            seed=int(d["seed"]),
+            started_ms=int(d["started_ms"]),
+            updated_ms=int(d["updated_ms"]),
+            parent=ParentRef.from_dict(d["parent"]) if d["parent"] else None,
+            tokens={k: Token.from_dict(t) for k, t in d["tokens"].items()},
+            pending=dict(d["pending"]),
+            counters={k: int(v) for k, v in d["counters"].items()},
+            completed=tuple(d["completed"]),
+            pivoted=bool(d["pivoted"]),
+            joins={k: (tuple(ok), tuple(bad)) for k, (ok, bad) in d["joins"].items()},
+            to_undo=tuple(d["to_undo"]),
+            undo=Token.from_dict(d["undo"]) if d["undo"] else None,
+            outcome=cast("Status | None", d["outcome"]),
+            reason=d["reason"],
+            signals=tuple((str(n), dict(p)) for n, p in d["signals"]),
+        )
+
+
+@dataclass(frozen=True)
+class JournalEvent:
+    """One fact in a saga's history. ``type`` names it; ``body`` holds its JSON-compatible fields.
+
+    The types are listed in :mod:`sagas.engine.evolve`. ``ignored`` records an input that changed
+    nothing (a late or duplicate reply, an early timer, a refused cancel...).
+    """
+
+    type: str
+    saga_id: str
+    at_ms: int
+    body: JsonDict = field(default_factory=dict)
+
+    def to_dict(self) -> JsonDict:
+        """As JSON-compatible primitives."""
+        return {"type": self.type, "saga_id": self.saga_id, "at_ms": self.at_ms, "body": self.body}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JournalEvent:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(d["type"]), str(d["saga_id"]), int(d["at_ms"]), dict(d["body"]))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one transition decided: the new state, the events to journal and the messages to send.
+
+    ``state`` is ``None`` only for an input about a saga that does not exist.
+    """
+
+    state: SagaState | None
+    events: list[JournalEvent]
+    commands: list[CommandOut]
+    children: list[ChildStart]
+    parent_replies: list[ParentReply]
