@@ -246,8 +246,9 @@ def _abandon(ctx: _Ctx, name: str) -> None:
 
 def _fail(ctx: _Ctx, name: str, reason: str) -> None:
     """Block ``name`` failed for good: fail its branch of a ``first`` join, or the saga."""
-    ctx.clear_timers(name)
-    if name in ctx.st.tokens:
+    token = ctx.st.tokens.get(name)
+    if token is not None and token.phase not in _CANCELLING:
+        ctx.clear_timers(name)
         ctx.emit("step_failed", step=name, reason=reason)
     scopes = ctx.p.nodes[name].scopes
     for depth in range(len(scopes) - 1, -1, -1):
