@@ -166,7 +166,7 @@ def compile_saga(saga: Saga[Any]) -> Program:
     if entry is not None and entry not in nodes:  # a list that is only a goto
         raise DefinitionError(f"the saga starts with goto({entry!r}); remove it", saga=s)
 
-    edges = _edges(nodes)
+    edges = _edges({n: nodes[n] for n in names})
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     for src, dst, _ in edges:
         succ[src].append(dst)
@@ -223,6 +223,13 @@ def compile_saga(saga: Saga[Any]) -> Program:
             raise DefinitionError(
                 "a retriable step is retried until it succeeds: remove max_attempts from its "
                 "Retry (use Retry(max_attempts=None, ...))",
+                saga=s,
+                step=name,
+            )
+        if isinstance(b, Child) and b.compensate is not None and b.compensate.topic is None:
+            raise DefinitionError(
+                "a child step's compensation has no step topic to go to: "
+                "add to='<topic>' to its call(...)",
                 saga=s,
                 step=name,
             )

@@ -31,7 +31,14 @@ def build_payload(
     fn: Callable[[Any], Mapping[str, object]], data: Mapping[str, Any], saga: str, step: str | None
 ) -> dict[str, Any]:
     """Call a user's builder on a copy of ``data`` and check it returned a JSON object."""
-    result = fn(json_copy(data, "data"))
+    try:
+        result = fn(json_copy(data, "data"))
+    except Exception as exc:
+        raise DefinitionError(
+            f"a payload builder or merge function raised {exc!r}; make it handle this data",
+            saga=saga,
+            step=step,
+        ) from exc
     if not isinstance(result, Mapping):
         raise DefinitionError(
             f"the payload builder returned {type(result).__name__}; return a dict",

@@ -36,8 +36,8 @@ order_saga = Saga[Order](
 
 
 class Vm(TypedDict, total=False):
+    name: str
     size: str
-    vm_id: str
     state: str
 
 
@@ -46,14 +46,14 @@ vm_saga = Saga[Vm](
     version=1,
     steps=[
         long_running("create-vm", to="cloud.commands",
-                     start=call("CreateVm", lambda d: {"size": d["size"]}),
-                     status=call("GetVm", lambda d: {"vm_id": d["vm_id"]}),
-                     cancel=call("DeleteVm", lambda d: {"vm_id": d["vm_id"]}),
+                     start=call("CreateVm", lambda d: {"name": d["name"], "size": d["size"]}),
+                     status=call("GetVm", lambda d: {"name": d["name"]}),
+                     cancel=call("DeleteVm", lambda d: {"name": d["name"]}),
                      every=timedelta(seconds=30),
                      done=lambda r: r["state"] == "running",
                      failed=lambda r: r["state"] == "error",
                      cancelled=lambda r: r["state"] == "deleted",
                      deadline=timedelta(minutes=10),
-                     compensate=call("DeleteVm", lambda d: {"vm_id": d["vm_id"]})),
+                     compensate=call("DeleteVm", lambda d: {"name": d["name"]})),
     ],
 )  # fmt: skip
