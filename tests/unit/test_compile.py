@@ -49,7 +49,8 @@ def fails(definition: Saga[dict[str, Any]], *fragments: str) -> str:
 
 def test_order_program_lists_topics_records_and_graph() -> None:
     program = sagas.compile(order_saga)
-    assert program.name == "order" and program.version == 1
+    assert program.name == "order"
+    assert program.version == 1
     assert program.topics == ("credit.commands", "stock.commands", "shipping.commands")
     assert program.record_types == (
         "sagas.Command",
@@ -70,7 +71,8 @@ def test_order_program_lists_topics_records_and_graph() -> None:
 def test_mermaid_draws_every_block() -> None:
     text = sagas.compile(order_saga).mermaid()
     assert text.startswith("flowchart TD")
-    assert "ReserveCredit → credit.commands" in text and "undo: ReleaseCredit" in text
+    assert "ReserveCredit → credit.commands" in text
+    assert "undo: ReleaseCredit" in text
     assert "(pivot)" in text
     rich = saga(
         parallel("both", [s("a")], [s("b"), sleep("nap", H)], join="first"),

@@ -10,8 +10,19 @@ import pytest
 from examples import order_saga, vm_saga
 
 import sagas
-from sagas import DefinitionError, Retry, Saga, branch, call, child, goto, parallel, sleep, step
-from sagas import wait_signal
+from sagas import (
+    DefinitionError,
+    Retry,
+    Saga,
+    branch,
+    call,
+    child,
+    goto,
+    parallel,
+    sleep,
+    step,
+    wait_signal,
+)
 from sagas.dsl import Node
 from sagas.engine import (
     Cancel,
@@ -70,9 +81,13 @@ def order_env() -> SagaTestEnv:
 def test_order_completes_and_merges_replies() -> None:
     env = order_env()
     state = env.start("order", "o-1", ORDER)
-    assert state is not None and state.status == "completed" and state.terminal
-    assert state.data["shipment_id"] == "s-1" and state.data["credit_id"] == "c-1"
-    assert state.version == 1 and state.saga_type == "order"
+    assert state is not None
+    assert state.status == "completed"
+    assert state.terminal
+    assert state.data["shipment_id"] == "s-1"
+    assert state.data["credit_id"] == "c-1"
+    assert state.version == 1
+    assert state.saga_type == "order"
     assert [c.command_id for c in env.commands] == [
         "o-1:reserve-credit:1",
         "o-1:reserve-stock:1",
@@ -80,7 +95,8 @@ def test_order_completes_and_merges_replies() -> None:
     ]
     first = env.commands[0]
     assert first.payload == {"customer": "ada", "amount": 30.0}
-    assert first.topic == "credit.commands" and first.deadline_ms == 3_600_000
+    assert first.topic == "credit.commands"
+    assert first.deadline_ms == 3_600_000
     assert state.completed == ("reserve-credit", "reserve-stock", "schedule-shipment")
     assert_folds(env, "o-1")
 
@@ -92,7 +108,8 @@ def test_pivot_failure_compensates_in_reverse_order() -> None:
     assert env.command_types("o-1")[3:] == ["ReleaseStock", "ReleaseCredit"]
     assert env.commands[3].command_id == "o-1:reserve-stock:undo:1"
     state = env.state("o-1")
-    assert state.status == "compensated" and state.reason == "ScheduleShipment failed: NoCarrier"
+    assert state.status == "compensated"
+    assert state.reason == "ScheduleShipment failed: NoCarrier"
     assert_folds(env, "o-1")
 
 
@@ -140,14 +157,16 @@ def test_retries_back_off_exponentially_with_deterministic_jitter() -> None:
     env.on("Do-a", [retryable_fail(), retryable_fail(), retryable_fail(), succeed()])
     env.start("demo", "d-1", {})
     dues = [e.body["due_ms"] for e in env.journal("d-1") if e.body.get("key") == "a:retry"]
-    assert len(dues) == 1 and 900 <= dues[0] <= 1100
+    assert len(dues) == 1
+    assert 900 <= dues[0] <= 1100
     env.advance(timedelta(minutes=1))
     sent = [c.command_id for c in env.commands]
     assert sent == ["d-1:a:1", "d-1:a:2", "d-1:a:3", "d-1:a:4"]
     assert env.state("d-1").status == "completed"
     delays = [retry.delay_ms(n, 42, "k") for n in (1, 2, 3, 4)]
     assert delays == [retry.delay_ms(n, 42, "k") for n in (1, 2, 3, 4)]  # deterministic
-    assert all(d <= 3000 for d in delays) and 1800 <= delays[1] <= 2200
+    assert all(d <= 3000 for d in delays)
+    assert 1800 <= delays[1] <= 2200
 
 
 def test_max_attempts_and_non_retryable_errors() -> None:
@@ -199,7 +218,7 @@ def test_compensation_failures_are_retried_until_success() -> None:
     assert env.state("d-1").status == "compensated"
 
 
-# ------------------------------------------------------------------------------ long-running operation
+# ------------------------------------------------------------------- long-running operation
 
 
 VM = {"name": "web-1", "size": "small"}
@@ -218,7 +237,8 @@ def test_long_running_polls_until_done() -> None:
     env.start("provision-vm", "v-1", VM)
     env.advance(timedelta(minutes=2))
     state = env.state("v-1")
-    assert state.status == "completed" and state.data["state"] == "running"
+    assert state.status == "completed"
+    assert state.data["state"] == "running"
     assert env.command_types("v-1") == ["CreateVm", "GetVm", "GetVm"]
     assert [e.at_ms for e in env.journal("v-1") if e.type == "command_sent"] == [0, 30_000, 60_000]
 
@@ -246,10 +266,12 @@ def test_long_running_deadline_cancels_verifies_then_compensates() -> None:
     env.start("provision-vm", "v-1", VM)
     env.advance(timedelta(days=1))
     types = env.command_types("v-1")
-    assert types[0] == "CreateVm" and types.count("DeleteVm") == 1
+    assert types[0] == "CreateVm"
+    assert types.count("DeleteVm") == 1
     assert types[types.index("DeleteVm") :] == ["DeleteVm", "GetVm", "GetVm", "GetVm"]
     state = env.state("v-1")
-    assert state.status == "compensated" and "passed its deadline" in (state.reason or "")
+    assert state.status == "compensated"
+    assert "passed its deadline" in (state.reason or "")
 
 
 def test_long_running_cancellation_not_confirmed_fails_the_saga() -> None:
@@ -282,7 +304,8 @@ def test_signal_wait_receives_signal_and_merges_it() -> None:
     env.start("demo", "d-1", {})
     assert env.state("d-1").status == "running"
     env.signal("d-1", "approve", {"by": "bob"})
-    assert env.state("d-1").status == "completed" and env.state("d-1").data["by"] == "bob"
+    assert env.state("d-1").status == "completed"
+    assert env.state("d-1").data["by"] == "bob"
 
 
 def test_signal_before_the_wait_is_kept() -> None:
@@ -291,7 +314,8 @@ def test_signal_before_the_wait_is_kept() -> None:
     env.signal("d-1", "go")
     assert env.state("d-1").signals == (("go", {}),)
     env.advance(S)
-    assert env.state("d-1").status == "completed" and env.state("d-1").signals == ()
+    assert env.state("d-1").status == "completed"
+    assert env.state("d-1").signals == ()
 
 
 def test_signal_timeout_compensates() -> None:
@@ -312,7 +336,8 @@ def test_durable_sleep() -> None:
     env.advance(timedelta(minutes=4))
     assert env.command_types("d-1") == ["Do-a"]
     env.advance(timedelta(minutes=1))
-    assert env.command_types("d-1") == ["Do-a", "Do-b"] and env.state("d-1").status == "completed"
+    assert env.command_types("d-1") == ["Do-a", "Do-b"]
+    assert env.state("d-1").status == "completed"
 
 
 def test_parallel_all_joins_and_fails_as_one() -> None:
@@ -335,7 +360,8 @@ def test_parallel_first_to_succeed() -> None:
     env.on("Do-a", silent())
     env.start("demo", "d-1", {})
     state = env.state("d-1")
-    assert state.status == "completed" and state.completed == ("b", "c")
+    assert state.status == "completed"
+    assert state.completed == ("b", "c")
     env.reply("d-1:a:1")  # the loser's late reply is ignored
     assert env.journal("d-1")[-1].type == "ignored"
 
@@ -421,7 +447,8 @@ def run(*steps: tuple[Any, int]) -> tuple[SagaState | None, list[JournalEvent]]:
 
 def test_unknown_saga_reply_is_recorded_and_ignored() -> None:
     decision = transition(PROGRAM, None, Reply("nope", "nope:a:1", "success", {}), 5)
-    assert decision.state is None and decision.commands == []
+    assert decision.state is None
+    assert decision.commands == []
     assert [e.type for e in decision.events] == ["ignored"]
     assert decision.events[0].body["reason"] == "no saga with this id"
 
@@ -429,29 +456,32 @@ def test_unknown_saga_reply_is_recorded_and_ignored() -> None:
 def test_duplicate_late_and_old_replies_are_ignored() -> None:
     ok = Reply("d", "d:a:1", "success", {})
     state, events = run((Start("d", {}), 0), (ok, 1), (ok, 2))
-    assert events[-1].type == "ignored" and state is not None
+    assert events[-1].type == "ignored"
+    assert state is not None
     assert state.pending == {"d:b:1": "b"}
     decision = transition(PROGRAM, state, Reply("d", "d:a:0", "success", {}), 3)
-    assert decision.state == state and decision.commands == []
+    assert decision.state == state
+    assert decision.commands == []
 
 
 def test_timers_never_fire_early_and_unknown_timers_are_ignored() -> None:
     state, _ = run((Start("d", {}), 0))
     assert state is not None
     early = transition(PROGRAM, state, TimerFired("d", "a:deadline:1", 10_000), 9_999)
-    assert (
-        early.state == state
-        and early.events[0].body["reason"] == "the timer is not due until 10000"
-    )
+    assert early.state == state
+    assert early.events[0].body["reason"] == "the timer is not due until 10000"
     unknown = transition(PROGRAM, state, TimerFired("d", "zzz:deadline:1", 0), 20_000)
     assert unknown.events[0].body["reason"] == "the timer is not pending"
     due = transition(PROGRAM, state, TimerFired("d", "a:deadline:1", 10_000), 10_000)
-    assert due.state is not None and due.state.status == "compensated"
+    assert due.state is not None
+    assert due.state.status == "compensated"
 
 
 def test_start_is_idempotent_and_records_the_version() -> None:
     state, events = run((Start("d", {"x": 1}), 0), (Start("d", {"x": 2}), 1))
-    assert state is not None and state.version == 1 and state.data == {"x": 1}
+    assert state is not None
+    assert state.version == 1
+    assert state.data == {"x": 1}
     assert events[-1].body["reason"] == "the saga already exists (start is idempotent)"
     assert state.seed == transition(PROGRAM, None, Start("d", {}), 0).state.seed  # type: ignore[union-attr]
 
@@ -464,7 +494,9 @@ def test_signals_and_cancels_after_the_end_are_ignored() -> None:
         (Signal("d", "x", {}), 3),
         (Cancel("d", "again"), 4),
     )
-    assert state is not None and state.status == "cancelled" and state.reason == "cancelled: stop"
+    assert state is not None
+    assert state.status == "cancelled"
+    assert state.reason == "cancelled: stop"
 
 
 def test_state_and_events_round_trip_through_json() -> None:
