@@ -1,0 +1,320 @@
+"""``transition``: decide what an input means for a saga, as journal events.
+
+Rationale. The engine is event-sourced and nothing else: a ``_Ctx`` appends an event and
+immediately applies it with :func:`~sagas.engine.evolve.evolve`, and every decision reads the
+state that results. Commands, child starts and parent replies are *derived* from the events
+(``command_sent``, ``child_started``, ``finished``), so the journal alone rebuilds both the state
+and what was sent. Rejected alternatives: mutating a state object while deciding (a second code
+path that replay would have to match), and commands computed beside events (two sources of truth).
+
+Execution is token-based: each active block holds a ``Token`` in ``state.tokens``; a block that
+finishes passes control to its ``next`` block, or ends its list (the saga, or a parallel branch).
+Command and timer ids come from per ``<step>:<purpose>`` counters kept in the state, so they are
+deterministic and never repeat, loops included. Jitter comes from ``state.seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sagas.dsl.nodes import (
+    Branch,
+    Call,
+    Child,
+    LongRunning,
+    Merge,
+    Parallel,
+    Sleep,
+    Step,
+    WaitSignal,
+)
+from sagas.dsl.program import Program
+from sagas.engine.evolve import evolve
+from sagas.engine.jsonvalue import build_payload, merge_reply
+from sagas.engine.model import JournalEvent, SagaState
+
+SAGA_DEADLINE = "@saga:deadline:1"
+_CANCELLING = ("cancelling", "verifying")
+
+
+class _Ctx:
+    def __init__(self, program: Program, state: SagaState | None, saga_id: str, now: int) -> None:
+        self.p = program
+        self.s = state
+        self.saga_id = saga_id
+        self.now = now
+        self.events: list[JournalEvent] = []
+
+    @property
+    def st(self) -> SagaState:
+        assert self.s is not None  # the saga exists once started
+        return self.s
+
+    def emit(self, type_: str, **body: Any) -> None:
+        event = JournalEvent(type_, self.saga_id, self.now, body)
+        self.events.append(event)
+        self.s = evolve(self.s, event)
+
+    # ------------------------------------------------------------------ ids, timers, commands
+
+    def next_n(self, key: str) -> int:
+        return self.st.counters.get(key, 0) + 1
+
+    def set_timer(self, step: str, kind: str, delay_ms: int) -> None:
+        key = f"{step}:{kind}"
+        n = self.next_n(key)
+        self.emit("timer_set", timer_id=f"{key}:{n}", due_ms=self.now + delay_ms, key=key, n=n)
+
+    def clear_timers(self, step: str, *kinds: str) -> None:
+        for timer_id in list(self.st.timers):
+            owner, kind, _ = timer_id.rsplit(":", 2)
+            if owner == step and (not kinds or kind in kinds):
+                self.emit("timer_cleared", timer_id=timer_id)
+
+    def deadline_of(self, step: str) -> int | None:
+        dues = [d for t, d in self.st.timers.items() if t.startswith((f"{step}:deadline:", "@"))]
+        return min(dues, default=None)
+
+    def send(
+        self, step: str, purpose: str, c: Call[Any], topic: str, *, undo: bool = False
+    ) -> None:
+        key = f"{step}:{purpose}"
+        n = self.next_n(key)
+        tail = str(n) if purpose == "do" else f"{purpose}:{n}"
+        self.emit(
+            "command_sent",
+            command_id=f"{self.saga_id}:{step}:{tail}",
+            step=step,
+            command_type=c.command,
+            topic=c.topic or topic,
+            payload=build_payload(c.payload, self.st.data, self.p.name, step),
+            attempt=n,
+            deadline_ms=None if undo else self.deadline_of(step),
+            key=key,
+            undo=undo,
+        )
+
+    def merge(self, step: str, how: Merge[Any], payload: Mapping[str, Any]) -> None:
+        data = merge_reply(how, self.st.data, payload, self.p.name, step)
+        if data != self.st.data:
+            self.emit("data_changed", data=data)
+
+
+# --------------------------------------------------------------------------------- control flow
+
+
+def _enter(ctx: _Ctx, name: str) -> None:
+    node = ctx.p.nodes[name]
+    b = node.block
+    if isinstance(b, Branch):
+        taken = bool(b.when(ctx.st.data))
+        target = node.targets[0] if taken else node.targets[1]
+        ctx.emit("branch_taken", step=name, to=target, taken="then" if taken else "otherwise")
+        _go(ctx, target, node.scopes)
+    elif isinstance(b, Step):
+        ctx.emit("entered", step=name, phase="waiting")
+        if b.deadline is not None and b.kind != "retriable":
+            ctx.set_timer(name, "deadline", _ms(b.deadline.total_seconds()))
+        _attempt(ctx, name, b)
+    elif isinstance(b, LongRunning):
+        ctx.emit("entered", step=name, phase="starting")
+        if b.deadline is not None:
+            ctx.set_timer(name, "deadline", _ms(b.deadline.total_seconds()))
+        ctx.send(name, "start", b.start, b.topic)
+    elif isinstance(b, Child):
+        ctx.emit("entered", step=name, phase="waiting")
+        if b.deadline is not None:
+            ctx.set_timer(name, "deadline", _ms(b.deadline.total_seconds()))
+        key = f"{name}:child"
+        n = ctx.next_n(key)
+        ctx.emit(
+            "child_started",
+            command_id=f"{ctx.saga_id}:{name}:child:{n}",
+            step=name,
+            child_type=b.saga,
+            child_id=f"{ctx.saga_id}/{name}/{n}",
+            data=build_payload(b.input, ctx.st.data, ctx.p.name, name),
+            attempt=n,
+            key=key,
+        )
+    elif isinstance(b, WaitSignal):
+        ctx.emit("entered", step=name, phase="waiting")
+        for sig, payload in ctx.st.signals:
+            if sig == b.signal:
+                ctx.emit("signal_consumed", name=sig)
+                ctx.merge(name, b.merge, payload)
+                _finish(ctx, name)
+                return
+        ctx.set_timer(name, "timeout", _ms(b.timeout.total_seconds()))
+    elif isinstance(b, Sleep):
+        ctx.emit("entered", step=name, phase="waiting")
+        ctx.set_timer(name, "sleep", _ms(b.duration.total_seconds()))
+    elif isinstance(b, Parallel):
+        ctx.emit("entered", step=name, phase="joining")
+        ctx.emit("join_opened", step=name)
+        scopes = (*node.scopes,)
+        for i, target in enumerate(node.targets):
+            if target is None and name in ctx.st.tokens:
+                _end_scope(ctx, (*scopes, (name, i)))
+        for target in node.targets:
+            if target is not None and name in ctx.st.tokens and ctx.st.status == "running":
+                _enter(ctx, target)
+
+
+def _go(ctx: _Ctx, target: str | None, scopes: tuple[tuple[str, int], ...]) -> None:
+    if ctx.st.status != "running":
+        return
+    if target is None:
+        _end_scope(ctx, scopes)
+    else:
+        _enter(ctx, target)
+
+
+def _finish(ctx: _Ctx, name: str, *, action: bool = False, pivot: bool = False) -> None:
+    ctx.clear_timers(name)
+    ctx.emit("step_completed", step=name, action=action, pivot=pivot)
+    if pivot:
+        ctx.clear_timers("@saga")
+    node = ctx.p.nodes[name]
+    _go(ctx, node.next, node.scopes)
+
+
+def _end_scope(ctx: _Ctx, scopes: tuple[tuple[str, int], ...]) -> None:
+    if not scopes:
+        _terminate(ctx, "completed", None)
+        return
+    par, idx = scopes[-1]
+    if par not in ctx.st.tokens:
+        return
+    ctx.emit("branch_ended", step=par, index=idx, ok=True)
+    block = ctx.p.nodes[par].block
+    assert isinstance(block, Parallel)  # scopes only name parallels
+    ok, _ = ctx.st.joins[par]
+    if block.join == "first":
+        _abandon_scope(ctx, (*scopes[:-1], (par, -1)), keep=idx)
+    elif len(ok) < len(block.branches):
+        return
+    _finish(ctx, par)
+
+
+def _in_scope(ctx: _Ctx, name: str, scope: tuple[tuple[str, int], ...], keep: int) -> bool:
+    own = ctx.p.nodes[name].scopes
+    if len(own) < len(scope) or own[: len(scope) - 1] != scope[:-1]:
+        return False
+    par, idx = scope[-1]
+    mine = own[len(scope) - 1]
+    return mine[0] == par and (idx == -1 or mine[1] == idx) and mine[1] != keep
+
+
+def _abandon_scope(ctx: _Ctx, scope: tuple[tuple[str, int], ...], keep: int = -2) -> None:
+    """Stop every token inside ``scope`` (``(par, -1)`` = any branch of par but ``keep``)."""
+    for name in [n for n in ctx.st.tokens if _in_scope(ctx, n, scope, keep)]:
+        _abandon(ctx, name)
+
+
+def _abandon(ctx: _Ctx, name: str) -> None:
+    token = ctx.st.tokens.get(name)
+    if token is None:
+        return
+    if isinstance(ctx.p.nodes[name].block, LongRunning) and token.phase != "backoff":
+        if token.phase not in _CANCELLING:
+            _start_cancel(ctx, name)
+        return
+    ctx.clear_timers(name)
+    ctx.emit("abandoned", step=name)
+
+
+def _fail(ctx: _Ctx, name: str, reason: str) -> None:
+    """Block ``name`` failed for good: fail its branch of a ``first`` join, or the saga."""
+    token = ctx.st.tokens.get(name)
+    if token is not None and token.phase not in _CANCELLING:
+        ctx.clear_timers(name)
+        ctx.emit("step_failed", step=name, reason=reason)
+    scopes = ctx.p.nodes[name].scopes
+    for depth in range(len(scopes) - 1, -1, -1):
+        par, idx = scopes[depth]
+        block = ctx.p.nodes[par].block
+        assert isinstance(block, Parallel)  # scopes only name parallels
+        if block.join != "first" or par not in ctx.st.tokens:
+            continue
+        _abandon_scope(ctx, scopes[: depth + 1])
+        ctx.emit("branch_ended", step=par, index=idx, ok=False)
+        if len(ctx.st.joins[par][1]) == len(block.branches):
+            _fail(ctx, par, f"every branch of {par!r} failed; last: {reason}")
+        return
+    _compensate(ctx, reason, "compensated")
+
+
+def _compensate(ctx: _Ctx, reason: str, outcome: str) -> None:
+    st = ctx.st
+    if st.status != "running":
+        return
+    queue = [] if st.pivoted else [s for s in reversed(st.completed) if ctx.p.nodes[s].compensation]
+    ctx.clear_timers("@saga")
+    ctx.emit(
+        "compensating",
+        reason=reason,
+        outcome="failed" if st.pivoted else outcome,
+        queue=queue,
+    )
+    for name in list(ctx.st.tokens):
+        _abandon(ctx, name)
+    _pump(ctx)
+
+
+def _pump(ctx: _Ctx) -> None:
+    st = ctx.st
+    if st.status != "compensating" or st.tokens or st.undo is not None:
+        return
+    if not st.to_undo:
+        _terminate(ctx, st.outcome or "compensated", st.reason)
+        return
+    step = st.to_undo[0]
+    ctx.emit("undo_started", step=step)
+    _send_undo(ctx, step)
+
+
+def _send_undo(ctx: _Ctx, step: str) -> None:
+    node = ctx.p.nodes[step]
+    c = node.compensation
+    assert c is not None  # only compensatable steps are queued
+    b = node.block
+    topic = b.topic if isinstance(b, Step | LongRunning) else (c.topic or "")
+    ctx.send(step, "undo", c, topic, undo=True)
+    deadline = getattr(b, "deadline", None)
+    if deadline is not None:
+        ctx.set_timer(step, "undo-timeout", _ms(deadline.total_seconds()))
+
+
+def _terminate(ctx: _Ctx, status: str, reason: str | None) -> None:
+    for name in list(ctx.st.tokens):
+        ctx.clear_timers(name)
+        ctx.emit("abandoned", step=name)
+    for timer_id in list(ctx.st.timers):
+        ctx.emit("timer_cleared", timer_id=timer_id)
+    ctx.emit("finished", status=status, reason=reason)
+
+
+# ------------------------------------------------------------------------------ steps and replies
+
+
+def _attempt(ctx: _Ctx, name: str, b: Step[Any]) -> None:
+    if b.kind == "retriable" and b.deadline is not None:
+        ctx.set_timer(name, "deadline", _ms(b.deadline.total_seconds()))
+    ctx.send(name, "do", Call(b.command, b.payload), b.topic)
+
+
+def _start_cancel(ctx: _Ctx, name: str) -> None:
+    b = ctx.p.nodes[name].block
+    assert isinstance(b, LongRunning)  # only long-running operations cancel
+    ctx.clear_timers(name)
+    token = ctx.st.tokens[name]
+    if token.cmd is not None:
+        ctx.emit("attempt_expired", command_id=token.cmd)
+    ctx.emit("phase", step=name, phase="cancelling", failures=0, checks=0)
+    ctx.send(name, "cancel", b.cancel, b.topic)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
