@@ -507,3 +507,35 @@ def test_state_and_events_round_trip_through_json() -> None:
     assert SagaState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
     for event in env.journal("o-1"):
         assert JournalEvent.from_dict(json.loads(json.dumps(event.to_dict()))) == event
+
+
+def test_guide_testing_example() -> None:
+    env = SagaTestEnv(order_saga)
+    env.on("ReserveCredit", succeed({"credit_id": "c-1"}))
+    env.on("ReserveStock", [retryable_fail(), fail("OutOfStock")])
+    env.on("ReleaseCredit", succeed())
+    env.start("order", "o-1", {"customer": "ada", "total": 30.0, "items": ["book"]})
+    env.advance(timedelta(minutes=1))
+    assert env.state("o-1").status == "compensated"
+    assert env.command_types("o-1") == [
+        "ReserveCredit",
+        "ReserveStock",
+        "ReserveStock",
+        "ReleaseCredit",
+    ]
+
+
+def test_run_until_idle_and_unknown_types() -> None:
+    env = env_for(saga(s("a")))
+    with pytest.raises(sagas.ConfigurationError, match="unknown saga type"):
+        env.start("nope", "x", {})
+    env = env_for(
+        saga(
+            s("a", deadline=H), sleep("nap", timedelta(days=3)), s("b", deadline=H), deadline=None
+        ),
+        ok=("a", "b"),
+    )
+    env.start("demo", "d-1", {})
+    env.run_until_idle()
+    assert env.state("d-1").status == "completed"
+    assert env.now_ms == 3 * 86_400_000
