@@ -18,7 +18,7 @@ from sagas.engine.model import Cancel, Input, SagaState, Signal, Start
 from sagas.errors import BrokerError, SagaFailedError
 from sagas.partitioning import partition_for
 from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import kafka_errors
+from sagas.runtime.kafka_errors import kafka_errors, watermarks
 from sagas.serde.records import decode_state
 from sagas.wire import input_record
 
@@ -101,7 +101,7 @@ class SagaClient:
                 if partitions == 0:
                     return None
                 p = partition_for(key, partitions)
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)
+                low, high = watermarks(consumer, TopicPartition(topic, p), timeout)
                 if high <= low:
                     return None
                 consumer.assign([TopicPartition(topic, p, low)])

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerError",
-    "CommandFailed",
     "BrokerUnavailableError",
+    "CommandFailed",
     "ConfigurationError",
     "DecodeError",
     "DefinitionError",

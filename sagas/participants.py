@@ -105,8 +105,9 @@ class Participant:
                 h["command-type"],
                 int(h.get("attempt", "1")),
                 int(h["deadline"]) if "deadline" in h else None,
+                h["reply-to"],
             )
-            reply_to = h["reply-to"]
+            reply_to = ctx.reply_to
         except (DecodeError, KeyError, ValueError) as exc:
             log.error("%s@%d: not a valid command, skipped: %r", msg.topic(), msg.offset(), exc)
             return None
@@ -169,7 +170,8 @@ class Participant:
         consumer.subscribe(topics)
         try:
             while not stop.is_set():
-                msgs = consumer.consume(500, 0.2)
+                first = consumer.poll(0.2)
+                msgs = [first, *consumer.consume(499, 0)] if first is not None else []
                 good = [m for m in msgs if m.error() is None]
                 for m in msgs:
                     if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:

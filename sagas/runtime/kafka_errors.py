@@ -5,13 +5,30 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from confluent_kafka import KafkaError, KafkaException
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sagas.errors import BrokerError, BrokerUnavailableError
 
-__all__ = ["kafka_errors", "translate"]
+__all__ = ["is_transient", "kafka_errors", "translate", "watermarks"]
 
 _UNAVAILABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
+# Errors that pass once metadata settles (a topic just created, a leader moving, a broker back).
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+}
+
+
+def is_transient(err: object) -> bool:
+    """True for a KafkaError that retrying the same call may cure."""
+    return isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
 
 
 def translate(exc: KafkaException, doing: str) -> BrokerError:
@@ -34,3 +51,21 @@ def kafka_errors(doing: str) -> Iterator[None]:
         yield
     except KafkaException as exc:
         raise translate(exc, doing) from exc
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """A partition's low and high offsets, retried while its leader moves (e.g. after creation).
+
+    Raises:
+        BrokerError: a non-retriable error, or no answer within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not is_transient(err) or time.monotonic() > deadline:
+                raise translate(exc, f"reading the offsets of {tp.topic}[{tp.partition}]") from exc
+            time.sleep(0.2)

@@ -9,8 +9,10 @@ created when missing so that a command is never produced into the void.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -75,9 +77,23 @@ def ensure_topics(app: App, settings: KafkaSettings, *, timeout: float = 30.0) -
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
                     raise translate(exc, f"creating topic {name}") from exc
+        metadata = _wait_visible(admin, [s.name for s in specs], timeout)
+    _check_layout(app, admin, metadata.topics, timeout)
+
+
+def _wait_visible(admin: AdminClient, names: list[str], timeout: float) -> Any:
+    """Metadata once every topic in ``names`` is visible with its partitions (creation is async)."""
+    deadline = time.monotonic() + timeout
+    while True:
         with kafka_errors("listing topics"):
             metadata = admin.list_topics(timeout=timeout)
-    _check_layout(app, admin, metadata.topics, timeout)
+        ready = all(
+            n in metadata.topics and metadata.topics[n].partitions and not metadata.topics[n].error
+            for n in names
+        )
+        if ready or time.monotonic() > deadline:
+            return metadata
+        time.sleep(0.2)
 
 
 def _partitions(topics: dict[str, object], name: str) -> int:
@@ -98,8 +114,7 @@ def _check_layout(app: App, admin: AdminClient, topics: dict[str, object], timeo
             )
     resources = [ConfigResource("topic", app.topics(t).state) for t in app.saga_types]
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
-        with kafka_errors(f"describing {resource.name}"):
-            config = future.result(timeout)
+        config = _describe(admin, resource, future, timeout)
         policy = config["cleanup.policy"].value or ""
         if "compact" not in policy.split(","):
             raise ConfigurationError(
@@ -108,6 +123,19 @@ def _check_layout(app: App, admin: AdminClient, topics: dict[str, object], timeo
                 f"--alter --entity-type topics --entity-name {resource.name} --add-config "
                 "cleanup.policy=compact"
             )
+
+
+def _describe(admin: AdminClient, resource: Any, future: Any, timeout: float) -> Any:
+    """A topic's config; a topic created a moment ago may take a few tries to be described."""
+    for attempt in range(50):
+        try:
+            return future.result(timeout)
+        except KafkaException as exc:
+            if "UNKNOWN_TOPIC" not in str(exc) or attempt == 49:
+                raise translate(exc, f"describing {resource.name}") from exc
+        time.sleep(0.2)
+        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+    raise AssertionError("unreachable")
 
 
 def topic_names(specs: Iterable[TopicSpec]) -> list[str]:

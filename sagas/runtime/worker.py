@@ -49,7 +49,7 @@ from sagas.engine import transition
 from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
 from sagas.errors import BrokerError, DecodeError, UnknownVersionError
 from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import translate
+from sagas.runtime.kafka_errors import translate, watermarks
 from sagas.runtime.store import PartitionStore
 from sagas.serde.records import decode_state, encode_event, encode_state
 from sagas.wire import (
@@ -227,7 +227,7 @@ class SagaWorker:
         started = time.monotonic()
         store = PartitionStore(partition)
         tp = TopicPartition(self.topics.state, partition)
-        low, high = self._restorer.get_watermark_offsets(tp, timeout=30, cached=False)
+        low, high = watermarks(self._restorer, tp, 60)
         count = 0
         if high > low:
             self._restorer.assign([TopicPartition(self.topics.state, partition, OFFSET_BEGINNING)])

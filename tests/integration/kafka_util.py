@@ -38,8 +38,12 @@ def read_all(
     committed_only: bool = True,
     expect: int | None = None,
     timeout: float = 20.0,
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of a topic from the start to its end, in partition order."""
+    with_headers: bool = False,
+) -> list[Any]:
+    """Every (key, value) of a topic from the start to its end, in partition order.
+
+    With ``with_headers``, (key, value, headers as a dict of str) triples.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -12,6 +12,7 @@ from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
+from sagas.runtime.topics import ensure_topics
 from sagas_under_test import Participants
 
 
@@ -56,6 +57,7 @@ class Running:
 
 def start_runtime(app: App, settings: KafkaSettings, worker_id: str = "w1") -> Running:
     """Start a worker thread for every saga type of ``app``, the participants and a client."""
+    ensure_topics(app, settings)  # before the client writes to them
     stop = threading.Event()
     exit_codes: list[int] = []
 
