@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from sagas.engine.model import Outcome
 from sagas.errors import BrokerError, CommandFailed, ConfigurationError, DecodeError
@@ -187,7 +187,10 @@ class Participant:
                 if good:
                     if producer.flush(30) > 0:
                         raise BrokerError("replies not acknowledged; the commands will be redone")
-                    consumer.commit(asynchronous=False)
+                    try:
+                        consumer.commit(asynchronous=False)
+                    except KafkaException as exc:  # e.g. the partitions moved meanwhile
+                        log.warning("offsets not committed, commands will be redelivered: %s", exc)
         finally:
             consumer.close()
             producer.flush(10)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 

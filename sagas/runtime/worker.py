@@ -49,7 +49,7 @@ from sagas.engine import transition
 from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
 from sagas.errors import BrokerError, DecodeError, UnknownVersionError
 from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import translate, watermarks
+from sagas.runtime.kafka_errors import is_transient, translate, watermarks
 from sagas.runtime.store import PartitionStore
 from sagas.serde.records import decode_state, encode_event, encode_state
 from sagas.wire import (
@@ -138,6 +138,8 @@ class SagaWorker:
         self.idle_wait = idle_wait
         self.clock_ms = clock_ms
         self.metrics = WorkerMetrics()
+        self.report_every = 10.0
+        self._replacements: list[float] = []
         self.stores: dict[int, PartitionStore] = {}
         self._consumer_options = consumer_options or {}
         self._consumer: Consumer | None = None
@@ -164,17 +166,6 @@ class SagaWorker:
                 }
             )
         )
-        self._producer = Producer(
-            self.settings.client_config(
-                **{
-                    "transactional.id": f"{group}.{self.worker_id}",
-                    "transaction.timeout.ms": 10000,
-                    "partitioner": "murmur2_random",
-                    "linger.ms": 2,
-                    "queue.buffering.max.messages": 500000,
-                }
-            )
-        )
         self._restorer = Consumer(
             self.settings.client_config(
                 **{
@@ -186,10 +177,48 @@ class SagaWorker:
                 }
             )
         )
-        try:
-            self._producer.init_transactions(60)
-        except KafkaException as exc:
-            raise translate(exc, f"starting the transactional producer of {group}") from exc
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        """A transactional producer, its transactions initialised (which aborts what an earlier
+        producer with this ``transactional.id`` left open)."""
+        producer = Producer(
+            self.settings.client_config(
+                **{
+                    "transactional.id": f"{self.topics.group}.{self.worker_id}",
+                    "transaction.timeout.ms": 10000,
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 2,
+                    "queue.buffering.max.messages": 500000,
+                }
+            )
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                producer.init_transactions(30)
+                return producer
+            except KafkaException as exc:
+                if not is_transient(exc.args[0]) or time.monotonic() > deadline:
+                    raise translate(exc, f"starting the producer of {self.topics.group}") from exc
+                time.sleep(0.5)
+
+    def _replace_producer(self, cause: KafkaException) -> None:
+        """Start over with a new producer after a fatal error (e.g. the coordinator bumped the
+        epoch when a transaction timed out during a broker outage)."""
+        now = time.monotonic()
+        self._replacements = [t for t in self._replacements if now - t < 60] + [now]
+        if len(self._replacements) > 5:
+            raise translate(
+                cause,
+                f"the producer of worker {self.worker_id!r} in {self.topics.group} keeps being "
+                "fenced; if another worker runs with the same --worker-id, give each its own",
+            ) from cause
+        log.warning(
+            "%s: producer failed fatally (%s); starting a new one", self.topics.group, cause
+        )
+        self._producer = None  # a fatal producer can neither flush nor abort
+        self._producer = self._new_producer()
 
     def _clients(self) -> tuple[Producer, Consumer]:
         if self._producer is None or self._consumer is None:
@@ -299,9 +328,13 @@ class SagaWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+        next_report = time.monotonic() + self.report_every
         try:
             while not stop.is_set():
                 self.run_once()
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + self.report_every
+                    log.info("%s: %s", self.topics.group, self.metrics)
         finally:
             self.close()
 
@@ -314,7 +347,10 @@ class SagaWorker:
             self._restorer.close()
             self._restorer = None
         if self._producer is not None:
-            self._producer.flush(10)
+            try:
+                self._producer.flush(10)
+            except KafkaException as exc:  # a fatal producer cannot flush; nothing is pending
+                log.warning("%s: producer not flushed on close: %s", self.topics.group, exc)
             self._producer = None
         self.stores.clear()
 
@@ -467,21 +503,14 @@ class SagaWorker:
                     TopicPartition(self.topics.inbox, p, o) for p, o in batch.next_offsets.items()
                 ]
                 producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), 60
+                    offsets, consumer.consumer_group_metadata(), 20
                 )
             self._commit_with_retries(producer)
         except KafkaException as exc:
-            err = exc.args[0]
-            if isinstance(err, KafkaError) and err.fatal():
-                raise translate(
-                    exc,
-                    f"worker {self.worker_id!r} of {self.topics.group} was fenced or failed "
-                    "fatally; if another worker runs with the same --worker-id, give each its own",
-                ) from exc
             log.warning(
                 "%s: transaction aborted, batch will be retried: %s", self.topics.group, exc
             )
-            self._abort(batch)
+            self._abort(batch, exc)
             return
         self.metrics.transactions += 1
         self.metrics.dead_lettered += len(batch.dlq)
@@ -506,20 +535,25 @@ class SagaWorker:
                 log.info("commit not confirmed yet (%s); retrying", err.str())
                 time.sleep(0.5)
 
-    def _abort(self, batch: _Batch) -> None:
+    def _abort(self, batch: _Batch, cause: KafkaException) -> None:
+        """Abort (or, after a fatal error, replace the producer) and rewind to the batch's start."""
         producer, consumer = self._clients()
         self.metrics.aborted_transactions += 1
+        error = cause
         for attempt in range(120):
+            err = error.args[0] if error.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                self._replace_producer(error)
+                break
             try:
                 producer.abort_transaction(30)
                 break
             except KafkaException as exc:
-                err = exc.args[0]
-                if isinstance(err, KafkaError) and err.fatal():
-                    raise translate(exc, "aborting a transaction") from exc
+                error = exc
                 if attempt == 119:
                     raise BrokerError(f"could not abort a transaction: {exc}") from exc
-                time.sleep(0.5)
+                if not (exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal()):
+                    time.sleep(0.5)
         for p, offset in batch.first_offsets.items():
             if p in self.stores:
                 consumer.seek(TopicPartition(self.topics.inbox, p, offset))
