@@ -111,8 +111,9 @@ class SagaClient:
                     msg = consumer.poll(1.0)
                     if msg is None:
                         continue
-                    if msg.error() is not None:
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
                             break
                         continue
                     if msg.key() == key:

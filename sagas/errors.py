@@ -113,7 +113,7 @@ class SagaFailedError(SagaError):
         self.reason = reason
 
 
-class CommandFailed(SagaError):
+class CommandFailed(SagaError):  # noqa: N818 - reads as what happened: the command failed
     """Raised by a participant handler: the command failed.
 
     The reply's outcome is ``retryable-failure`` when ``retryable`` is true, else ``failure``;

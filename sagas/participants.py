@@ -174,8 +174,9 @@ class Participant:
                 msgs = [first, *consumer.consume(499, 0)] if first is not None else []
                 good = [m for m in msgs if m.error() is None]
                 for m in msgs:
-                    if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", m.error())
+                    err = m.error()
+                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error: %s", err)
                 for msg in good:
                     reply = self._handle(msg)
                     if reply is not None:

@@ -22,7 +22,6 @@ saga stops waiting; absent when it waits forever).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -53,7 +52,7 @@ __all__ = [
     "reply_record",
 ]
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 OUTCOMES: frozenset[str] = frozenset({"success", "failure", "retryable-failure"})
 
 
@@ -67,7 +66,7 @@ class OutRecord:
     headers: Headers
 
 
-def header_dict(headers: Sequence[tuple[str, bytes | str | None]] | None) -> dict[str, str]:
+def header_dict(headers: Any) -> dict[str, str]:
     """Headers as a dict of strings (the last value of a repeated header wins).
 
     Raises:

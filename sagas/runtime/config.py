@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sagas.errors import ConfigurationError
 
@@ -80,6 +81,6 @@ class KafkaSettings:
             parsed["bootstrap.servers"] = bootstrap
         return self.with_options(parsed)
 
-    def client_config(self, **extra: object) -> dict[str, object]:
+    def client_config(self, **extra: Any) -> dict[str, Any]:
         """A librdkafka config: these settings plus ``extra`` (``extra`` wins)."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.options, **extra}

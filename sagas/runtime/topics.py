@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported, not in __all__
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from sagas.app import App
 from sagas.errors import ConfigurationError
@@ -96,12 +100,14 @@ def _wait_visible(admin: AdminClient, names: list[str], timeout: float) -> Any:
         time.sleep(0.2)
 
 
-def _partitions(topics: dict[str, object], name: str) -> int:
+def _partitions(topics: Mapping[str, object], name: str) -> int:
     topic = topics.get(name)
     return len(getattr(topic, "partitions", {}))
 
 
-def _check_layout(app: App, admin: AdminClient, topics: dict[str, object], timeout: float) -> None:
+def _check_layout(
+    app: App, admin: AdminClient, topics: Mapping[str, object], timeout: float
+) -> None:
     for saga_type in app.saga_types:
         names = app.topics(saga_type)
         inbox, state = _partitions(topics, names.inbox), _partitions(topics, names.state)

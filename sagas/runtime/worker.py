@@ -26,6 +26,7 @@ inputs and its cost is shared by all of them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -98,6 +99,14 @@ class _Batch:
         return not (self.next_offsets or self.timers)
 
 
+def _position(msg: Message) -> tuple[int, int]:
+    """Partition and offset of a consumed record (always set on one)."""
+    p, offset = msg.partition(), msg.offset()
+    if p is None or offset is None:
+        raise DecodeError("a consumed record without partition or offset", record=msg)
+    return p, offset
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -140,6 +149,8 @@ class SagaWorker:
         self.metrics = WorkerMetrics()
         self.report_every = 10.0
         self._replacements: list[float] = []
+        self.offsets_timeout = 20.0
+        self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
         self.stores: dict[int, PartitionStore] = {}
         self._consumer_options = consumer_options or {}
         self._consumer: Consumer | None = None
@@ -322,7 +333,8 @@ class SagaWorker:
             BrokerError: a fatal Kafka error (e.g. another live worker uses this ``worker_id``).
         """
         self._make_clients()
-        self._consumer.subscribe(
+        _, consumer = self._clients()
+        consumer.subscribe(
             [self.topics.inbox],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
@@ -353,6 +365,7 @@ class SagaWorker:
                 log.warning("%s: producer not flushed on close: %s", self.topics.group, exc)
             self._producer = None
         self.stores.clear()
+        self._offsets_pool.shutdown(wait=False)
 
     def _wait_seconds(self, now: int) -> float:
         dues = [d for s in self.stores.values() if (d := s.next_due()) is not None]
@@ -372,11 +385,12 @@ class SagaWorker:
         batch = _Batch()
         now = self.clock_ms()
         for msg in messages:
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("%s: consumer error: %s", self.topics.inbox, msg.error())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error: %s", self.topics.inbox, err)
                 continue
-            p, offset = msg.partition(), msg.offset()
+            p, offset = _position(msg)
             batch.first_offsets.setdefault(p, offset)
             batch.next_offsets[p] = offset + 1
             if p not in self.stores:  # revoked meanwhile; the next owner reads it
@@ -392,13 +406,14 @@ class SagaWorker:
             self._commit(batch)
 
     def _handle_record(self, batch: _Batch, msg: Message, now: int) -> None:
+        p, _ = _position(msg)
         self.metrics.inputs += 1
         try:
             inp = decode_input(msg.key(), msg.value(), msg.headers())
         except DecodeError as exc:
             batch.dlq.append((msg, f"undecodable input: {exc}"))
             return
-        self._apply(batch, msg.partition(), inp, now, msg)
+        self._apply(batch, p, inp, now, msg)
 
     def _current(self, batch: _Batch, partition: int, saga_id: str) -> SagaState | None:
         staged = batch.staged.get(saga_id)
@@ -502,9 +517,7 @@ class SagaWorker:
                 offsets = [
                     TopicPartition(self.topics.inbox, p, o) for p, o in batch.next_offsets.items()
                 ]
-                producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), 20
-                )
+                self._send_offsets(producer, offsets, consumer.consumer_group_metadata())
             self._commit_with_retries(producer)
         except KafkaException as exc:
             log.warning(
@@ -522,6 +535,26 @@ class SagaWorker:
             for store in self.stores.values():
                 if saga_id in store.states:
                     store.parked.add(saga_id)
+
+    def _send_offsets(self, producer: Producer, offsets: list[TopicPartition], meta: Any) -> None:
+        """``send_offsets_to_transaction`` with a deadline that holds.
+
+        librdkafka may block in this call past its own timeout when the group coordinator went
+        away (confluentinc/librdkafka#5456, #5511: seen here after a broker restart). The call runs
+        on a helper thread; if it has not returned in time, the producer is abandoned (the next
+        one, with the same ``transactional.id``, fences it) and the batch is retried.
+        """
+        future = self._offsets_pool.submit(
+            producer.send_offsets_to_transaction, offsets, meta, self.offsets_timeout
+        )
+        try:
+            future.result(self.offsets_timeout + 5)
+        except concurrent.futures.TimeoutError:
+            self._offsets_pool.shutdown(wait=False)
+            self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
+            raise KafkaException(
+                KafkaError(KafkaError._FATAL, "send_offsets_to_transaction is stuck", fatal=True)
+            ) from None
 
     def _commit_with_retries(self, producer: Producer, attempts: int = 120) -> None:
         for attempt in range(attempts):

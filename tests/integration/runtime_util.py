@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sagas_under_test import Participants
+
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
-from sagas_under_test import Participants
 
 
 @dataclass

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from sagas.app import App
 from sagas.dsl import Retry, Saga, call, long_running, step, wait_signal
@@ -106,7 +106,7 @@ class Handled:
 class Participants:
     """Simulated credit, stock, shipping and cloud services, recording every command."""
 
-    COMMANDS = {
+    COMMANDS: ClassVar[dict[str, list[str]]] = {
         "credit": ["ReserveCredit", "ReleaseCredit"],
         "stock": ["ReserveStock", "ReleaseStock"],
         "shipping": ["ScheduleShipment"],

@@ -36,8 +36,12 @@ SAGAS = ("order", "quick_order")  # 60 s and 3 s step deadlines
 # complete get long deadlines: a kill or a broker restart may legitimately outlast a 3 s one.
 PLAN = {
     "ok": ({}, "completed", [], "order"),
-    "fail": ({"ScheduleShipment": "fail"}, "compensated", ["ReleaseStock", "ReleaseCredit"],
-             "order"),
+    "fail": (
+        {"ScheduleShipment": "fail"},
+        "compensated",
+        ["ReleaseStock", "ReleaseCredit"],
+        "order",
+    ),
     "silent": ({"ReserveStock": "silent"}, "compensated", ["ReleaseCredit"], "quick_order"),
     "retry": ({"ReserveCredit": "retry:1"}, "completed", [], "order"),
 }
@@ -96,11 +100,20 @@ def wait_all_terminal(
 
 
 def command_log(bootstrap: str, app: App) -> list[dict[str, str]]:
-    """Every committed command's headers, from every participant topic."""
-    out: list[dict[str, str]] = []
-    for topic in sorted({t for saga_type in SAGAS for t in app.latest(saga_type).topics}):
-        out.extend(h for _, _, h in read_all(bootstrap, topic, with_headers=True))
-    return out
+    """Every committed command's headers, from every participant topic.
+
+    A read_committed reader stops at the last stable offset, which an open transaction holds
+    back; the topics are read until two reads a second apart agree.
+    """
+    topics = sorted({t for saga_type in SAGAS for t in app.latest(saga_type).topics})
+    previous: list[dict[str, str]] | None = None
+    for _ in range(30):
+        out = [h for topic in topics for _, _, h in read_all(bootstrap, topic, with_headers=True)]
+        if out == previous:
+            return out
+        previous = out
+        time.sleep(1.0)
+    raise AssertionError("the command topics did not settle")
 
 
 def start_sagas(client: SagaClient, count: int) -> dict[str, str]:

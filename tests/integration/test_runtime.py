@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -63,7 +64,7 @@ def test_retryable_failures_are_retried_with_exponential_back_off(rt: Running) -
     attempts = [h for h in rt.participants.handled if h.command_type == "ReserveCredit"]
     assert [a.attempt for a in attempts] == [1, 2, 3]
     assert len({a.command_id for a in attempts}) == 3
-    gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
     # Retry(initial=0.5 s, multiplier=2, jitter=0): never earlier than 0.5 s, then 1 s.
     assert gaps[0] >= 0.5 - 0.05
     assert gaps[1] >= 1.0 - 0.05

@@ -72,7 +72,9 @@ def test_undecodable_records_raise_a_decode_error_that_keeps_the_record(
 
 
 def test_a_record_of_another_type_is_refused() -> None:
-    with pytest.raises(DecodeError, match="expected a sagas.SagaState record, got a sagas.Payload"):
+    with pytest.raises(
+        DecodeError, match=r"expected a sagas\.SagaState record, got a sagas\.Payload"
+    ):
         decode_state(encode_payload({"a": 1}))
 
 
