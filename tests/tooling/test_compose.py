@@ -21,7 +21,10 @@ def test_compose_file_runs_a_kraft_broker_and_the_reference_app() -> None:
     assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 1
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == 0
     apps = [name for name in spec["services"] if name != "kafka"]
-    assert apps, "a worker service for the reference app is expected"
+    assert any(
+        "sagas worker processors.orders:app" in " ".join(spec["services"][n]["command"])
+        for n in apps
+    ), "a worker service for the reference app is expected"
     for name in apps:
         service = spec["services"][name]
         assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:29092"
