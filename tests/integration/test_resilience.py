@@ -45,6 +45,7 @@ PLAN = {
     "silent": ({"ReserveStock": "silent"}, "compensated", ["ReleaseCredit"], "quick_order"),
     "retry": ({"ReserveCredit": "retry:1"}, "completed", [], "order"),
 }
+UNDO = {"reserve_credit": "ReleaseCredit", "reserve_stock": "ReleaseStock"}
 MIX = ["ok"] * 5 + ["fail"] * 2 + ["silent", "retry", "ok"]
 
 
@@ -143,13 +144,20 @@ def check_outcome(
         _, status, compensations, _ = PLAN[kind]
         assert states[sid].status == status, (sid, kind, states[sid].status, states[sid].reason)
         sent = [c for c in by_saga[sid] if c.startswith("Release")]
-        assert sorted(sent) == sorted(compensations), (sid, kind, by_saga[sid])
+        # Exactly the compensations of the steps that completed: a broker outage may outlast a
+        # 3 s deadline while a step's reply is on its way, and then that step never completed.
+        undone = states[sid].status == "compensated"
+        expected = [UNDO[s] for s in reversed(states[sid].completed) if s in UNDO and undone]
+        assert sorted(sent) == sorted(expected), (sid, kind, by_saga[sid], states[sid].completed)
+        if kind != "silent":  # long deadlines: the plan holds exactly
+            assert sorted(sent) == sorted(compensations), (sid, kind, by_saga[sid])
     # Order: the topics are read one after the other, so order comes from when they were handled.
     first: dict[tuple[str, str], float] = {}
     for h in participants.handled:
         first.setdefault((h.saga_id, h.command_type), h.at)
-    for sid, kind in kinds.items():
-        handled = [first[(sid, c)] for c in PLAN[kind][2]]
+    for sid in kinds:
+        undone = [UNDO[s] for s in reversed(states[sid].completed) if s in UNDO]
+        handled = [first[(sid, c)] for c in undone if states[sid].status == "compensated"]
         assert handled == sorted(handled), (sid, "compensations out of order")
 
 
