@@ -28,12 +28,16 @@ def _all(data: Any) -> dict[str, Any]:
 
 
 def order_saga(
-    ns: str, *, name: str = "order", step_deadline: timedelta = timedelta(seconds=60)
+    ns: str,
+    *,
+    name: str = "order",
+    step_deadline: timedelta = timedelta(seconds=60),
+    version: int = 1,
 ) -> Program:
     """Reserve credit, reserve stock (compensatable), schedule shipment (the pivot)."""
     retry = Retry(max_attempts=4, initial=timedelta(milliseconds=500), multiplier=2.0, jitter=0.0)
     return Saga(
-        name, 1, deadline=timedelta(minutes=10),
+        name, version, deadline=timedelta(minutes=10),
         steps=[
             step("reserve_credit", to=f"{ns}.credit", command="ReserveCredit", payload=_all,
                  compensate=call("ReleaseCredit", _all), deadline=step_deadline, retry=retry),

@@ -10,9 +10,11 @@ import pytest
 from confluent_kafka import Producer
 from kafka_util import read_all
 from runtime_util import Running, start_runtime
-from sagas_under_test import make_app
+from sagas_under_test import make_app, order_saga
 
+from sagas.app import App
 from sagas.runtime.config import KafkaSettings
+from sagas.serde.records import decode_event
 
 pytestmark = pytest.mark.kafka
 
@@ -132,3 +134,33 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     assert set(reasons) == {b"poison-1", b"poison-2"}
     assert "sagas-input" in reasons[b"poison-2"] or "unknown input kind" in reasons[b"poison-2"]
     assert all(headers["dlq-source-topic"] == inbox for _, _, headers in dead)
+
+
+def test_a_saga_on_a_version_the_worker_lacks_is_parked_not_lost(
+    bootstrap: str, unique: str
+) -> None:
+    settings = KafkaSettings(bootstrap)
+    newer = App(unique, [order_saga(unique, version=2)], partitions=3)
+    rt = start_runtime(newer, settings)
+    try:
+        sid = rt.client.start("order", {"behaviour": {"ReserveStock": "silent"}})
+        rt.wait_until(lambda: "ReserveStock" in rt.participants.commands_of(sid))
+    finally:
+        rt.shutdown()
+
+    older = App(unique, [order_saga(unique, version=1)], partitions=3)
+    rt = start_runtime(older, settings, worker_id="w-old")
+    try:
+        rt.client.cancel("order", sid, "please stop")
+        dlq = rt.app.topics("order").dlq
+        rt.wait_until(lambda: bool(read_all(bootstrap, dlq, timeout=2)), timeout=60)
+        dead = read_all(bootstrap, dlq, with_headers=True)
+        state = rt.client.status("order", sid)
+    finally:
+        rt.shutdown()
+    assert [key for key, _, _ in dead] == [sid.encode()]
+    assert dead[0][2]["dlq-reason"].startswith("unknown-definition-version")
+    assert state is not None
+    assert (state.version, state.status) == (2, "running")  # kept as it was
+    events = [decode_event(v)[0] for _, v in read_all(bootstrap, rt.app.topics("order").journal)]
+    assert any(e.type == "parked" and e.saga_id == sid for e in events)
