@@ -149,6 +149,7 @@ class SagaWorker:
         self.metrics = WorkerMetrics()
         self.report_every = 10.0
         self._replacements: list[float] = []
+        self._committed_start: dict[int, int] = {}
         self.offsets_timeout = 20.0
         self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
         self.stores: dict[int, PartitionStore] = {}
@@ -243,7 +244,8 @@ class SagaWorker:
             return
         numbers = sorted(tp.partition for tp in partitions)
         # Wait until the offsets are stable: a predecessor's transaction is decided.
-        consumer.committed(partitions, timeout=120)
+        for tp in consumer.committed(partitions, timeout=120):
+            self._committed_start[tp.partition] = tp.offset
         for p in numbers:
             self.stores[p] = self._restore(p)
         self.metrics.owned_partitions = sorted(self.stores)
@@ -397,6 +399,8 @@ class SagaWorker:
                 continue
             self._handle_record(batch, msg, now)
         for p, store in self.stores.items():
+            if not self._caught_up(consumer, p, batch):
+                continue  # inputs already in the inbox come first: a reply in time wins
             timers = store.pop_due(now, self.max_batch)
             if timers:
                 batch.timers[p] = timers
@@ -404,6 +408,25 @@ class SagaWorker:
                     self._apply(batch, p, timer, now, None)
         if not batch.empty():
             self._commit(batch)
+
+    def _caught_up(self, consumer: Consumer, partition: int, batch: _Batch) -> bool:
+        """Whether this batch reaches the end of the inbox partition as last fetched.
+
+        Timers of a partition fire only then: after downtime, the replies and signals that
+        arrived before a deadline are in the inbox backlog, and they must be applied before
+        the deadline's timer, or a saga would time out on a reply that came in time.
+        """
+        tp = TopicPartition(self.topics.inbox, partition)
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high is None or high < 0:
+            return False  # nothing fetched yet: the backlog is unknown
+        position = batch.next_offsets.get(partition)
+        if position is None:
+            current = consumer.position([tp])[0].offset
+            if current is None or current < 0:  # nothing consumed yet: only an empty inbox
+                return high == 0 or high == self._committed_start.get(partition, -1)
+            position = current
+        return position >= high
 
     def _handle_record(self, batch: _Batch, msg: Message, now: int) -> None:
         p, _ = _position(msg)
