@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,8 +142,3 @@ def _describe(admin: AdminClient, resource: Any, future: Any, timeout: float) ->
         time.sleep(0.2)
         future = admin.describe_configs([resource], request_timeout=timeout)[resource]
     raise AssertionError("unreachable")
-
-
-def topic_names(specs: Iterable[TopicSpec]) -> list[str]:
-    """The names of ``specs``."""
-    return [s.name for s in specs]

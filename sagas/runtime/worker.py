@@ -399,8 +399,9 @@ class SagaWorker:
                 continue
             self._handle_record(batch, msg, now)
         for p, store in self.stores.items():
-            if not self._caught_up(consumer, p, batch):
-                continue  # inputs already in the inbox come first: a reply in time wins
+            due = store.next_due()
+            if due is None or due > now or not self._caught_up(consumer, p, batch):
+                continue  # none due, or inputs already in the inbox come first
             timers = store.pop_due(now, self.max_batch)
             if timers:
                 batch.timers[p] = timers
