@@ -22,7 +22,9 @@ typecheck: install
 	$(BIN)/mypy
 
 # The broker is started by tests/conftest.py (KAFKA_BOOTSTRAP_SERVERS, testcontainers, or local jars).
+# The schema check: every schema in schemas/ is FULL_TRANSITIVE compatible with schemas/history.
 test: lint typecheck
+	$(BIN)/python -m sagas.serde.compat
 	$(BIN)/pytest
 
 test-unit: install
