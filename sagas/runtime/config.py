@@ -11,6 +11,8 @@ CLI flags. Environment variables:
 ``KAFKA_SASL_PASSWORD``        ``sasl.password``
 ``KAFKA_SSL_CA_LOCATION``      ``ssl.ca.location``
 ``SAGAS_KAFKA_<NAME>``         any librdkafka setting: ``SAGAS_KAFKA_LINGER_MS=5`` sets linger.ms
+``SAGAS_SCHEMA_REGISTRY_URL``  a Confluent schema registry: records are written in its wire
+                               format (``-X schema.registry.url=...`` on the command line)
 =============================  ====================================================
 """
 
@@ -25,6 +27,7 @@ from sagas.errors import ConfigurationError
 
 __all__ = ["KafkaSettings"]
 
+_REGISTRY = "schema.registry.url"  # an option of ours, never passed to librdkafka
 _ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "bootstrap.servers",
     "KAFKA_SECURITY_PROTOCOL": "security.protocol",
@@ -32,6 +35,7 @@ _ENV = {
     "KAFKA_SASL_USERNAME": "sasl.username",
     "KAFKA_SASL_PASSWORD": "sasl.password",
     "KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+    "SAGAS_SCHEMA_REGISTRY_URL": _REGISTRY,
 }
 _PREFIX = "SAGAS_KAFKA_"
 
@@ -43,16 +47,23 @@ class KafkaSettings:
     Args:
         bootstrap_servers: ``host:port[,host:port...]``.
         options: any other librdkafka settings (security, SASL, SSL, tuning).
+        schema_registry_url: a Confluent schema registry; None writes records with schema
+            fingerprints (see :mod:`sagas.serde.registry`).
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
     options: Mapping[str, str] = field(default_factory=dict)
+    schema_registry_url: str | None = None
 
     def with_options(self, options: Mapping[str, str]) -> KafkaSettings:
-        """A copy with ``options`` laid over these (``bootstrap.servers`` included)."""
+        """A copy with ``options`` laid over these.
+
+        ``bootstrap.servers`` and ``schema.registry.url`` set the fields of the same names.
+        """
         merged = {**self.options, **options}
         bootstrap = merged.pop("bootstrap.servers", self.bootstrap_servers)
-        return KafkaSettings(bootstrap, merged)
+        registry = merged.pop(_REGISTRY, self.schema_registry_url) or None
+        return KafkaSettings(bootstrap, merged, registry)
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> KafkaSettings:
         """A copy with the environment variables of the module docstring laid over these."""

@@ -3,6 +3,8 @@
 Records use Avro's single-object encoding (``C3 01``, the schema's 8-byte CRC-64-AVRO fingerprint,
 then the binary body), so a reader in any language finds the writer's schema among the ``.avsc``
 files in ``schemas/`` by fingerprint, and old records stay readable after a schema evolves.
+With a schema registry configured (:func:`configure`), records use Confluent's wire format
+(``00``, the 4-byte schema id, the body) instead; both are always read.
 """
 
 from sagas.serde.avro import SchemaStore, default_store
@@ -14,9 +16,12 @@ from sagas.serde.records import (
     encode_payload,
     encode_state,
 )
+from sagas.serde.registry import RegistryError, configure
 
 __all__ = [
+    "RegistryError",
     "SchemaStore",
+    "configure",
     "decode_event",
     "decode_payload",
     "decode_state",

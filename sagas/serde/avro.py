@@ -1,8 +1,15 @@
-"""Avro single-object encoding with fastavro, schemas resolved by fingerprint.
+"""Avro encoding with fastavro: single-object encoding by default, Confluent's with a registry.
 
 ``SchemaStore`` knows every schema in ``schemas/`` (the current one of each record) and in
 ``schemas/history/`` (earlier versions, kept so that records written by an earlier release are
 still read: the writer's schema is found by fingerprint, the reader's is the current one).
+
+Two framings, told apart by the first byte, are always read:
+
+- ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO fingerprint + body (Avro single-object
+  encoding; what the library writes when no registry is configured);
+- ``00`` + the writer schema's 4-byte big-endian id in a Confluent schema registry + body (what it
+  writes once :meth:`SchemaStore.use_registry` set a registry; see :mod:`sagas.serde.registry`).
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from sagas.errors import DecodeError
+from sagas.serde.registry import ConfluentRegistry
 
-__all__ = ["MAGIC", "SchemaStore", "default_store", "schema_dir"]
+__all__ = ["MAGIC", "REGISTRY_MAGIC", "SchemaStore", "default_store", "schema_dir"]
 
 MAGIC = b"\xc3\x01"
+REGISTRY_MAGIC = b"\x00"
 _HEADER = len(MAGIC) + 8
+_REGISTRY_HEADER = len(REGISTRY_MAGIC) + 4
 
 
 def schema_dir() -> Path:
@@ -40,7 +50,11 @@ class SchemaStore:
 
     def __init__(self) -> None:
         self._current: dict[str, tuple[bytes, Any]] = {}
+        self._source: dict[str, dict[str, Any]] = {}
         self._by_fingerprint: dict[bytes, tuple[str, Any]] = {}
+        self._registry: ConfluentRegistry | None = None
+        self._ids: dict[str, int] = {}
+        self._by_id: dict[int, tuple[str, Any]] = {}
 
     def add(self, schema: Mapping[str, Any], *, current: bool = True) -> str:
         """Register a schema; return its full name. ``current=False`` registers a past version."""
@@ -50,6 +64,7 @@ class SchemaStore:
         self._by_fingerprint[fp] = (name, parsed)
         if current:
             self._current[name] = (fp, parsed)
+            self._source[name] = dict(schema)
         return name
 
     def load_dir(self, folder: Path) -> None:
@@ -67,40 +82,114 @@ class SchemaStore:
         """The current parsed schema of ``name``."""
         return self._current[name][1]
 
+    @property
+    def registry_url(self) -> str | None:
+        """The URL of the registry records are written for; None for fingerprints."""
+        return self._registry.url if self._registry is not None else None
+
+    def use_registry(self, url: str | None) -> None:
+        """Write for the registry at ``url`` (None: fingerprints); a no-op if it is in use.
+
+        Raises:
+            RegistryError: the registry is unreachable or refused a schema.
+        """
+        if url == self.registry_url:
+            return
+        self.set_registry(ConfluentRegistry(url) if url else None)
+
+    def set_registry(self, registry: ConfluentRegistry | None) -> None:
+        """Register the current schemas with ``registry`` and write for it from now on.
+
+        Raises:
+            RegistryError: the registry is unreachable or refused a schema.
+        """
+        ids: dict[str, int] = {}
+        by_id: dict[int, tuple[str, Any]] = {}
+        if registry is not None:
+            for name in self.names():
+                ids[name] = registry.register(name, self._source[name])
+                by_id[ids[name]] = (name, self.schema(name))
+        self._registry, self._ids, self._by_id = registry, ids, by_id
+
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Encode ``record`` with the current schema of ``name``."""
         fp, parsed = self._current[name]
         out = io.BytesIO()
-        out.write(MAGIC)
-        out.write(fp)
+        if self._registry is None:
+            out.write(MAGIC)
+            out.write(fp)
+        else:
+            schema_id = self._ids.get(name)
+            if schema_id is None:  # added after the registry was set
+                schema_id = self._ids[name] = self._registry.register(name, self._source[name])
+            out.write(REGISTRY_MAGIC)
+            out.write(schema_id.to_bytes(4, "big"))
         schemaless_writer(out, parsed, dict(record))
         return out.getvalue()
 
     def decode(self, name: str, data: bytes | None) -> dict[str, Any]:
-        """Decode a record into the current schema of ``name``.
+        """Decode a record of either framing into the current schema of ``name``.
 
         Raises:
-            DecodeError: not single-object encoded, an unknown fingerprint, another record type,
-                or a body that does not match its schema.
+            DecodeError: neither framing, an unknown fingerprint or schema id, another record
+                type, or a body that does not match its schema.
+            RegistryError: the record names a schema id and the registry did not answer.
         """
-        if data is None or len(data) < _HEADER or data[:2] != MAGIC:
+        if data and data[:2] == MAGIC and len(data) >= _HEADER:
+            writer = self._by_fingerprint.get(data[2:_HEADER])
+            if writer is None:
+                raise DecodeError(
+                    f"unknown schema fingerprint {data[2:_HEADER].hex()} for {name}; the writer "
+                    "used a schema this release does not know (add it to schemas/history)",
+                    record=data,
+                )
+            return self._read(name, writer, data, _HEADER)
+        if data and data[:1] == REGISTRY_MAGIC and len(data) >= _REGISTRY_HEADER:
+            return self._read(name, self._by_schema_id(name, data), data, _REGISTRY_HEADER)
+        start = data[:2].hex(" ") if data else "nothing"
+        raise DecodeError(
+            f"not an Avro record of {name}: it starts with {start}, missing the C3 01 header "
+            "of the single-object encoding and not 00 + a 4-byte schema id of the "
+            "schema-registry format",
+            record=data,
+        )
+
+    def _by_schema_id(self, name: str, data: bytes) -> tuple[str, Any]:
+        schema_id = int.from_bytes(data[1:_REGISTRY_HEADER], "big")
+        known = self._by_id.get(schema_id)
+        if known is not None:
+            return known
+        if self._registry is None:
             raise DecodeError(
-                f"not an Avro single-object record of {name} (missing the C3 01 header)",
+                f"a {name} record in the schema-registry format (schema id {schema_id}), but no "
+                "schema registry is configured: set SAGAS_SCHEMA_REGISTRY_URL or "
+                "KafkaSettings.schema_registry_url",
                 record=data,
             )
-        writer = self._by_fingerprint.get(data[2:_HEADER])
-        if writer is None:
+        text = self._registry.schema_text(schema_id)
+        if text is None:
             raise DecodeError(
-                f"unknown schema fingerprint {data[2:_HEADER].hex()} for {name}; the writer used "
-                "a schema this release does not know (add it to schemas/history)",
+                f"schema id {schema_id} of a {name} record is not in the schema registry at "
+                f"{self._registry.url}",
                 record=data,
             )
+        try:
+            parsed: Any = parse_schema(json.loads(text))
+        except Exception as exc:
+            raise DecodeError(
+                f"schema id {schema_id} in the registry is not a valid Avro schema: {exc}",
+                record=data,
+            ) from exc
+        known = self._by_id[schema_id] = (str(parsed["name"]), parsed)
+        return known
+
+    def _read(self, name: str, writer: tuple[str, Any], data: bytes, start: int) -> dict[str, Any]:
         writer_name, writer_schema = writer
         if writer_name != name:
             raise DecodeError(f"expected a {name} record, got a {writer_name}", record=data)
         try:
             value = schemaless_reader(
-                io.BytesIO(data[_HEADER:]), writer_schema, self._current[name][1]
+                io.BytesIO(data[start:]), writer_schema, self._current[name][1]
             )
         except Exception as exc:
             raise DecodeError(f"corrupt {name} record: {exc}", record=data) from exc
