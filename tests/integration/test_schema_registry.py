@@ -1,0 +1,81 @@
+"""A saga end to end with a schema registry: every record on every topic is in Confluent's format.
+
+The registry is :mod:`registry_server`, a test double of the Confluent REST API (not the real
+server). The settings come from ``SAGAS_SCHEMA_REGISTRY_URL``. The test calls
+``sagas.serde.configure(settings)`` itself, as the worker, the client and the participant do when
+they are built from settings; in this one process that call is a no-op for them once made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kafka_util import read_all
+from registry_server import RegistryDouble
+from runtime_util import Running, start_runtime
+from sagas_under_test import make_app
+
+from sagas.app import TopicNames
+from sagas.runtime.config import KafkaSettings
+from sagas.serde import configure
+from sagas.serde.records import decode_event, decode_payload, decode_state
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def registry() -> Iterator[RegistryDouble]:
+    with RegistryDouble() as double:
+        yield double
+
+
+@pytest.fixture
+def rt(bootstrap: str, unique: str, registry: RegistryDouble) -> Iterator[Running]:
+    settings = KafkaSettings(bootstrap).with_env({"SAGAS_SCHEMA_REGISTRY_URL": registry.url})
+    configure(settings)
+    running = start_runtime(make_app(unique, partitions=2), settings)
+    try:
+        yield running
+    finally:
+        running.shutdown()
+        configure(None)
+
+
+def _ids(values: list[bytes]) -> set[int]:
+    assert values
+    assert all(v[0] == 0 for v in values), [v[:5].hex() for v in values if v[0] != 0]
+    return {int.from_bytes(v[1:5], "big") for v in values}
+
+
+def test_a_saga_runs_with_every_record_in_the_registry_format(
+    rt: Running, registry: RegistryDouble, bootstrap: str
+) -> None:
+    sid = rt.client.start("order", {"order": "o-1", "behaviour": {"ScheduleShipment": "fail"}})
+    state = rt.wait_terminal("order", sid)
+    assert state.status == "compensated"
+    assert rt.participants.commands_of(sid) == [
+        "ReserveCredit",
+        "ReserveStock",
+        "ScheduleShipment",
+        "ReleaseStock",
+        "ReleaseCredit",
+    ]
+    ids = {name: registry.subjects[name][-1] for name in registry.subjects}
+    topics = TopicNames(rt.app.namespace, "order")
+
+    inbox = [v for _, v in read_all(bootstrap, topics.inbox)]  # start and the five replies
+    assert len(inbox) == 6
+    assert _ids(inbox) == {ids["sagas.Payload"]}
+    assert decode_payload(inbox[0]) == {"order": "o-1", "behaviour": {"ScheduleShipment": "fail"}}
+
+    commands = [v for _, v in read_all(bootstrap, f"{rt.app.namespace}.credit")]
+    assert _ids(commands) == {ids["sagas.Payload"]}
+
+    snapshots = [v for k, v in read_all(bootstrap, topics.state) if k == sid.encode()]
+    assert _ids(snapshots) == {ids["sagas.SagaState"]}
+    assert decode_state(snapshots[-1]) == state
+
+    journal = [v for _, v in read_all(bootstrap, topics.journal)]
+    assert _ids(journal) == {ids["sagas.JournalEvent"]}
+    assert {decode_event(v)[0].saga_id for v in journal} == {sid}
