@@ -172,7 +172,8 @@ class Operations:
         key: ``(payload, ctx) -> key``; default :func:`operation_key`. Give one when a loop
             runs the block more than once per saga and each run is a new operation.
         cancel_attempts: tries of ``cancel`` before the handler gives up. The engine sends a
-            cancel once and then only verifies, so transient errors are retried here.
+            cancel once and verifies whatever the reply, so transient errors (any exception
+            but a non-retryable ``CommandFailed``) are retried here.
         retry_delay: seconds before the second try, doubled after each.
 
     Exceptions: :class:`~sagas.errors.CommandFailed` from a function passes through (pick
@@ -216,17 +217,17 @@ class Operations:
         return (found or OperationStatus("missing")).reply()
 
     def handle_cancel(self, payload: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-        """Ask the API to cancel, retrying errors other than ``CommandFailed``."""
+        """Ask the API to cancel; retry what may pass (any error but a non-retryable
+        ``CommandFailed``), since the engine does not resend a cancel."""
         key = self._key(payload, ctx)
         delay = self._retry_delay
         for attempt in range(1, self._cancel_attempts + 1):
             try:
                 self._cancel(key, payload)
                 break
-            except CommandFailed:
-                raise
-            except Exception:
-                if attempt == self._cancel_attempts:
+            except Exception as exc:
+                final = isinstance(exc, CommandFailed) and not exc.retryable
+                if final or attempt == self._cancel_attempts:
                     raise
                 self._sleep(delay)
                 delay *= 2

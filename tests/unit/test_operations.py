@@ -141,7 +141,7 @@ def test_a_custom_key_replaces_the_command_id() -> None:
 
 
 def test_cancel_retries_transient_errors_then_gives_up() -> None:
-    errors = [OSError("503"), OSError("503")]
+    errors: list[Exception] = [OSError("503"), CommandFailed("busy", retryable=True)]
     slept: list[float] = []
 
     def flaky(key: str, payload: dict[str, Any]) -> None:
