@@ -39,24 +39,33 @@ def _order_ref(d: Order) -> dict[str, Any]:
     }
 
 
-order_saga = Saga[Order](
-    "order",
-    version=1,
-    deadline=timedelta(minutes=5),
-    steps=[
-        step("reserve-credit", to="shop.credit.commands", command="ReserveCredit",
-             payload=_order_ref, compensate=call("ReleaseCredit", _order_ref),
-             deadline=timedelta(seconds=30)),
-        step("reserve-stock", to="shop.stock.commands", command="ReserveStock",
-             payload=_order_ref, compensate=call("ReleaseStock", _order_ref),
-             deadline=timedelta(seconds=30),
-             retry=Retry(max_attempts=3, initial=timedelta(milliseconds=200))),
-        step("schedule-shipment", to="shop.shipping.commands", command="ScheduleShipment",
-             payload=_order_ref, kind="pivot", deadline=timedelta(seconds=30)),
-    ],
-)  # fmt: skip
+def make_saga(ns: str = NAMESPACE) -> Saga[Order]:
+    """The order saga, its command topics under ``ns``."""
+    return Saga[Order](
+        "order",
+        version=1,
+        deadline=timedelta(minutes=5),
+        steps=[
+            step("reserve-credit", to=f"{ns}.credit.commands", command="ReserveCredit",
+                 payload=_order_ref, compensate=call("ReleaseCredit", _order_ref),
+                 deadline=timedelta(seconds=30)),
+            step("reserve-stock", to=f"{ns}.stock.commands", command="ReserveStock",
+                 payload=_order_ref, compensate=call("ReleaseStock", _order_ref),
+                 deadline=timedelta(seconds=30),
+                 retry=Retry(max_attempts=3, initial=timedelta(milliseconds=200))),
+            step("schedule-shipment", to=f"{ns}.shipping.commands", command="ScheduleShipment",
+                 payload=_order_ref, kind="pivot", deadline=timedelta(seconds=30)),
+        ],
+    )  # fmt: skip
 
-app = App(NAMESPACE, [order_saga.compile()], partitions=6)
+
+def make_app(ns: str = NAMESPACE) -> App:
+    """The app a worker runs, under namespace ``ns``."""
+    return App(ns, [make_saga(ns).compile()], partitions=6)
+
+
+order_saga = make_saga()
+app = make_app()
 
 
 @dataclass
@@ -79,12 +88,18 @@ class Books:
 
 
 def participants(
-    settings: KafkaSettings, *, failure_rate: float, latency_ms: int, seed: int = 1
+    settings: KafkaSettings,
+    *,
+    failure_rate: float,
+    latency_ms: int,
+    seed: int = 1,
+    namespace: str = NAMESPACE,
 ) -> tuple[Participant, Books]:
     """The credit, stock and shipping services. Each fails ``failure_rate`` of new requests."""
     books = Books()
     rng = random.Random(seed)
-    service = Participant(settings, f"{NAMESPACE}.services")
+    ns = namespace
+    service = Participant(settings, f"{ns}.services")
 
     def pause() -> None:
         if latency_ms:
@@ -122,11 +137,11 @@ def participants(
             books.shipped.add(order)
         return {"shipment_id": f"ship-{order}"}
 
-    service.handler("shop.credit.commands", "ReserveCredit")(reserve(books.credit, "credit"))
-    service.handler("shop.credit.commands", "ReleaseCredit")(release(books.credit))
-    service.handler("shop.stock.commands", "ReserveStock")(reserve(books.stock, "stock"))
-    service.handler("shop.stock.commands", "ReleaseStock")(release(books.stock))
-    service.handler("shop.shipping.commands", "ScheduleShipment")(ship)
+    service.handler(f"{ns}.credit.commands", "ReserveCredit")(reserve(books.credit, "credit"))
+    service.handler(f"{ns}.credit.commands", "ReleaseCredit")(release(books.credit))
+    service.handler(f"{ns}.stock.commands", "ReserveStock")(reserve(books.stock, "stock"))
+    service.handler(f"{ns}.stock.commands", "ReleaseStock")(release(books.stock))
+    service.handler(f"{ns}.shipping.commands", "ScheduleShipment")(ship)
     return service, books
 
 
