@@ -27,14 +27,16 @@ and :class:`Operations` registers the four handlers on a :class:`~sagas.particip
 The operation key. Command ids read ``<saga>:<step>:<purpose>:<n>``. :func:`operation_key` keeps
 ``<saga>:<step>``, the same for every delivery and every attempt of the start, and for the status,
 cancel and undo commands of that block. The adapter hands it to the external API as the start
-call's idempotency key and as the handle of the other calls: a cancel may be sent before the start
-reply came back, so it cannot rely on an id that reply carries.
+call's idempotency key and as the handle of the other calls. The command id itself would not do:
+it changes with each attempt, and a start retried after a timeout must find the operation the
+first attempt may have begun; a cancel may be sent before the start reply came back, so it cannot
+rely on an id that reply carries either.
 
-The external-effect window. A participant flushes its reply before it commits the command's
-offset, so a crash in between runs the handler again; a start retried after a retryable failure
-runs it again too. Neither makes a second operation if the external API deduplicates on the key
-(a client token, an ``Idempotency-Key`` header). With an API that does not, name the resource
-after the key, so that a second call finds it instead of making another.
+The external-effect window. A handler may run again for a command it already ran: the
+participant may die after the external call and before its reply is committed. A start retried
+after a retryable failure runs again too. Neither makes a second operation if the external API
+deduplicates on the key (a client token, an ``Idempotency-Key`` header). With an API that does
+not, name the resource after the key, so that a second call finds it instead of making another.
 """
 
 from __future__ import annotations
