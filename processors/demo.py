@@ -283,7 +283,7 @@ def report(runs: list[AppRun], books: provisioning.Books, elapsed: float) -> int
     total = sum(len(run.ids) for run in runs)
     print(f"\n{total} sagas in {elapsed:.1f}s ({total / elapsed:.0f} sagas/s end to end)")
     deadline = sum(1 for s in runs[1].states.values() if s.reason == "the saga deadline passed")
-    print(f"provisioning: {deadline} sagas hit their deadline; cloud books: {books.summary()}")
+    print(f"provisioning: {deadline} sagas reached their deadline. {books.summary()}")
     failed = False
     for run in runs:
         problems = run.problems()

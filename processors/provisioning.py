@@ -230,9 +230,8 @@ class Cloud:
         self._call("release")
         with self._lock:
             vm = self.vms.get(token)
-            if vm is not None and not vm.released:
+            if vm is not None:
                 vm.released = True
-                self.calls["released"] += 1
 
     def final_states(self) -> dict[str, str]:
         """VM name -> state, now."""
@@ -276,11 +275,12 @@ class Books:
                              f"{name in dns}")  # fmt: skip
         return found
 
-    def summary(self) -> dict[str, int]:
+    def summary(self) -> str:
         """VMs by final state, and the cloud's call counts."""
         states = Counter(self.cloud.final_states().values())
-        return {**{f"vm {s}": n for s, n in sorted(states.items())},
-                **{f"call {c}": n for c, n in sorted(self.cloud.calls.items())}}  # fmt: skip
+        vms = ", ".join(f"{s} {n}" for s, n in states.most_common())
+        calls = ", ".join(f"{c} {n}" for c, n in sorted(self.cloud.calls.items()))
+        return f"VMs {vms}; cloud calls {calls}"
 
 
 _OPERATION_STATE: dict[str, OperationState] = {
