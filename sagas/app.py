@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from sagas.dsl.program import Program
 from sagas.errors import ConfigurationError, UnknownVersionError
 
-__all__ = ["App", "TopicNames"]
+__all__ = ["App", "TopicNames", "workers_topic"]
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def workers_topic(namespace: str) -> str:
+    """The compacted topic where workers advertise their query endpoint per owned partition."""
+    return f"{namespace}.workers"
 
 
 @dataclass(frozen=True)

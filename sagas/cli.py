@@ -27,6 +27,7 @@ from sagas.errors import ConfigurationError, SagaError
 if TYPE_CHECKING:
     from sagas.app import App
     from sagas.dev.kafka import LocalKafka
+    from sagas.participants import Participant
 
 __all__ = ["main"]
 
@@ -100,20 +101,17 @@ def _kafka_status(args: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
-def load_app(target: str, namespace: str | None) -> App:
-    """Import ``MODULE:ATTR``: an App, a compiled saga, or a list of compiled sagas.
+def _import_target(target: str, example: str) -> object:
+    """The object ``MODULE:ATTR`` names.
 
     Raises:
-        ConfigurationError: the target is malformed, cannot be imported or is of another kind.
+        ConfigurationError: the target is malformed or cannot be imported.
     """
     import importlib
 
-    from sagas.app import App
-    from sagas.dsl.program import Program
-
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigurationError(f"{target!r}: expected MODULE:ATTR, e.g. processors.orders:app")
+        raise ConfigurationError(f"{target!r}: expected MODULE:ATTR, e.g. {example}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -122,9 +120,21 @@ def load_app(target: str, namespace: str | None) -> App:
             "install it in this environment"
         ) from exc
     try:
-        obj = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def load_app(target: str, namespace: str | None) -> App:
+    """Import ``MODULE:ATTR``: an App, a compiled saga, or a list of compiled sagas.
+
+    Raises:
+        ConfigurationError: the target is malformed, cannot be imported or is of another kind.
+    """
+    from sagas.app import App
+    from sagas.dsl.program import Program
+
+    obj = _import_target(target, "processors.orders:app")
     if isinstance(obj, App):
         return obj
     programs = [obj] if isinstance(obj, Program) else obj
@@ -148,6 +158,42 @@ def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.target, args.namespace)
     settings = KafkaSettings().with_env().with_flags(args.bootstrap_servers, args.option)
     return run_worker(app, settings, worker_id=args.worker_id)
+
+
+def load_participant(target: str) -> Participant:
+    """Import ``MODULE:ATTR`` naming a :class:`sagas.participants.Participant`.
+
+    Raises:
+        ConfigurationError: the target is malformed, cannot be imported or is of another kind.
+    """
+    from sagas.participants import Participant
+
+    obj = _import_target(target, "myservice.handlers:participant")
+    if not isinstance(obj, Participant):
+        raise ConfigurationError(
+            f"{target} is a {type(obj).__name__}; expected a sagas.participants.Participant"
+        )
+    return obj
+
+
+def _participant(args: argparse.Namespace) -> int:
+    import logging
+    import threading
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    participant = load_participant(args.target)
+    participant.settings = participant.settings.with_env().with_flags(
+        args.bootstrap_servers, args.option
+    )
+    if args.instance_id:
+        participant.instance_id = args.instance_id
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    participant.run(stop)
+    return 0
 
 
 def _kafka_flags(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _kafka_flags(worker)
     worker.set_defaults(handler=_worker)
+    participant = commands.add_parser(
+        "participant", help="run a service's command handlers (a sagas.participants.Participant)"
+    )
+    participant.add_argument("target", metavar="MODULE:ATTR", help="a Participant")
+    participant.add_argument(
+        "--instance-id",
+        help="stable id of this instance (default: random); each live instance needs its own",
+    )
+    participant.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    _kafka_flags(participant)
+    participant.set_defaults(handler=_participant)
     return parser
 
 

@@ -1,46 +1,82 @@
-"""Start, signal, cancel and watch sagas from a service.
+"""Start, signal, cancel, find and list sagas from a service.
 
-The client writes to the saga type's inbox (key = saga id) and reads a saga's snapshot from the
-state partition its key maps to. Starting is idempotent on the saga id: the worker ignores a
-second start of an existing saga.
+Writes go to the saga type's inbox (key = saga id). Starting is idempotent on the saga id: the
+worker ignores a second start of an existing saga.
+
+Reads come from the saga's committed state, the way a key-value store answers: the key fixes the
+partition, the workers' query endpoints (:mod:`sagas.runtime.query`, advertised in
+``<ns>.workers``) say who holds it, and its owner answers from memory. That takes milliseconds
+however many sagas there are. When no worker answers for a partition (none running, or all started
+with the endpoint off), the client reads that state partition itself: correct, but its cost grows
+with the partition.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from sagas.app import TopicNames
+from sagas.app import TopicNames, workers_topic
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start
-from sagas.errors import BrokerError, SagaFailedError
+from sagas.errors import BrokerError, DecodeError, SagaFailedError
 from sagas.partitioning import partition_for
 from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import kafka_errors, watermarks
-from sagas.serde.records import decode_state
+from sagas.runtime.kafka_errors import kafka_errors, read_to_end
+from sagas.runtime.query import owner_key
+from sagas.serde import configure
+from sagas.serde.records import decode_payload, decode_state
 from sagas.wire import input_record
 
-__all__ = ["SagaClient"]
+__all__ = ["AsyncSagaClient", "SagaClient"]
+
+_Answer = tuple[int, dict[str, Any]]
 
 
 class SagaClient:
-    """A synchronous client for one namespace.
+    """A synchronous client for one namespace; safe to share between threads.
 
     Args:
         settings: Kafka connection settings.
         namespace: the app's namespace (topic prefix).
+        owners_ttl: how long the map of partition owners is trusted before it is read again
+            (it is also read again whenever an owner does not answer for its partition).
+        http_timeout: how long to wait for a worker's query endpoint (seconds).
     """
 
-    def __init__(self, settings: KafkaSettings, namespace: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        namespace: str,
+        *,
+        owners_ttl: float = 30.0,
+        http_timeout: float = 2.0,
+    ) -> None:
         self.settings = settings
         self.namespace = namespace
+        self.owners_ttl = owners_ttl
+        self.http_timeout = http_timeout
+        configure(settings)  # the schema registry, when one is set
         self._producer = Producer(
             settings.client_config(
                 **{"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 1}
             )
         )
+        self._lock = threading.Lock()
+        self._reader: Consumer | None = None
+        self._owners: dict[bytes, str] = {}
+        self._owners_read = -1e9
+        self._partitions: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------- writes
 
     def _send(self, saga_type: str, inp: Input) -> None:
         rec = input_record(TopicNames(self.namespace, saga_type).inbox, inp)
@@ -77,50 +113,48 @@ class SagaClient:
         """Ask a saga to stop and compensate (it refuses after its pivot; see its journal)."""
         self._send(saga_type, Cancel(saga_id, reason))
 
-    def status(self, saga_type: str, saga_id: str, *, timeout: float = 30.0) -> SagaState | None:
-        """The saga's latest committed snapshot, or ``None`` if none was written yet.
+    # ------------------------------------------------------------------------- reads
 
-        Reads only the state partition the saga's key maps to.
-        """
+    def status(self, saga_type: str, saga_id: str) -> SagaState | None:
+        """The saga's latest committed snapshot, or ``None`` if none was written yet."""
         topic = TopicNames(self.namespace, saga_type).state
-        consumer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": f"sagas-client-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    "enable.partition.eof": True,
-                }
-            )
-        )
-        key = saga_id.encode()
-        try:
-            with kafka_errors(f"reading {topic}"):
-                metadata = consumer.list_topics(topic, timeout=timeout)
-                partitions = len(metadata.topics[topic].partitions)
-                if partitions == 0:
-                    return None
-                p = partition_for(key, partitions)
-                low, high = watermarks(consumer, TopicPartition(topic, p), timeout)
-                if high <= low:
-                    return None
-                consumer.assign([TopicPartition(topic, p, low)])
-                latest: bytes | None = None
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    msg = consumer.poll(1.0)
-                    if msg is None:
-                        continue
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            break
-                        continue
-                    if msg.key() == key:
-                        latest = msg.value()
-        finally:
-            consumer.close()
-        return decode_state(latest) if latest is not None else None
+        p = partition_for(saga_id.encode(), self._partition_count(topic))
+        path = f"/sagas/{_quote(saga_type)}/{_quote(saga_id)}"
+        for refresh in (False, True):
+            url = self._owner(saga_type, p, refresh=refresh)
+            answer = self._ask(url + path) if url else None
+            if answer is not None and answer[0] == 200:
+                return SagaState.from_dict(answer[1]["state"])
+            if answer is not None and answer[0] == 404:
+                return None
+        latest = self._scan(topic, p, saga_id.encode())
+        return latest.get(saga_id)
+
+    def list(
+        self, saga_type: str, *, status: str | None = None, limit: int = 100
+    ) -> list[SagaState]:
+        """Sagas of a type, newest update first; only those in ``status`` if given
+        (running, completed, compensating, compensated, failed, cancelled, ...)."""
+        topic = TopicNames(self.namespace, saga_type).state
+        partitions = self._partition_count(topic)
+        query = urllib.parse.urlencode({"limit": limit, **({"status": status} if status else {})})
+        found: dict[str, SagaState] = {}
+        covered: set[int] = set()
+        urls = {self._owner(saga_type, p) for p in range(partitions)} - {None}
+        for url in sorted(u for u in urls if u):
+            answer = self._ask(f"{url}/sagas/{_quote(saga_type)}?{query}")
+            if answer is None or answer[0] != 200:
+                continue
+            for raw in answer[1]["sagas"]:
+                state = SagaState.from_dict(raw)
+                found[state.saga_id] = state
+            covered.update(answer[1]["partitions"])
+        for p in sorted(set(range(partitions)) - covered):
+            for state in self._scan(topic, p, None).values():
+                if status is None or state.status == status:
+                    found[state.saga_id] = state
+        ordered = sorted(found.values(), key=lambda s: (-s.updated_ms, s.saga_id))
+        return ordered[:limit]
 
     def result(
         self, saga_type: str, saga_id: str, *, timeout: float = 60.0, poll: float = 0.5
@@ -133,15 +167,168 @@ class SagaClient:
         """
         deadline = time.monotonic() + timeout
         while True:
-            state = self.status(saga_type, saga_id)
-            if state is not None and state.terminal:
-                if state.status == "completed":
-                    return dict(state.data)
-                raise SagaFailedError(saga_id, state.status, state.reason)
+            outcome = _outcome(self.status(saga_type, saga_id))
+            if outcome is not None:
+                return outcome
             if time.monotonic() > deadline:
                 raise TimeoutError(f"saga {saga_id!r} did not end within {timeout:.0f}s")
             time.sleep(poll)
 
     def close(self) -> None:
-        """Flush pending writes."""
+        """Flush pending writes and release the clients."""
         self._producer.flush(30)
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # ------------------------------------------------------------------------- internals
+
+    def _ask(self, url: str) -> _Answer | None:
+        """GET a query endpoint: (status, JSON body), or ``None`` when it does not answer."""
+        try:
+            with urllib.request.urlopen(url, timeout=self.http_timeout) as response:  # noqa: S310
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                return int(exc.code), json.loads(exc.read() or b"{}")
+            except ValueError:
+                return int(exc.code), {}
+            finally:
+                exc.close()
+        except (OSError, ValueError):
+            return None
+
+    def _reader_consumer(self) -> Consumer:
+        if self._reader is None:
+            self._reader = Consumer(
+                self.settings.client_config(
+                    **{
+                        "group.id": f"sagas-client-{uuid.uuid4().hex[:8]}",
+                        "enable.auto.commit": False,
+                        "isolation.level": "read_committed",
+                        "enable.partition.eof": True,
+                    }
+                )
+            )
+        return self._reader
+
+    def _partition_count(self, topic: str) -> int:
+        with self._lock:
+            if topic not in self._partitions:
+                with kafka_errors(f"reading the metadata of {topic}"):
+                    metadata = self._reader_consumer().list_topics(topic, timeout=30)
+                count = len(metadata.topics[topic].partitions)
+                if count == 0:
+                    raise BrokerError(f"{topic} does not exist: has a worker run yet?")
+                self._partitions[topic] = count
+            return self._partitions[topic]
+
+    def _owner(self, saga_type: str, partition: int, *, refresh: bool = False) -> str | None:
+        """The query URL of the worker that owns ``partition`` of ``saga_type``, if known."""
+        with self._lock:
+            stale = time.monotonic() - self._owners_read > self.owners_ttl
+            if refresh or stale:
+                try:
+                    self._owners = self._read_owners()
+                except (BrokerError, DecodeError, KafkaException):
+                    self._owners = {}  # unreadable: fall back to reading the state
+                self._owners_read = time.monotonic()
+            return self._owners.get(owner_key(saga_type, partition)) or None
+
+    def _read_owners(self) -> dict[bytes, str]:
+        """``<ns>.workers``: the query URL per ``<type>/<partition>`` (empty before any worker)."""
+        owners: dict[bytes, str] = {}
+        topic = workers_topic(self.namespace)
+        reader = self._reader_consumer()
+        if topic not in reader.list_topics(timeout=10).topics:
+            return owners
+        for msg in read_to_end(reader, topic, 0):
+            key, value = msg.key(), msg.value()
+            if key is not None and value:
+                owners[key] = str(decode_payload(value).get("url", ""))
+        return owners
+
+    def _scan(self, topic: str, partition: int, key: bytes | None) -> dict[str, SagaState]:
+        """The latest snapshot per saga in one state partition (only ``key``'s, if given)."""
+        latest: dict[bytes, bytes | None] = {}
+        with self._lock, kafka_errors(f"reading {topic}"):
+            for msg in read_to_end(self._reader_consumer(), topic, partition):
+                k = msg.key()
+                if k is not None and (key is None or k == key):
+                    latest[k] = msg.value()
+        return {k.decode(): decode_state(v) for k, v in latest.items() if v is not None}
+
+
+def _outcome(state: SagaState | None) -> dict[str, Any] | None:
+    """A finished saga's data; ``None`` while it runs.
+
+    Raises:
+        SagaFailedError: it ended compensated, failed or cancelled.
+    """
+    if state is None or not state.terminal:
+        return None
+    if state.status == "completed":
+        return dict(state.data)
+    raise SagaFailedError(state.saga_id, state.status, state.reason)
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+class AsyncSagaClient:
+    """The asyncio face of :class:`SagaClient`: the same methods, awaitable.
+
+    Blocking Kafka and HTTP calls run on worker threads (``asyncio.to_thread``), so the event loop
+    never waits on I/O. (``confluent_kafka.aio.AIOProducer`` is not used: its batched produce
+    refuses headers, and the wire contract needs them.)
+    """
+
+    def __init__(self, settings: KafkaSettings, namespace: str, **options: Any) -> None:
+        self.sync = SagaClient(settings, namespace, **options)
+
+    async def start(
+        self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None
+    ) -> str:
+        """See :meth:`SagaClient.start`."""
+        return await asyncio.to_thread(self.sync.start, saga_type, data, saga_id=saga_id)
+
+    async def signal(
+        self, saga_type: str, saga_id: str, name: str, payload: dict[str, Any]
+    ) -> None:
+        """See :meth:`SagaClient.signal`."""
+        await asyncio.to_thread(self.sync.signal, saga_type, saga_id, name, payload)
+
+    async def cancel(
+        self, saga_type: str, saga_id: str, reason: str = "cancelled by client"
+    ) -> None:
+        """See :meth:`SagaClient.cancel`."""
+        await asyncio.to_thread(self.sync.cancel, saga_type, saga_id, reason)
+
+    async def status(self, saga_type: str, saga_id: str) -> SagaState | None:
+        """See :meth:`SagaClient.status`."""
+        return await asyncio.to_thread(self.sync.status, saga_type, saga_id)
+
+    async def list(
+        self, saga_type: str, *, status: str | None = None, limit: int = 100
+    ) -> list[SagaState]:
+        """See :meth:`SagaClient.list`."""
+        return await asyncio.to_thread(self.sync.list, saga_type, status=status, limit=limit)
+
+    async def result(
+        self, saga_type: str, saga_id: str, *, timeout: float = 60.0, poll: float = 0.5
+    ) -> dict[str, Any]:
+        """See :meth:`SagaClient.result`; waits with ``asyncio.sleep`` between looks."""
+        deadline = time.monotonic() + timeout
+        while True:
+            outcome = _outcome(await self.status(saga_type, saga_id))
+            if outcome is not None:
+                return outcome
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"saga {saga_id!r} did not end within {timeout:.0f}s")
+            await asyncio.sleep(poll)
+
+    async def close(self) -> None:
+        """See :meth:`SagaClient.close`."""
+        await asyncio.to_thread(self.sync.close)

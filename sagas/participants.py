@@ -5,30 +5,39 @@ Register a function per (command topic, command type). It receives the command's
 :class:`sagas.errors.CommandFailed` (retryable or not). Any other exception is a retryable
 failure. The reply goes to the command's ``reply-to`` topic, keyed by saga id.
 
-Delivery: the reply is flushed before the command's offset is committed, so a crash between the
-two re-runs the handler for that command (at least once). Use ``ctx.command_id`` as the
-idempotency key of the external call: it is the same for every delivery of one command attempt.
+Delivery, per command id:
+
+* **Once, with the recorded reply.** Every handled command's reply is recorded in the compacted
+  topic ``<group>.<command topic>.replies`` in the same Kafka transaction as the reply itself and
+  the command's consumed offset. A command id seen again (a redelivered or re-sent command) gets
+  the recorded reply again; its handler does not run.
+* **Kafka effects exactly once.** Records a handler writes with :meth:`CommandContext.send` go in
+  that same transaction: they are committed with the reply and the offset, or not at all.
+* **External effects: at least once, with a key.** Handlers run before the transaction commits.
+  If the process dies (or the transaction aborts) between the handler's return and the commit,
+  the command is handled again. Pass :attr:`CommandContext.idempotency_key` to the external API,
+  which then sees one request however often the handler runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-
 from sagas.engine.model import Outcome
-from sagas.errors import BrokerError, CommandFailed, ConfigurationError, DecodeError
+from sagas.errors import CommandFailed, ConfigurationError, DecodeError
 from sagas.runtime.config import KafkaSettings
-from sagas.serde.records import decode_payload
-from sagas.wire import header_dict, reply_record
+from sagas.serde.records import decode_payload, encode_payload
+from sagas.wire import Headers, OutRecord, header_dict, reply_record
 
-__all__ = ["NO_REPLY", "CommandContext", "Participant"]
+__all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,45 @@ class CommandContext:
     attempt: int
     deadline_ms: int | None
     reply_to: str
+    outbox: list[OutRecord] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key to pass to an external API: the same for every delivery of this command
+        (a retry of the step is a new command, with a new key)."""
+        return self.command_id
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | Mapping[str, Any],
+        *,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Write a record in the transaction of this command's reply and offset.
+
+        ``value`` is raw bytes, or a JSON-compatible mapping encoded as ``sagas.Payload``. The key
+        defaults to the saga id. Records sent by a handler that then fails are dropped.
+        """
+        data = value if isinstance(value, bytes) else encode_payload(dict(value))
+        raw_key = key.encode() if isinstance(key, str) else key
+        self.outbox.append(
+            OutRecord(topic, raw_key if raw_key is not None else self.saga_id.encode(), data, [])
+        )
+        if headers:
+            self.outbox[-1].headers.extend(headers)
+
+
+@dataclass(frozen=True)
+class Executed:
+    """The outcome of handling one command: its reply (``None``: no reply) and the records its
+    handler sent."""
+
+    saga_id: str
+    command_id: str
+    reply: OutRecord | None
+    effects: list[OutRecord]
 
 
 class Participant:
@@ -62,14 +110,55 @@ class Participant:
 
     Args:
         settings: Kafka connection settings.
-        group: the consumer group of this service's instances.
+        group: the consumer group of this service's instances; also the prefix of its topics
+            (``<group>.<command topic>.replies``, ``<group>.dlq``).
+        instance_id: this instance's part of the ``transactional.id``. Stable across restarts of
+            one instance lets a restarted instance abort what its previous life left open at once
+            (otherwise the broker does after 10 s); two live instances must never share one.
+            Default: random.
+        partitions: partition count of command topics that do not exist yet.
+        max_batch: most commands handled per transaction.
+        replies_retention: how long a recorded reply is kept to answer a re-sent command.
     """
 
-    def __init__(self, settings: KafkaSettings, group: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group: str,
+        *,
+        instance_id: str | None = None,
+        partitions: int = 6,
+        max_batch: int = 100,
+        replies_retention: timedelta = timedelta(days=7),
+    ) -> None:
+        if not group:
+            raise ConfigurationError("a participant needs a consumer group name")
         self.settings = settings
         self.group = group
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.partitions = partitions
+        self.max_batch = max_batch
+        self.replies_retention = replies_retention
         self._handlers: dict[tuple[str, str], Handler] = {}
+        self._loops = threading.local()
         self.handled = 0
+        """Commands whose handler ran (counted once the transaction committed)."""
+        self.replayed = 0
+        """Commands answered from the recorded replies, their handler not run."""
+
+    @property
+    def topics(self) -> list[str]:
+        """The command topics this participant reads."""
+        return sorted({topic for topic, _ in self._handlers})
+
+    @property
+    def dlq(self) -> str:
+        """Where commands that cannot be read go, with the reason in their headers."""
+        return f"{self.group}.dlq"
+
+    def replies_topic(self, topic: str) -> str:
+        """The compacted topic recording the replies to the commands of ``topic``."""
+        return f"{self.group}.{topic}.replies"
 
     def handler(self, topic: str, command_type: str) -> Callable[[Handler], Handler]:
         """Decorator: run the function for ``command_type`` commands read from ``topic``."""
@@ -82,22 +171,27 @@ class Participant:
 
         return register
 
-    def _execute(self, fn: Handler, payload: dict[str, Any], ctx: CommandContext) -> Any:
+    def _call(self, fn: Handler, payload: dict[str, Any], ctx: CommandContext) -> Any:
         result = fn(payload, ctx)
-        if inspect.isawaitable(result):
-            import asyncio
+        if not inspect.isawaitable(result):
+            return result
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None:  # one event loop per thread that runs handlers, kept for its life
+            loop = self._loops.loop = asyncio.new_event_loop()
 
-            async def wait() -> Any:
-                return await result
+        async def wait() -> Any:
+            return await result
 
-            return asyncio.run(wait())
-        return result
+        return loop.run_until_complete(wait())
 
-    def _handle(self, msg: Message) -> tuple[str, str, str, Outcome, dict[str, Any]] | None:
+    def execute(self, topic: str, value: bytes | None, headers: Any) -> Executed:
+        """Run the handler of one command record; never raises for a handler's failure.
+
+        Raises:
+            DecodeError: the record is not a command (headers missing, payload unreadable).
+        """
+        h = header_dict(headers)
         try:
-            h = header_dict(msg.headers())
-            payload = decode_payload(msg.value())
-            topic = str(msg.topic())
             ctx = CommandContext(
                 h["saga-id"],
                 h.get("saga-type", ""),
@@ -107,94 +201,55 @@ class Participant:
                 int(h["deadline"]) if "deadline" in h else None,
                 h["reply-to"],
             )
-            reply_to = ctx.reply_to
-        except (DecodeError, KeyError, ValueError) as exc:
-            log.error("%s@%d: not a valid command, skipped: %r", msg.topic(), msg.offset(), exc)
-            return None
+        except KeyError as exc:
+            raise DecodeError(f"not a command: no {exc.args[0]} header", record=value) from None
+        except ValueError as exc:
+            raise DecodeError(f"not a command: {exc}", record=value) from None
+        payload = decode_payload(value)
+
+        def reply(outcome: Outcome, body: dict[str, Any]) -> Executed:
+            rec = reply_record(ctx.reply_to, ctx.saga_id, ctx.command_id, outcome, body)
+            effects = ctx.outbox if outcome == "success" else []
+            return Executed(ctx.saga_id, ctx.command_id, rec, effects)
+
         fn = self._handlers.get((topic, ctx.command_type))
         if fn is None:
             log.error("%s: no handler for command type %r", topic, ctx.command_type)
-            return (
-                reply_to,
-                ctx.saga_id,
-                ctx.command_id,
-                "failure",
-                {"error": "no-handler", "message": f"no handler for {ctx.command_type}"},
-            )
+            message = f"no handler for {ctx.command_type} on {topic}"
+            return reply("failure", {"error": "no-handler", "message": message})
         try:
-            result = self._execute(fn, payload, ctx)
+            result = self._call(fn, payload, ctx)
         except CommandFailed as exc:
             outcome: Outcome = "retryable-failure" if exc.retryable else "failure"
-            return (
-                reply_to,
-                ctx.saga_id,
-                ctx.command_id,
-                outcome,
-                {"error": exc.error, "message": str(exc)},
-            )
+            return reply(outcome, {"error": exc.error, "message": str(exc)})
         except Exception as exc:
             log.exception("handler of %s failed", ctx.command_type)
-            return (
-                reply_to,
-                ctx.saga_id,
-                ctx.command_id,
-                "retryable-failure",
-                {"error": type(exc).__name__, "message": str(exc)},
-            )
+            return reply("retryable-failure", {"error": type(exc).__name__, "message": str(exc)})
         if result is NO_REPLY:
-            return None
-        return reply_to, ctx.saga_id, ctx.command_id, "success", dict(result or {})
+            return Executed(ctx.saga_id, ctx.command_id, None, ctx.outbox)
+        return reply("success", dict(result or {}))
 
     def run(self, stop: threading.Event) -> None:
-        """Consume and handle commands until ``stop`` is set."""
-        topics = sorted({topic for topic, _ in self._handlers})
-        if not topics:
+        """Consume and handle commands until ``stop`` is set.
+
+        Raises:
+            ConfigurationError: no handlers, or a replies topic does not match its command topic.
+            BrokerError: a fatal Kafka error.
+        """
+        if not self._handlers:
             raise ConfigurationError("the participant has no handlers; register some first")
-        consumer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": self.group,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                    "session.timeout.ms": 10000,
-                    "client.id": f"{self.group}-{uuid.uuid4().hex[:6]}",
-                }
-            )
-        )
-        producer = Producer(
-            self.settings.client_config(
-                **{"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 1}
-            )
-        )
-        consumer.subscribe(topics)
+        from sagas.runtime.participant_loop import ParticipantLoop
+        from sagas.serde import configure
+
+        configure(self.settings)  # the schema registry, when one is set
+
         try:
-            while not stop.is_set():
-                first = consumer.poll(0.2)
-                msgs = [first, *consumer.consume(499, 0)] if first is not None else []
-                good = [m for m in msgs if m.error() is None]
-                for m in msgs:
-                    err = m.error()
-                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", err)
-                for msg in good:
-                    reply = self._handle(msg)
-                    if reply is not None:
-                        rec = reply_record(*reply)
-                        producer.produce(
-                            rec.topic, key=rec.key, value=rec.value, headers=rec.headers
-                        )
-                    self.handled += 1
-                if good:
-                    if producer.flush(30) > 0:
-                        raise BrokerError("replies not acknowledged; the commands will be redone")
-                    try:
-                        consumer.commit(asynchronous=False)
-                    except KafkaException as exc:  # e.g. the partitions moved meanwhile
-                        log.warning("offsets not committed, commands will be redelivered: %s", exc)
+            ParticipantLoop(self).run(stop)
         finally:
-            consumer.close()
-            producer.flush(10)
+            loop = getattr(self._loops, "loop", None)
+            if loop is not None:  # the event loop async handlers ran on, in this thread
+                loop.close()
+                self._loops.loop = None
 
     def start(self) -> tuple[threading.Thread, threading.Event]:
         """Run in a background thread inside an existing service; set the event to stop."""
@@ -204,3 +259,12 @@ class Participant:
         )
         thread.start()
         return thread, stop
+
+    async def serve(self) -> None:
+        """Run as an asyncio task until cancelled (Kafka I/O and handlers run on a thread;
+        ``async def`` handlers run on that thread's own event loop)."""
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(self.run, stop)
+        finally:
+            stop.set()

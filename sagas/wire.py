@@ -45,6 +45,7 @@ __all__ = [
     "Headers",
     "OutRecord",
     "command_record",
+    "dead_letter_headers",
     "decode_input",
     "header_dict",
     "input_record",
@@ -157,6 +158,20 @@ def reply_record(
     """A participant's reply to ``command_id``, for the command's ``reply-to`` topic."""
     headers = _h(sagas_input="reply", saga_id=saga_id, command_id=command_id, outcome=outcome)
     return OutRecord(topic, saga_id.encode(), encode_payload(payload), headers)
+
+
+def dead_letter_headers(
+    headers: Any, reason: str, topic: str, partition: int, offset: int
+) -> Headers:
+    """A record's headers plus where it came from and why it is dead-lettered."""
+    kept = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    return [
+        *kept,
+        ("dlq-reason", reason.encode()),
+        ("dlq-source-topic", topic.encode()),
+        ("dlq-source-partition", str(partition).encode()),
+        ("dlq-source-offset", str(offset).encode()),
+    ]
 
 
 def command_record(cmd: CommandOut, reply_to: str) -> OutRecord:

@@ -1,4 +1,5 @@
-"""Translate confluent-kafka errors into kafka-sagas errors at the boundary, keeping the cause."""
+"""Translate confluent-kafka errors into kafka-sagas errors at the boundary, keeping the cause;
+and the small reading helpers that need that translation."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from sagas.errors import BrokerError, BrokerUnavailableError
 
-__all__ = ["is_transient", "kafka_errors", "translate", "watermarks"]
+__all__ = ["is_transient", "kafka_errors", "read_to_end", "translate", "watermarks"]
 
 _UNAVAILABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 # Errors that pass once metadata settles (a topic just created, a leader moving, a broker back).
@@ -68,3 +76,30 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             if not is_transient(err) or time.monotonic() > deadline:
                 raise translate(exc, f"reading the offsets of {tp.topic}[{tp.partition}]") from exc
             time.sleep(0.2)
+
+
+def read_to_end(consumer: Consumer, topic: str, partition: int) -> Iterator[Message]:
+    """Every record of one partition, from its start to the end of its committed data.
+
+    ``consumer`` must have ``enable.partition.eof`` set (and ``read_committed`` for a changelog).
+
+    Raises:
+        BrokerError: the partition could not be read.
+    """
+    tp = TopicPartition(topic, partition)
+    low, high = watermarks(consumer, tp, 60)
+    if high <= low:
+        return
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    try:
+        while True:
+            for msg in consumer.consume(5000, 1.0):
+                err = msg.error()
+                if err is None:
+                    yield msg
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    return
+                else:
+                    raise translate(KafkaException(err), f"reading {topic}[{partition}]")
+    finally:
+        consumer.unassign()

@@ -21,12 +21,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported,
     NewTopic,
 )
 
-from sagas.app import App
+from sagas.app import App, workers_topic
 from sagas.errors import ConfigurationError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import kafka_errors, translate
 
-__all__ = ["TopicSpec", "ensure_topics", "plan_topics"]
+__all__ = ["TopicSpec", "create_missing", "ensure_topics", "partition_count", "plan_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ class TopicSpec:
 
 def plan_topics(app: App) -> list[TopicSpec]:
     """Every topic the app's workers read or write."""
-    specs: dict[str, TopicSpec] = {}
+    owners = workers_topic(app.namespace)
+    specs: dict[str, TopicSpec] = {
+        owners: TopicSpec(owners, 1, (("cleanup.policy", "compact"),)),
+    }
     for saga_type in app.saga_types:
         names = app.topics(saga_type)
         n = app.partitions
@@ -67,22 +70,33 @@ def ensure_topics(app: App, settings: KafkaSettings, *, timeout: float = 30.0) -
         BrokerError: the broker refused or did not answer.
     """
     admin = AdminClient(settings.client_config())
+    metadata = create_missing(admin, plan_topics(app), timeout)
+    _check_layout(app, admin, metadata.topics, timeout)
+
+
+def create_missing(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> Any:
+    """Create the topics of ``specs`` that do not exist; return the cluster metadata after.
+
+    Existing topics are left as they are (the caller checks what matters to it).
+
+    Raises:
+        BrokerError: the broker refused or did not answer.
+    """
     with kafka_errors("listing topics"):
         metadata = admin.list_topics(timeout=timeout)
     replication = min(3, max(1, len(metadata.brokers)))
-    specs = plan_topics(app)
     missing = [s for s in specs if s.name not in metadata.topics]
-    if missing:
-        new = [NewTopic(s.name, s.partitions, replication, config=dict(s.config)) for s in missing]
-        for name, future in admin.create_topics(new, request_timeout=timeout).items():
-            try:
-                future.result(timeout)
-                log.info("created topic %s", name)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
-                    raise translate(exc, f"creating topic {name}") from exc
-        metadata = _wait_visible(admin, [s.name for s in specs], timeout)
-    _check_layout(app, admin, metadata.topics, timeout)
+    if not missing:
+        return metadata
+    new = [NewTopic(s.name, s.partitions, replication, config=dict(s.config)) for s in missing]
+    for name, future in admin.create_topics(new, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                raise translate(exc, f"creating topic {name}") from exc
+    return _wait_visible(admin, [s.name for s in specs], timeout)
 
 
 def _wait_visible(admin: AdminClient, names: list[str], timeout: float) -> Any:
@@ -100,7 +114,8 @@ def _wait_visible(admin: AdminClient, names: list[str], timeout: float) -> Any:
         time.sleep(0.2)
 
 
-def _partitions(topics: Mapping[str, object], name: str) -> int:
+def partition_count(topics: Mapping[str, object], name: str) -> int:
+    """The partition count of ``name`` in a metadata's topics (0 when missing)."""
     topic = topics.get(name)
     return len(getattr(topic, "partitions", {}))
 
@@ -110,7 +125,7 @@ def _check_layout(
 ) -> None:
     for saga_type in app.saga_types:
         names = app.topics(saga_type)
-        inbox, state = _partitions(topics, names.inbox), _partitions(topics, names.state)
+        inbox, state = partition_count(topics, names.inbox), partition_count(topics, names.state)
         if inbox != state:
             raise ConfigurationError(
                 f"{names.inbox} has {inbox} partitions but {names.state} has {state}; a saga's "

@@ -26,7 +26,6 @@ inputs and its cost is shared by all of them.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -35,12 +34,10 @@ from threading import Event
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -48,15 +45,18 @@ from sagas.app import App
 from sagas.dsl.program import Program
 from sagas.engine import transition
 from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
-from sagas.errors import BrokerError, DecodeError, UnknownVersionError
+from sagas.errors import DecodeError, UnknownVersionError
 from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import is_transient, translate, watermarks
+from sagas.runtime.kafka_errors import read_to_end
 from sagas.runtime.store import PartitionStore
+from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
+from sagas.serde import configure
 from sagas.serde.records import decode_state, encode_event, encode_state
 from sagas.wire import (
     OutRecord,
     child_start_record,
     command_record,
+    dead_letter_headers,
     decode_input,
     parent_reply_record,
 )
@@ -148,94 +148,39 @@ class SagaWorker:
         self.clock_ms = clock_ms
         self.metrics = WorkerMetrics()
         self.report_every = 10.0
-        self._replacements: list[float] = []
         self._committed_start: dict[int, int] = {}
         self.offsets_timeout = 20.0
-        self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
         self.stores: dict[int, PartitionStore] = {}
         self._consumer_options = consumer_options or {}
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._txn: Transactions | None = None
         self._restorer: Consumer | None = None
+        self.on_assigned: Callable[[str, list[int]], None] | None = None
+        """Called with the saga type and partitions once they are restored (e.g. to advertise)."""
         app.latest(saga_type)  # fails early on an unknown saga type
+        configure(settings)  # the schema registry, when one is set
 
     # ------------------------------------------------------------------------- clients
 
     def _make_clients(self) -> None:
         group = self.topics.group
-        self._consumer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": group,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                    "partition.assignment.strategy": "cooperative-sticky",
-                    "session.timeout.ms": 10000,
-                    "heartbeat.interval.ms": 1000,
-                    "max.poll.interval.ms": 600000,
-                    **self._consumer_options,
-                }
-            )
+        self._consumer = input_consumer(
+            self.settings,
+            group,
+            **{"max.poll.interval.ms": 600000, **self._consumer_options},
         )
-        self._restorer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": f"{group}.restore",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    "enable.partition.eof": True,
-                    "auto.offset.reset": "earliest",
-                }
-            )
+        self._restorer = changelog_reader(self.settings, group)
+        self._txn = Transactions(
+            self.settings,
+            f"{self.topics.group}.{self.worker_id}",
+            owner=self.topics.group,
+            offsets_timeout=self.offsets_timeout,
         )
-        self._producer = self._new_producer()
 
-    def _new_producer(self) -> Producer:
-        """A transactional producer, its transactions initialised (which aborts what an earlier
-        producer with this ``transactional.id`` left open)."""
-        producer = Producer(
-            self.settings.client_config(
-                **{
-                    "transactional.id": f"{self.topics.group}.{self.worker_id}",
-                    "transaction.timeout.ms": 10000,
-                    "partitioner": "murmur2_random",
-                    "linger.ms": 2,
-                    "queue.buffering.max.messages": 500000,
-                }
-            )
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                producer.init_transactions(30)
-                return producer
-            except KafkaException as exc:
-                if not is_transient(exc.args[0]) or time.monotonic() > deadline:
-                    raise translate(exc, f"starting the producer of {self.topics.group}") from exc
-                time.sleep(0.5)
-
-    def _replace_producer(self, cause: KafkaException) -> None:
-        """Start over with a new producer after a fatal error (e.g. the coordinator bumped the
-        epoch when a transaction timed out during a broker outage)."""
-        now = time.monotonic()
-        self._replacements = [t for t in self._replacements if now - t < 60] + [now]
-        if len(self._replacements) > 5:
-            raise translate(
-                cause,
-                f"the producer of worker {self.worker_id!r} in {self.topics.group} keeps being "
-                "fenced; if another worker runs with the same --worker-id, give each its own",
-            ) from cause
-        log.warning(
-            "%s: producer failed fatally (%s); starting a new one", self.topics.group, cause
-        )
-        self._producer = None  # a fatal producer can neither flush nor abort
-        self._producer = self._new_producer()
-
-    def _clients(self) -> tuple[Producer, Consumer]:
-        if self._producer is None or self._consumer is None:
+    def _clients(self) -> tuple[Transactions, Consumer]:
+        if self._txn is None or self._consumer is None:
             raise RuntimeError("the worker is not running (call run())")
-        return self._producer, self._consumer
+        return self._txn, self._consumer
 
     # ------------------------------------------------------------------------- rebalance
 
@@ -250,6 +195,8 @@ class SagaWorker:
             self.stores[p] = self._restore(p)
         self.metrics.owned_partitions = sorted(self.stores)
         log.info("%s: assigned partitions %s", self.topics.group, numbers)
+        if self.on_assigned is not None:
+            self.on_assigned(self.saga_type, numbers)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -268,23 +215,10 @@ class SagaWorker:
             raise RuntimeError("the worker is not running (call run())")
         started = time.monotonic()
         store = PartitionStore(partition)
-        tp = TopicPartition(self.topics.state, partition)
-        low, high = watermarks(self._restorer, tp, 60)
         count = 0
-        if high > low:
-            self._restorer.assign([TopicPartition(self.topics.state, partition, OFFSET_BEGINNING)])
-            done = False
-            while not done:
-                for msg in self._restorer.consume(5000, 1.0):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            done = True
-                            continue
-                        raise translate(KafkaException(err), f"restoring {self.topics.state}")
-                    count += 1
-                    self._restore_record(store, msg)
-            self._restorer.unassign()
+        for msg in read_to_end(self._restorer, self.topics.state, partition):
+            count += 1
+            self._restore_record(store, msg)
         elapsed = time.monotonic() - started
         self.metrics.restored_sagas += len(store)
         self.metrics.restore_seconds += elapsed
@@ -360,14 +294,10 @@ class SagaWorker:
         if self._restorer is not None:
             self._restorer.close()
             self._restorer = None
-        if self._producer is not None:
-            try:
-                self._producer.flush(10)
-            except KafkaException as exc:  # a fatal producer cannot flush; nothing is pending
-                log.warning("%s: producer not flushed on close: %s", self.topics.group, exc)
-            self._producer = None
+        if self._txn is not None:
+            self._txn.close()
+            self._txn = None
         self.stores.clear()
-        self._offsets_pool.shutdown(wait=False)
 
     def _wait_seconds(self, now: int) -> float:
         dues = [d for s in self.stores.values() if (d := s.next_due()) is not None]
@@ -493,13 +423,8 @@ class SagaWorker:
     # ------------------------------------------------------------------------- transactions
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> None:
-        producer, _ = self._clients()
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, **kw)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        txn, _ = self._clients()
+        txn.produce(topic, key, value, **kw)
 
     def _write(self, batch: _Batch) -> None:
         for rec in batch.records:
@@ -515,13 +440,8 @@ class SagaWorker:
                 self.topics.state, saga_id.encode(), encode_state(state), partition=partition
             )
         for msg, reason in batch.dlq:
-            headers = [
-                *(msg.headers() or []),
-                ("dlq-reason", reason.encode()),
-                ("dlq-source-topic", str(msg.topic()).encode()),
-                ("dlq-source-partition", str(msg.partition()).encode()),
-                ("dlq-source-offset", str(msg.offset()).encode()),
-            ]
+            p, offset = _position(msg)
+            headers = dead_letter_headers(msg.headers(), reason, str(msg.topic()), p, offset)
             self._produce(self.topics.dlq, msg.key(), msg.value(), headers=headers)
             log.warning(
                 "%s[%d]@%d -> %s: %s",
@@ -533,16 +453,14 @@ class SagaWorker:
             )
 
     def _commit(self, batch: _Batch) -> None:
-        producer, consumer = self._clients()
+        txn, consumer = self._clients()
         try:
-            producer.begin_transaction()
+            txn.begin()
             self._write(batch)
-            if batch.next_offsets:
-                offsets = [
-                    TopicPartition(self.topics.inbox, p, o) for p, o in batch.next_offsets.items()
-                ]
-                self._send_offsets(producer, offsets, consumer.consumer_group_metadata())
-            self._commit_with_retries(producer)
+            offsets = [
+                TopicPartition(self.topics.inbox, p, o) for p, o in batch.next_offsets.items()
+            ]
+            txn.commit(offsets, consumer.consumer_group_metadata())
         except KafkaException as exc:
             log.warning(
                 "%s: transaction aborted, batch will be retried: %s", self.topics.group, exc
@@ -560,57 +478,11 @@ class SagaWorker:
                 if saga_id in store.states:
                     store.parked.add(saga_id)
 
-    def _send_offsets(self, producer: Producer, offsets: list[TopicPartition], meta: Any) -> None:
-        """``send_offsets_to_transaction`` with a deadline that holds.
-
-        librdkafka may block in this call past its own timeout when the group coordinator went
-        away (confluentinc/librdkafka#5456, #5511: seen here after a broker restart). The call runs
-        on a helper thread; if it has not returned in time, the producer is abandoned (the next
-        one, with the same ``transactional.id``, fences it) and the batch is retried.
-        """
-        future = self._offsets_pool.submit(
-            producer.send_offsets_to_transaction, offsets, meta, self.offsets_timeout
-        )
-        try:
-            future.result(self.offsets_timeout + 5)
-        except concurrent.futures.TimeoutError:
-            self._offsets_pool.shutdown(wait=False)
-            self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
-            raise KafkaException(
-                KafkaError(KafkaError._FATAL, "send_offsets_to_transaction is stuck", fatal=True)
-            ) from None
-
-    def _commit_with_retries(self, producer: Producer, attempts: int = 120) -> None:
-        for attempt in range(attempts):
-            try:
-                producer.commit_transaction(30)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == attempts - 1:
-                    raise
-                log.info("commit not confirmed yet (%s); retrying", err.str())
-                time.sleep(0.5)
-
     def _abort(self, batch: _Batch, cause: KafkaException) -> None:
         """Abort (or, after a fatal error, replace the producer) and rewind to the batch's start."""
-        producer, consumer = self._clients()
+        txn, consumer = self._clients()
         self.metrics.aborted_transactions += 1
-        error = cause
-        for attempt in range(120):
-            err = error.args[0] if error.args else None
-            if isinstance(err, KafkaError) and err.fatal():
-                self._replace_producer(error)
-                break
-            try:
-                producer.abort_transaction(30)
-                break
-            except KafkaException as exc:
-                error = exc
-                if attempt == 119:
-                    raise BrokerError(f"could not abort a transaction: {exc}") from exc
-                if not (exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal()):
-                    time.sleep(0.5)
+        txn.abort(cause)
         for p, offset in batch.first_offsets.items():
             if p in self.stores:
                 consumer.seek(TopicPartition(self.topics.inbox, p, offset))

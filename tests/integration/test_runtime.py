@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
 from kafka_util import read_all
 from runtime_util import Running, start_runtime
-from sagas_under_test import make_app, order_saga
+from sagas_under_test import order_saga
 
 from sagas.app import App
 from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import decode_event
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def rt(bootstrap: str, unique: str) -> Iterator[Running]:
-    running = start_runtime(make_app(unique), KafkaSettings(bootstrap))
-    yield running
-    running.shutdown()
 
 
 def test_happy_path_runs_the_three_steps_and_completes(rt: Running) -> None:

@@ -1,9 +1,9 @@
 """A saga end to end with a schema registry: every record on every topic is in Confluent's format.
 
 The registry is :mod:`registry_server`, a test double of the Confluent REST API (not the real
-server). The settings come from ``SAGAS_SCHEMA_REGISTRY_URL``. The test calls
-``sagas.serde.configure(settings)`` itself, as the worker, the client and the participant do when
-they are built from settings; in this one process that call is a no-op for them once made.
+server). The settings come from ``SAGAS_SCHEMA_REGISTRY_URL``; the worker, the client and the
+participants configure the registry themselves from their settings. The teardown switches this
+process back to fingerprints.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ def registry() -> Iterator[RegistryDouble]:
 @pytest.fixture
 def rt(bootstrap: str, unique: str, registry: RegistryDouble) -> Iterator[Running]:
     settings = KafkaSettings(bootstrap).with_env({"SAGAS_SCHEMA_REGISTRY_URL": registry.url})
-    configure(settings)
     running = start_runtime(make_app(unique, partitions=2), settings)
     try:
         yield running

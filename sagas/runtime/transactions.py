@@ -1,0 +1,231 @@
+"""A transactional producer and the rules for committing and aborting with it.
+
+Shared by the saga worker and by participants: consume, produce in a transaction with the
+consumed offsets (``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447),
+commit; on any error, abort (or, after a fatal error, start over with a new producer under the
+same ``transactional.id``, which fences the old one) and let the caller rewind its consumer.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from sagas.errors import BrokerError
+from sagas.runtime.config import KafkaSettings
+from sagas.runtime.kafka_errors import is_transient, translate
+
+__all__ = ["Transactions", "changelog_reader", "input_consumer"]
+
+log = logging.getLogger(__name__)
+
+
+def input_consumer(settings: KafkaSettings, group: str, **extra: Any) -> Consumer:
+    """The consumer of a consume-transform-produce loop: no auto-commit (offsets go in the
+    transaction), ``read_committed``, cooperative rebalancing."""
+    return Consumer(
+        settings.client_config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                **extra,
+            }
+        )
+    )
+
+
+def changelog_reader(settings: KafkaSettings, group: str) -> Consumer:
+    """A consumer that reads assigned partitions to their committed end (for restores)."""
+    return Consumer(
+        settings.client_config(
+            **{
+                "group.id": f"{group}.restore",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
+
+
+class Transactions:
+    """One ``transactional.id``'s producer.
+
+    Args:
+        settings: Kafka connection settings.
+        transactional_id: stable across restarts of one process, so that a restarted process
+            aborts what its previous life left open; never shared by two live processes.
+        owner: what to call the user in messages (a consumer group).
+        offsets_timeout: longest wait for ``send_offsets_to_transaction`` (seconds).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        transactional_id: str,
+        *,
+        owner: str,
+        offsets_timeout: float = 20.0,
+    ) -> None:
+        self.settings = settings
+        self.transactional_id = transactional_id
+        self.owner = owner
+        self.offsets_timeout = offsets_timeout
+        self.committed = 0
+        self.aborted = 0
+        self._replacements: list[float] = []
+        self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
+        self._producer: Producer | None = self._new_producer()
+
+    @property
+    def producer(self) -> Producer:
+        """The current producer (a new one after a fatal error)."""
+        if self._producer is None:
+            raise RuntimeError("the transactional producer is closed")
+        return self._producer
+
+    def _new_producer(self) -> Producer:
+        """A producer with its transactions initialised (which aborts what an earlier producer
+        with this ``transactional.id`` left open)."""
+        producer = Producer(
+            self.settings.client_config(
+                **{
+                    "transactional.id": self.transactional_id,
+                    "transaction.timeout.ms": 10000,
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 2,
+                    "queue.buffering.max.messages": 500000,
+                }
+            )
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                producer.init_transactions(30)
+                return producer
+            except KafkaException as exc:
+                if not is_transient(exc.args[0]) or time.monotonic() > deadline:
+                    raise translate(exc, f"starting the producer of {self.owner}") from exc
+                time.sleep(0.5)
+
+    def _replace_producer(self, cause: KafkaException) -> None:
+        """Start over with a new producer after a fatal error (e.g. the coordinator bumped the
+        epoch when a transaction timed out during a broker outage)."""
+        now = time.monotonic()
+        self._replacements = [t for t in self._replacements if now - t < 60] + [now]
+        if len(self._replacements) > 5:
+            raise translate(
+                cause,
+                f"the producer {self.transactional_id!r} of {self.owner} keeps being fenced; "
+                "if another process runs with the same id, give each its own",
+            ) from cause
+        log.warning("%s: producer failed fatally (%s); starting a new one", self.owner, cause)
+        self._producer = None  # a fatal producer can neither flush nor abort
+        self._producer = self._new_producer()
+
+    def begin(self) -> None:
+        """Begin a transaction."""
+        self.producer.begin_transaction()
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> None:
+        """Produce into the open transaction, waiting while the local queue is full."""
+        extra: dict[str, Any] = {"headers": headers}
+        if partition is not None:
+            extra["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, **extra)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Add the consumed ``offsets`` (if any) and commit.
+
+        Raises:
+            KafkaException: the transaction did not commit; call :meth:`abort`.
+        """
+        if offsets:
+            self._send_offsets(offsets, group_metadata)
+        for attempt in range(120):
+            try:
+                self.producer.commit_transaction(30)
+                self.committed += 1
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 119:
+                    raise
+                log.info("commit not confirmed yet (%s); retrying", err.str())
+                time.sleep(0.5)
+
+    def _send_offsets(self, offsets: list[TopicPartition], meta: Any) -> None:
+        """``send_offsets_to_transaction`` with a deadline that holds.
+
+        librdkafka may block in this call past its own timeout when the group coordinator went
+        away (confluentinc/librdkafka#5456, #5511: seen here after a broker restart). The call runs
+        on a helper thread; if it has not returned in time, the producer is abandoned (the next
+        one, with the same ``transactional.id``, fences it) and the batch is retried.
+        """
+        future = self._offsets_pool.submit(
+            self.producer.send_offsets_to_transaction, offsets, meta, self.offsets_timeout
+        )
+        try:
+            future.result(self.offsets_timeout + 5)
+        except concurrent.futures.TimeoutError:
+            self._offsets_pool.shutdown(wait=False)
+            self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
+            raise KafkaException(
+                KafkaError(KafkaError._FATAL, "send_offsets_to_transaction is stuck", fatal=True)
+            ) from None
+
+    def abort(self, cause: KafkaException) -> None:
+        """Abort the open transaction, or replace the producer if ``cause`` was fatal.
+
+        Raises:
+            BrokerError: the transaction could not be aborted for a minute.
+        """
+        self.aborted += 1
+        error = cause
+        for attempt in range(120):
+            err = error.args[0] if error.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                self._replace_producer(error)
+                return
+            try:
+                self.producer.abort_transaction(30)
+                return
+            except KafkaException as exc:
+                error = exc
+                if attempt == 119:
+                    raise BrokerError(f"could not abort a transaction: {exc}") from exc
+                if not (exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal()):
+                    time.sleep(0.5)
+
+    def close(self) -> None:
+        """Flush and release the producer."""
+        if self._producer is not None:
+            try:
+                self._producer.flush(10)
+            except KafkaException as exc:  # a fatal producer cannot flush; nothing is pending
+                log.warning("%s: producer not flushed on close: %s", self.owner, exc)
+            self._producer = None
+        self._offsets_pool.shutdown(wait=False)
