@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/ruff check sagas tests processors
-	$(BIN)/ruff format --check sagas tests processors
+	$(BIN)/ruff check sagas tests processors benchmarks
+	$(BIN)/ruff format --check sagas tests processors benchmarks
 
 typecheck: install
 	$(BIN)/mypy
@@ -35,6 +35,10 @@ test-integration: install
 
 demo: install
 	$(BIN)/python -m processors.demo
+
+# Figures are printed, never asserted: see benchmarks/README.md.
+bench: install
+	$(BIN)/python -m benchmarks.status_lookup
 
 kafka: install
 	$(BIN)/sagas dev kafka

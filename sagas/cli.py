@@ -157,7 +157,15 @@ def _worker(args: argparse.Namespace) -> int:
     )
     app = load_app(args.target, args.namespace)
     settings = KafkaSettings().with_env().with_flags(args.bootstrap_servers, args.option)
-    return run_worker(app, settings, worker_id=args.worker_id)
+    host = None if args.no_query else args.query_host
+    return run_worker(
+        app,
+        settings,
+        worker_id=args.worker_id,
+        query_host=host,
+        query_port=args.query_port,
+        advertise_url=args.advertise_url,
+    )
 
 
 def load_participant(target: str) -> Participant:
@@ -248,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    worker.add_argument(
+        "--query-host",
+        default=os.environ.get("SAGAS_QUERY_HOST", "127.0.0.1"),
+        help="interface of the query endpoint clients ask for status and list "
+        "(default 127.0.0.1, env SAGAS_QUERY_HOST; 0.0.0.0 for all)",
+    )
+    worker.add_argument(
+        "--query-port",
+        type=int,
+        default=int(os.environ.get("SAGAS_QUERY_PORT", "0")),
+        help="its port (default: any free one, env SAGAS_QUERY_PORT)",
+    )
+    worker.add_argument(
+        "--advertise-url",
+        default=os.environ.get("SAGAS_ADVERTISE_URL"),
+        help="the URL clients reach the endpoint at, e.g. http://worker-1:8081 "
+        "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
+    )
+    worker.add_argument(
+        "--no-query", action="store_true", help="serve no query endpoint (clients read the topic)"
     )
     _kafka_flags(worker)
     worker.set_defaults(handler=_worker)
