@@ -22,6 +22,7 @@ from sagas.engine.flow import (
     _go,
     _ms,
     _pump,
+    _send_cancel,
     _send_undo,
     _start_cancel,
 )
@@ -117,8 +118,12 @@ def _on_lr_reply(ctx: _Ctx, name: str, b: LongRunning[Any], token: Token, r: Rep
         else:
             ctx.set_timer(name, "poll", every)
     elif token.phase == "cancelling":
-        ctx.emit("phase", step=name, phase="verifying", failures=0, checks=0)
-        ctx.set_timer(name, "poll", every)
+        ctx.clear_timers(name, "cancel-wait")
+        if r.outcome == "success":
+            ctx.emit("phase", step=name, phase="verifying", failures=0, checks=0)
+            ctx.set_timer(name, "poll", every)
+        else:
+            _cancel_failed(ctx, name, b, token, r.command_id)
     elif token.phase == "verifying":
         if r.outcome == "success" and b.cancelled(r.payload):
             ctx.clear_timers(name)
@@ -141,6 +146,18 @@ def _on_lr_reply(ctx: _Ctx, name: str, b: LongRunning[Any], token: Token, r: Rep
             ctx.emit("phase", step=name, phase="verifying", failures=0, checks=token.checks + 1)
             ctx.set_timer(name, "poll", every)
         _pump(ctx)
+
+
+def _cancel_failed(ctx: _Ctx, name: str, b: LongRunning[Any], token: Token, retry_key: str) -> None:
+    """A cancel failed or got no reply: send it again after a back-off; after ``checks`` tries,
+    verify by status what happened (which fails the saga if the operation is still running)."""
+    failures = token.failures + 1
+    if failures >= b.checks:
+        ctx.emit("phase", step=name, phase="verifying", failures=failures, checks=0)
+        ctx.set_timer(name, "poll", _ms(b.every.total_seconds()))
+        return
+    ctx.emit("phase", step=name, phase="cancelling", failures=failures, checks=0)
+    ctx.set_timer(name, "cancel-retry", b.retry.delay_ms(failures, ctx.st.seed, retry_key))
 
 
 def _on_timer(ctx: _Ctx, timer_id: str) -> None:
@@ -178,7 +195,14 @@ def _on_timer(ctx: _Ctx, timer_id: str) -> None:
         else:
             _fail(ctx, owner, f"{b.command} got no reply within {b.deadline}")
     elif isinstance(b, LongRunning):
-        if kind == "retry":
+        if kind == "cancel-wait":
+            assert token.cmd is not None  # the wait is cleared with the cancel's reply
+            cmd = token.cmd
+            ctx.emit("attempt_expired", command_id=cmd)
+            _cancel_failed(ctx, owner, b, token, cmd)
+        elif kind == "cancel-retry":
+            _send_cancel(ctx, owner, b)
+        elif kind == "retry":
             ctx.emit("phase", step=owner, phase="starting", failures=token.failures, checks=0)
             ctx.send(owner, "start", b.start, b.topic)
         elif kind == "poll":

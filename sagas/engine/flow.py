@@ -225,9 +225,24 @@ def _abandon(ctx: _Ctx, name: str) -> None:
     ctx.emit("abandoned", step=name)
 
 
+def _in_flight(ctx: _Ctx, name: str) -> bool:
+    """Whether step ``name`` sent its command and no reply came: the participant may have done
+    the work, so a compensation must undo it (compensations tolerate "nothing to undo")."""
+    token = ctx.st.tokens.get(name)
+    node = ctx.p.nodes[name]
+    return (
+        token is not None
+        and token.cmd is not None
+        and isinstance(node.block, Step)
+        and node.block.kind == "compensatable"
+        and node.compensation is not None
+    )
+
+
 def _fail(ctx: _Ctx, name: str, reason: str) -> None:
     """Block ``name`` failed for good: fail its branch of a ``first`` join, or the saga."""
     token = ctx.st.tokens.get(name)
+    maybe_done = [name] if _in_flight(ctx, name) else []
     if token is not None and token.phase not in _CANCELLING:
         ctx.clear_timers(name)
         ctx.emit("step_failed", step=name, reason=reason)
@@ -243,14 +258,17 @@ def _fail(ctx: _Ctx, name: str, reason: str) -> None:
         if len(ctx.st.joins[par][1]) == len(block.branches):
             _fail(ctx, par, f"every branch of {par!r} failed; last: {reason}")
         return
-    _compensate(ctx, reason, "compensated")
+    _compensate(ctx, reason, "compensated", maybe_done)
 
 
-def _compensate(ctx: _Ctx, reason: str, outcome: str) -> None:
+def _compensate(ctx: _Ctx, reason: str, outcome: str, maybe_done: list[str] | None = None) -> None:
+    """Undo, newest first, what completed and what may have (commands without a reply)."""
     st = ctx.st
     if st.status != "running":
         return
-    queue = [] if st.pivoted else [s for s in reversed(st.completed) if ctx.p.nodes[s].compensation]
+    in_flight = [*(maybe_done or []), *(n for n in st.tokens if _in_flight(ctx, n))]
+    done = [s for s in reversed(st.completed) if ctx.p.nodes[s].compensation]
+    queue = [] if st.pivoted else list(dict.fromkeys([*in_flight, *done]))
     ctx.clear_timers("@saga")
     ctx.emit(
         "compensating",
@@ -313,7 +331,13 @@ def _start_cancel(ctx: _Ctx, name: str) -> None:
     if token.cmd is not None:
         ctx.emit("attempt_expired", command_id=token.cmd)
     ctx.emit("phase", step=name, phase="cancelling", failures=0, checks=0)
+    _send_cancel(ctx, name, b)
+
+
+def _send_cancel(ctx: _Ctx, name: str, b: LongRunning[Any]) -> None:
+    """Send the cancel; without a reply within a polling interval, it counts as failed."""
     ctx.send(name, "cancel", b.cancel, b.topic)
+    ctx.set_timer(name, "cancel-wait", max(_ms(b.every.total_seconds()), 1000))
 
 
 def _ms(seconds: float) -> int:

@@ -60,6 +60,10 @@ def env_for(*defs: Saga[dict[str, Any]], ok: tuple[str, ...] = ()) -> SagaTestEn
     return env
 
 
+def assert_vm_folds(env: SagaTestEnv, saga_id: str) -> None:
+    assert fold(sagas.compile(vm_saga), env.journal(saga_id)) == env.state(saga_id)
+
+
 def assert_folds(env: SagaTestEnv, saga_id: str) -> None:
     program = sagas.compile(order_saga)
     assert fold(program, env.journal(saga_id)) == env.state(saga_id)
@@ -120,7 +124,13 @@ def test_a_day_long_deadline_expires_in_milliseconds() -> None:
     env.advance(timedelta(days=1))
     assert env.state("o-1").status == "compensated"
     assert env.state("o-1").reason == "the saga deadline passed"
-    assert env.command_types("o-1") == ["ReserveCredit", "ReserveStock", "ReleaseCredit"]
+    # ReserveStock got no reply: it may have reserved, so it is released too, newest first.
+    assert env.command_types("o-1") == [
+        "ReserveCredit",
+        "ReserveStock",
+        "ReleaseStock",
+        "ReleaseCredit",
+    ]
     assert env.commands[-1].command_id == "o-1:reserve-credit:undo:1"
     assert env.now_ms == 86_400_000
 
@@ -272,6 +282,38 @@ def test_long_running_deadline_cancels_verifies_then_compensates() -> None:
     state = env.state("v-1")
     assert state.status == "compensated"
     assert "passed its deadline" in (state.reason or "")
+
+
+@pytest.mark.parametrize("first_cancel", [silent(), fail("Busy"), retryable_fail("Busy")])
+def test_a_cancel_that_fails_or_gets_no_reply_is_sent_again(first_cancel: Any) -> None:
+    env = vm_env()
+    env.on("DeleteVm", [first_cancel, succeed()])
+
+    def status(cmd: Any) -> Any:
+        cancels = env.command_types("v-1").count("DeleteVm")
+        return succeed({"state": "deleted" if cancels >= 2 else "creating"})
+
+    env.on("GetVm", status)
+    env.start("provision-vm", "v-1", VM)
+    env.advance(timedelta(days=1))
+    types = env.command_types("v-1")
+    assert types.count("DeleteVm") == 2
+    assert types[-3:] == ["DeleteVm", "DeleteVm", "GetVm"]
+    state = env.state("v-1")
+    assert state.status == "compensated"
+    assert_vm_folds(env, "v-1")
+
+
+def test_a_cancel_never_answered_ends_in_a_verdict_not_a_stuck_saga() -> None:
+    env = vm_env()
+    env.on("DeleteVm", silent())
+    env.on("GetVm", succeed({"state": "creating"}))
+    env.start("provision-vm", "v-1", VM)
+    env.advance(timedelta(days=1))
+    state = env.state("v-1")
+    assert state.status == "failed"
+    assert "not confirmed" in (state.reason or "")
+    assert env.command_types("v-1").count("DeleteVm") == 10  # ``checks`` tries, then verify
 
 
 def test_long_running_cancellation_not_confirmed_fails_the_saga() -> None:
@@ -474,7 +516,8 @@ def test_timers_never_fire_early_and_unknown_timers_are_ignored() -> None:
     assert unknown.events[0].body["reason"] == "the timer is not pending"
     due = transition(PROGRAM, state, TimerFired("d", "a:deadline:1", 10_000), 10_000)
     assert due.state is not None
-    assert due.state.status == "compensated"
+    assert due.state.status == "compensating"  # Do-a got no reply: it may have happened
+    assert [c.command_type for c in due.commands] == ["Undo-a"]
 
 
 def test_start_is_idempotent_and_records_the_version() -> None:
