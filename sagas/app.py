@@ -7,11 +7,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sagas.dsl.program import Program
-from sagas.errors import ConfigurationError, UnknownVersionError
+from sagas.errors import ConfigurationError, DefinitionError, UnknownVersionError
+from sagas.serde.payloads import register_schema
 
 __all__ = ["App", "TopicNames", "workers_topic"]
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _register(program: Program) -> dict[str, str]:
+    """Register a program's payload and reply schemas; its payload record name per command.
+
+    Raises:
+        DefinitionError: a schema is invalid or clashes with another of the same name.
+    """
+    try:
+        for spec in program.reply_schemas:
+            register_schema(spec)
+        return {cmd: register_schema(spec) for cmd, spec in program.payload_schemas.items()}
+    except DefinitionError as exc:
+        raise DefinitionError(str(exc), saga=program.name) from exc
 
 
 def workers_topic(namespace: str) -> str:
@@ -73,6 +88,9 @@ class App:
     programs: tuple[Program, ...]
     partitions: int = 6
     _index: Mapping[str, Mapping[int, Program]] = field(init=False, repr=False, compare=False)
+    _schemas: Mapping[tuple[str, int], Mapping[str, str]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __init__(self, namespace: str, programs: Iterable[Program], *, partitions: int = 6) -> None:
         if not _NAME.match(namespace):
@@ -102,6 +120,11 @@ class App:
         object.__setattr__(self, "programs", progs)
         object.__setattr__(self, "partitions", partitions)
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_schemas", {(p.name, p.version): _register(p) for p in progs})
+
+    def payload_schema(self, program: Program, command_type: str) -> str | None:
+        """The Avro record a command type's payload is written as (None: ``sagas.Payload``)."""
+        return self._schemas[(program.name, program.version)].get(command_type)
 
     @property
     def saga_types(self) -> list[str]:

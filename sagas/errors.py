@@ -9,6 +9,8 @@
     ├── BrokerError              Kafka said no; ``retriable`` tells whether trying again may help
     │   └── BrokerUnavailableError   no broker answers at the configured address
     ├── DecodeError              a record could not be decoded; keeps the raw record
+    ├── PayloadSchemaError       a payload does not fit the Avro schema it is written with
+    ├── RegistryError            the schema registry did not answer or refused a schema
     ├── UnknownVersionError      an in-flight saga runs on a definition version this worker lacks
     ├── SagaFailedError          the saga ended compensated, failed or cancelled (client ``result``)
     └── CommandFailed            raised by a participant handler; ``retryable`` picks the outcome
@@ -27,6 +29,8 @@ __all__ = [
     "DecodeError",
     "DefinitionError",
     "EnvironmentSetupError",
+    "PayloadSchemaError",
+    "RegistryError",
     "SagaError",
     "SagaFailedError",
     "UnknownVersionError",
@@ -125,3 +129,20 @@ class CommandFailed(SagaError):  # noqa: N818 - reads as what happened: the comm
         super().__init__(message)
         self.error = error
         self.retryable = retryable
+
+
+class PayloadSchemaError(SagaError):
+    """A payload does not fit the Avro schema it must be written with (a definition bug: the
+    payload builder and the schema disagree)."""
+
+
+class RegistryError(SagaError):
+    """The schema registry did not answer, or refused a request.
+
+    Attributes:
+        retriable: trying again may succeed (the registry was unreachable or busy).
+    """
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable

@@ -22,18 +22,21 @@ Delivery, per command id:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.model import Outcome
-from sagas.errors import CommandFailed, ConfigurationError, DecodeError
+from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
 from sagas.runtime.config import KafkaSettings
+from sagas.serde.payloads import from_record, register_schema
 from sagas.serde.records import decode_payload, encode_payload
 from sagas.wire import Headers, OutRecord, header_dict, reply_record
 
@@ -41,7 +44,16 @@ __all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], "CommandContext"], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+Handler = Callable[[Any, "CommandContext"], Any]
+"""``(payload, ctx) -> reply``: the payload is a dict, or an instance of the handler's
+``payload_schema`` dataclass; the reply a dict or a dataclass (or an awaitable of one)."""
+
+
+@dataclass(frozen=True)
+class _Registered:
+    fn: Handler
+    payload_type: type[Any] | None  # a dataclass to build from the payload
+    reply_schema: str | None
 
 
 class _NoReply(dict[str, Any]):
@@ -139,7 +151,7 @@ class Participant:
         self.partitions = partitions
         self.max_batch = max_batch
         self.replies_retention = replies_retention
-        self._handlers: dict[tuple[str, str], Handler] = {}
+        self._handlers: dict[tuple[str, str], _Registered] = {}
         self._loops = threading.local()
         self.handled = 0
         """Commands whose handler ran (counted once the transaction committed)."""
@@ -160,19 +172,47 @@ class Participant:
         """The compacted topic recording the replies to the commands of ``topic``."""
         return f"{self.group}.{topic}.replies"
 
-    def handler(self, topic: str, command_type: str) -> Callable[[Handler], Handler]:
-        """Decorator: run the function for ``command_type`` commands read from ``topic``."""
+    def handler(
+        self,
+        topic: str,
+        command_type: str,
+        *,
+        payload_schema: SchemaSpec | None = None,
+        reply_schema: SchemaSpec | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: run the function for ``command_type`` commands read from ``topic``.
+
+        Args:
+            topic: the command topic.
+            command_type: the ``command-type`` header it handles.
+            payload_schema: the payload's Avro schema, when the saga sends one (a dataclass, an
+                ``.avsc`` path or a dict). A dataclass handler receives an instance of it.
+            reply_schema: the Avro schema of success replies (failures are ``sagas.Payload``).
+
+        Raises:
+            DefinitionError: a schema is invalid.
+            ConfigurationError: the command type on that topic has a handler already.
+        """
+        if payload_schema is not None:
+            register_schema(payload_schema)
+        reply_name = register_schema(reply_schema) if reply_schema is not None else None
+        payload_type = (
+            payload_schema
+            if isinstance(payload_schema, type) and dataclasses.is_dataclass(payload_schema)
+            else None
+        )
 
         def register(fn: Handler) -> Handler:
             if (topic, command_type) in self._handlers:
                 raise ConfigurationError(f"{command_type!r} on {topic!r} has a handler already")
-            self._handlers[(topic, command_type)] = fn
+            self._handlers[(topic, command_type)] = _Registered(fn, payload_type, reply_name)
             return fn
 
         return register
 
-    def _call(self, fn: Handler, payload: dict[str, Any], ctx: CommandContext) -> Any:
-        result = fn(payload, ctx)
+    def _call(self, h: _Registered, payload: dict[str, Any], ctx: CommandContext) -> Any:
+        arg = from_record(h.payload_type, payload) if h.payload_type is not None else payload
+        result = h.fn(arg, ctx)
         if not inspect.isawaitable(result):
             return result
         loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
@@ -207,18 +247,20 @@ class Participant:
             raise DecodeError(f"not a command: {exc}", record=value) from None
         payload = decode_payload(value)
 
-        def reply(outcome: Outcome, body: dict[str, Any]) -> Executed:
-            rec = reply_record(ctx.reply_to, ctx.saga_id, ctx.command_id, outcome, body)
+        def reply(outcome: Outcome, body: dict[str, Any], schema: str | None = None) -> Executed:
+            rec = reply_record(
+                ctx.reply_to, ctx.saga_id, ctx.command_id, outcome, body, schema=schema
+            )
             effects = ctx.outbox if outcome == "success" else []
             return Executed(ctx.saga_id, ctx.command_id, rec, effects)
 
-        fn = self._handlers.get((topic, ctx.command_type))
-        if fn is None:
+        registered = self._handlers.get((topic, ctx.command_type))
+        if registered is None:
             log.error("%s: no handler for command type %r", topic, ctx.command_type)
             message = f"no handler for {ctx.command_type} on {topic}"
             return reply("failure", {"error": "no-handler", "message": message})
         try:
-            result = self._call(fn, payload, ctx)
+            result = self._call(registered, payload, ctx)
         except CommandFailed as exc:
             outcome: Outcome = "retryable-failure" if exc.retryable else "failure"
             return reply(outcome, {"error": exc.error, "message": str(exc)})
@@ -227,7 +269,13 @@ class Participant:
             return reply("retryable-failure", {"error": type(exc).__name__, "message": str(exc)})
         if result is NO_REPLY:
             return Executed(ctx.saga_id, ctx.command_id, None, ctx.outbox)
-        return reply("success", dict(result or {}))
+        is_instance = dataclasses.is_dataclass(result) and not isinstance(result, type)
+        body = dataclasses.asdict(result) if is_instance else result
+        try:
+            return reply("success", dict(body or {}), registered.reply_schema)
+        except PayloadSchemaError as exc:
+            log.error("%s: %s", ctx.command_type, exc)
+            return reply("failure", {"error": "reply-schema", "message": str(exc)})
 
     def run(self, stop: threading.Event) -> None:
         """Consume and handle commands until ``stop`` is set.

@@ -153,11 +153,22 @@ def input_record(topic: str, inp: Input) -> OutRecord:
 
 
 def reply_record(
-    topic: str, saga_id: str, command_id: str, outcome: Outcome, payload: dict[str, Any]
+    topic: str,
+    saga_id: str,
+    command_id: str,
+    outcome: Outcome,
+    payload: dict[str, Any],
+    *,
+    schema: str | None = None,
 ) -> OutRecord:
-    """A participant's reply to ``command_id``, for the command's ``reply-to`` topic."""
+    """A participant's reply to ``command_id``, for the command's ``reply-to`` topic; written
+    as the Avro record ``schema`` when given, else as ``sagas.Payload``.
+
+    Raises:
+        PayloadSchemaError: the payload does not fit ``schema``.
+    """
     headers = _h(sagas_input="reply", saga_id=saga_id, command_id=command_id, outcome=outcome)
-    return OutRecord(topic, saga_id.encode(), encode_payload(payload), headers)
+    return OutRecord(topic, saga_id.encode(), encode_payload(payload, schema), headers)
 
 
 def dead_letter_headers(
@@ -174,8 +185,13 @@ def dead_letter_headers(
     ]
 
 
-def command_record(cmd: CommandOut, reply_to: str) -> OutRecord:
-    """A command for a participant, with the contract's headers."""
+def command_record(cmd: CommandOut, reply_to: str, schema: str | None = None) -> OutRecord:
+    """A command for a participant, with the contract's headers; its payload is written as the
+    Avro record ``schema`` when given, else as ``sagas.Payload``.
+
+    Raises:
+        PayloadSchemaError: the payload does not fit ``schema``.
+    """
     headers = _h(
         saga_id=cmd.saga_id,
         saga_type=cmd.saga_type,
@@ -185,7 +201,8 @@ def command_record(cmd: CommandOut, reply_to: str) -> OutRecord:
         reply_to=reply_to,
         deadline=cmd.deadline_ms,
     )
-    return OutRecord(cmd.topic, cmd.saga_id.encode(), encode_payload(cmd.payload), headers)
+    value = encode_payload(cmd.payload, schema)
+    return OutRecord(cmd.topic, cmd.saga_id.encode(), value, headers)
 
 
 def child_start_record(child: ChildStart, inbox: str) -> OutRecord:

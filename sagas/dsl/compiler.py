@@ -325,6 +325,7 @@ def compile_saga(saga: Saga[Any]) -> Program:
         if isinstance(b, WaitSignal):
             pass
     deadline_ms = None if saga.deadline is None else _ms(saga.deadline.total_seconds())
+    payload_schemas, reply_schemas = _schemas(s, final)
     return Program(
         name=s,
         version=saga.version,
@@ -334,7 +335,42 @@ def compile_saga(saga: Saga[Any]) -> Program:
         edges=tuple(edges),
         topics=tuple(dict.fromkeys(topics)),
         children=tuple(dict.fromkeys(children)),
+        payload_schemas=payload_schemas,
+        reply_schemas=tuple(reply_schemas),
     )
+
+
+def _schemas(saga: str, nodes: Mapping[str, ProgramNode]) -> tuple[dict[str, Any], list[Any]]:
+    """The payload schema per command type and the reply schemas the saga names (resolved and
+    registered by :class:`sagas.app.App`, outside this pure package).
+
+    Raises:
+        DefinitionError: one command type has two payload schemas.
+    """
+    payloads: dict[str, Any] = {}
+    replies: list[Any] = []
+
+    def add(command: str, spec: Any, reply: Any, step: str) -> None:
+        if spec is not None and payloads.setdefault(command, spec) != spec:
+            raise DefinitionError(
+                f"command {command} has two payload schemas, {payloads[command]!r} and "
+                f"{spec!r}; one command type has one schema",
+                saga=saga,
+                step=step,
+            )
+        if reply is not None and reply not in replies:
+            replies.append(reply)
+
+    for name, node in nodes.items():
+        b = node.block
+        if isinstance(b, Step):
+            add(b.command, b.payload_schema, b.reply_schema, name)
+        calls = [b.start, b.status, b.cancel] if isinstance(b, LongRunning) else []
+        if isinstance(b, Step | LongRunning | Child) and b.compensate is not None:
+            calls.append(b.compensate)
+        for c in calls:
+            add(c.command, c.schema, c.reply_schema, name)
+    return payloads, replies
 
 
 def _kind(node: ProgramNode) -> str | None:

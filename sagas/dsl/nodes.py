@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from sagas.dsl.retry import Retry
@@ -30,6 +31,7 @@ __all__ = [
     "Node",
     "Parallel",
     "Payload",
+    "SchemaSpec",
     "Sleep",
     "Step",
     "WaitSignal",
@@ -51,6 +53,9 @@ Kind = Literal["compensatable", "pivot", "retriable"]
 retriable: after the pivot, retried until it succeeds."""
 
 Join = Literal["all", "first"]
+SchemaSpec: TypeAlias = type[Any] | str | Path | Mapping[str, Any]
+"""An Avro payload schema: a dataclass, the path of an ``.avsc`` file, or the schema as a dict
+(see :mod:`sagas.serde.payloads`)."""
 Payload: TypeAlias = Callable[[D], Mapping[str, object]]
 """Builds a command payload (a JSON-compatible mapping) from the saga's data."""
 Merge: TypeAlias = str | Callable[[D, Mapping[str, Any]], D] | None
@@ -78,24 +83,37 @@ def _check_duration(value: timedelta | None, what: str, name: str) -> None:
 
 @dataclass(frozen=True)
 class Call(Generic[D]):
-    """A command to send: its type, its payload builder and an optional topic."""
+    """A command to send: its type, its payload builder, an optional topic, and optional Avro
+    schemas of its payload and of the reply (see :mod:`sagas.serde.payloads`)."""
 
     command: str
     payload: Payload[D] = _no_payload
     topic: str | None = None
+    schema: SchemaSpec | None = None
+    reply_schema: SchemaSpec | None = None
 
 
-def call(command: str, payload: Payload[D] | None = None, *, to: str | None = None) -> Call[D]:
+def call(
+    command: str,
+    payload: Payload[D] | None = None,
+    *,
+    to: str | None = None,
+    schema: SchemaSpec | None = None,
+    reply_schema: SchemaSpec | None = None,
+) -> Call[D]:
     """A command: ``call("ReleaseCredit", lambda d: {"customer": d["customer"]})``.
 
     Args:
         command: the command type participants dispatch on.
         payload: builds the payload from the saga's data; an empty payload when omitted.
         to: the topic, when it differs from the step's topic.
+        schema: the payload's Avro schema (a dataclass, a ``.avsc`` path or a dict); without
+            one the payload travels as JSON in ``sagas.Payload``.
+        reply_schema: the schema participants reply with, so the worker can read it.
     """
     if not command:
         raise DefinitionError("call() needs a command type, e.g. call('ReleaseCredit', ...)")
-    return Call(command, payload or _no_payload, to)
+    return Call(command, payload or _no_payload, to, schema, reply_schema)
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,8 @@ class Step(Generic[D]):
     deadline: timedelta | None
     retry: Retry
     merge: Merge[D]
+    payload_schema: SchemaSpec | None = None
+    reply_schema: SchemaSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +228,8 @@ def step(
     deadline: timedelta | None = None,
     retry: Retry | None = None,
     merge: Merge[D] = None,
+    payload_schema: SchemaSpec | None = None,
+    reply_schema: SchemaSpec | None = None,
 ) -> Step[D]:
     """A step: send ``command`` to topic ``to`` and wait for the participant's reply.
 
@@ -222,6 +244,8 @@ def step(
             one attempt, which is then retried.
         retry: back-off policy for ``retryable-failure`` replies (retriable steps retry forever).
         merge: how the success reply enters the data (see :data:`Merge`).
+        payload_schema: the command payload's Avro schema (see :func:`call`).
+        reply_schema: the success reply's Avro schema.
     """
     _check_name(name)
     _check_duration(deadline, "deadline", name)
@@ -229,7 +253,10 @@ def step(
         raise DefinitionError("a step needs to='<topic>' and command='<type>'", step=name)
     if retry is None:
         retry = Retry(max_attempts=None) if kind == "retriable" else Retry()
-    return Step(name, to, command, payload or _no_payload, compensate, kind, deadline, retry, merge)
+    return Step(
+        name, to, command, payload or _no_payload, compensate, kind, deadline, retry, merge,
+        payload_schema, reply_schema,
+    )  # fmt: skip
 
 
 def _never(_: Mapping[str, Any]) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sagas.dsl.nodes import (
@@ -20,13 +20,7 @@ from sagas.dsl.nodes import (
 
 __all__ = ["RECORD_TYPES", "Program", "ProgramNode"]
 
-RECORD_TYPES = (
-    "sagas.Command",
-    "sagas.Reply",
-    "sagas.InboxInput",
-    "sagas.JournalEvent",
-    "sagas.SagaState",
-)
+RECORD_TYPES = ("sagas.Payload", "sagas.JournalEvent", "sagas.SagaState")
 """Avro record types every saga program reads or writes (schemas live in ``schemas/``)."""
 
 
@@ -79,7 +73,10 @@ class Program:
         edges: (from, to, label) for drawing and analysis.
         topics: participant command topics the saga writes to.
         children: saga types it starts as children.
-        record_types: Avro record types it uses.
+        record_types: the library's Avro record types it uses.
+        payload_schemas: the Avro schema (as given) of each command type's payload; command
+            types not listed travel as ``sagas.Payload``.
+        reply_schemas: the Avro schemas (as given) participants may reply with.
     """
 
     name: str
@@ -91,6 +88,8 @@ class Program:
     topics: tuple[str, ...]
     children: tuple[str, ...]
     record_types: tuple[str, ...] = RECORD_TYPES
+    payload_schemas: Mapping[str, Any] = field(default_factory=dict)
+    reply_schemas: tuple[Any, ...] = ()
 
     def mermaid(self) -> str:
         """The flow as a Mermaid ``flowchart`` (paste it into a Markdown code block)."""

@@ -45,7 +45,7 @@ from sagas.app import App
 from sagas.dsl.program import Program
 from sagas.engine import transition
 from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
-from sagas.errors import DecodeError, UnknownVersionError
+from sagas.errors import DecodeError, PayloadSchemaError, UnknownVersionError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import read_to_end
 from sagas.runtime.store import PartitionStore
@@ -397,7 +397,12 @@ class SagaWorker:
             if msg is not None:
                 batch.dlq.append((msg, f"transition failed: {exc!r}"))
             return
-        self._collect(batch, partition, program, decision)
+        try:
+            self._collect(batch, partition, program, decision)
+        except PayloadSchemaError as exc:  # the payload builder and its schema disagree
+            log.error("%s: saga %s: %s", self.saga_type, inp.saga_id, exc)
+            if msg is not None:
+                batch.dlq.append((msg, f"payload does not fit its schema: {exc}"))
 
     def _program_for(self, state: SagaState | None, inp: Input) -> Program:
         if state is None:
@@ -405,16 +410,26 @@ class SagaWorker:
         return self.app.program(self.saga_type, state.version)
 
     def _collect(self, batch: _Batch, partition: int, program: Program, decision: Decision) -> None:
+        """Add a decision to the batch: all of it, or (when it cannot be encoded) nothing.
+
+        Raises:
+            PayloadSchemaError: a command payload does not fit its schema.
+        """
         reply_to = self.topics.inbox
-        for cmd in decision.commands:
-            batch.records.append(command_record(cmd, reply_to))
+        records = [
+            command_record(cmd, reply_to, self.app.payload_schema(program, cmd.command_type))
+            for cmd in decision.commands
+        ]
+        records += [
+            child_start_record(child, self.app.topics(child.saga_type).inbox)
+            for child in decision.children
+        ]
+        records += [
+            parent_reply_record(reply, self.app.topics(reply.parent.saga_type).inbox)
+            for reply in decision.parent_replies
+        ]
+        batch.records.extend(records)
         self.metrics.commands += len(decision.commands)
-        for child in decision.children:
-            batch.records.append(child_start_record(child, self.app.topics(child.saga_type).inbox))
-        for reply in decision.parent_replies:
-            batch.records.append(
-                parent_reply_record(reply, self.app.topics(reply.parent.saga_type).inbox)
-            )
         for event in decision.events:
             batch.journal.append((event, program.version))
         if decision.state is not None:

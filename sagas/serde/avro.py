@@ -127,6 +127,27 @@ class SchemaStore:
         schemaless_writer(out, parsed, dict(record))
         return out.getvalue()
 
+    def source(self, name: str) -> Mapping[str, Any]:
+        """The current schema of ``name`` as it was given (before parsing)."""
+        return self._source[name]
+
+    def decode_any(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        """Decode a record of whatever type its writer used: its full name and its fields
+        (read with the current schema of that name when this process has one).
+
+        Raises:
+            DecodeError: as :meth:`decode`.
+            RegistryError: as :meth:`decode`.
+        """
+        if data and data[:2] == MAGIC and len(data) >= _HEADER:
+            writer = self._by_fingerprint.get(data[2:_HEADER])
+            if writer is not None:
+                return writer[0], self._read(writer[0], writer, data, _HEADER)
+        if data and data[:1] == REGISTRY_MAGIC and len(data) >= _REGISTRY_HEADER:
+            writer = self._by_schema_id("payload", data)
+            return writer[0], self._read(writer[0], writer, data, _REGISTRY_HEADER)
+        return "sagas.Payload", self.decode("sagas.Payload", data)  # raises with the reason
+
     def decode(self, name: str, data: bytes | None) -> dict[str, Any]:
         """Decode a record of either framing into the current schema of ``name``.
 
@@ -187,10 +208,9 @@ class SchemaStore:
         writer_name, writer_schema = writer
         if writer_name != name:
             raise DecodeError(f"expected a {name} record, got a {writer_name}", record=data)
+        reader = self._current[name][1] if name in self._current else writer_schema
         try:
-            value = schemaless_reader(
-                io.BytesIO(data[start:]), writer_schema, self._current[name][1]
-            )
+            value = schemaless_reader(io.BytesIO(data[start:]), writer_schema, reader)
         except Exception as exc:
             raise DecodeError(f"corrupt {name} record: {exc}", record=data) from exc
         if not isinstance(value, dict):

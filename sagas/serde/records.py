@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from sagas.engine.model import JournalEvent, SagaState
-from sagas.errors import DecodeError
+from sagas.errors import DecodeError, PayloadSchemaError
 from sagas.serde.avro import default_store
 
 __all__ = [
@@ -46,17 +46,33 @@ def _loads_object(text: str, what: str, raw: bytes | None) -> dict[str, Any]:
     return value
 
 
-def encode_payload(payload: dict[str, Any]) -> bytes:
-    """Encode a command, reply, start or signal payload (a JSON object) as ``sagas.Payload``."""
-    return default_store().encode("sagas.Payload", {"json": _dumps(payload)})
+def encode_payload(payload: dict[str, Any], schema: str | None = None) -> bytes:
+    """Encode a command, reply, start or signal payload (a JSON object) as ``sagas.Payload``,
+    or as the record ``schema`` names (see :mod:`sagas.serde.payloads`).
+
+    Raises:
+        PayloadSchemaError: the payload does not fit ``schema``.
+    """
+    if schema is None or schema == "sagas.Payload":
+        return default_store().encode("sagas.Payload", {"json": _dumps(payload)})
+    try:
+        return default_store().encode(schema, payload)
+    except KeyError:
+        raise PayloadSchemaError(
+            f"no payload schema {schema} is registered in this process"
+        ) from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise PayloadSchemaError(f"the payload does not fit {schema}: {exc}") from exc
 
 
 def decode_payload(data: bytes | None) -> dict[str, Any]:
-    """Decode a ``sagas.Payload``; an empty value is an empty payload."""
+    """Decode a payload of any known record type; an empty value is an empty payload."""
     if not data:
         return {}
-    record = default_store().decode("sagas.Payload", data)
-    return _loads_object(record["json"], "payload", data)
+    name, record = default_store().decode_any(data)
+    if name == "sagas.Payload":
+        return _loads_object(record["json"], "payload", data)
+    return record
 
 
 def encode_state(state: SagaState) -> bytes:

@@ -27,23 +27,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sagas.errors import ConfigurationError, SagaError
+from sagas.errors import ConfigurationError, RegistryError
 
 __all__ = ["ConfluentRegistry", "RegistryError", "RegistrySettings", "configure"]
 
 _HTTP_NOT_FOUND = 404
-
-
-class RegistryError(SagaError):
-    """The schema registry did not answer, or refused a request.
-
-    Attributes:
-        retriable: trying again may succeed (the registry was unreachable or busy).
-    """
-
-    def __init__(self, message: str, *, retriable: bool) -> None:
-        super().__init__(message)
-        self.retriable = retriable
 
 
 class RegistrySettings(Protocol):
