@@ -1,7 +1,9 @@
 """kafka-sagas: event-sourced sagas over Kafka.
 
 Define a saga with the DSL, compile it, and run it with a worker (``sagas.runtime``) or in memory
-for tests (``sagas.testing``). The pure engine is ``sagas.engine``. Nothing runs at import.
+for tests (``sagas.testing``). Services start and watch sagas with ``sagas.client`` and execute
+their commands with ``sagas.participants`` (long-running operations: ``sagas.operations``). The
+pure engine is ``sagas.engine``. Nothing runs at import.
 """
 
 from sagas.dsl import (
@@ -22,10 +24,13 @@ from sagas.dsl import (
 from sagas.errors import (
     BrokerError,
     BrokerUnavailableError,
+    CommandFailed,
     ConfigurationError,
     DecodeError,
     DefinitionError,
     EnvironmentSetupError,
+    PayloadSchemaError,
+    RegistryError,
     SagaError,
     SagaFailedError,
     UnknownVersionError,
@@ -57,4 +62,7 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "DecodeError",
     "UnknownVersionError",
     "SagaFailedError",
+    "CommandFailed",
+    "PayloadSchemaError",
+    "RegistryError",
 ]
