@@ -8,14 +8,13 @@ same ``transactional.id``, which fences the old one) and let the caller rewind i
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
+import threading
 import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sagas.errors import BrokerError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import is_transient, translate
 
@@ -84,7 +83,6 @@ class Transactions:
         self.committed = 0
         self.aborted = 0
         self._replacements: list[float] = []
-        self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
         self._producer: Producer | None = self._new_producer()
 
     @property
@@ -178,47 +176,62 @@ class Transactions:
                 time.sleep(0.5)
 
     def _send_offsets(self, offsets: list[TopicPartition], meta: Any) -> None:
-        """``send_offsets_to_transaction`` with a deadline that holds.
-
-        librdkafka may block in this call past its own timeout when the group coordinator went
-        away (confluentinc/librdkafka#5456, #5511: seen here after a broker restart). The call runs
-        on a helper thread; if it has not returned in time, the producer is abandoned (the next
-        one, with the same ``transactional.id``, fences it) and the batch is retried.
-        """
-        future = self._offsets_pool.submit(
-            self.producer.send_offsets_to_transaction, offsets, meta, self.offsets_timeout
+        self._bounded(
+            "send_offsets_to_transaction",
+            self.producer.send_offsets_to_transaction,
+            offsets,
+            meta,
+            self.offsets_timeout,
         )
-        try:
-            future.result(self.offsets_timeout + 5)
-        except concurrent.futures.TimeoutError:
-            self._offsets_pool.shutdown(wait=False)
-            self._offsets_pool = concurrent.futures.ThreadPoolExecutor(1, "sagas-offsets")
-            raise KafkaException(
-                KafkaError(KafkaError._FATAL, "send_offsets_to_transaction is stuck", fatal=True)
-            ) from None
+
+    def _bounded(self, what: str, call: Any, *args: Any) -> None:
+        """Run a producer call whose last argument is its timeout, with a deadline that holds.
+
+        librdkafka may block in a transactional call past its own timeout when the coordinator
+        went away (confluentinc/librdkafka#5456, #5511: seen here after a broker restart, a request
+        left in the coordinator's out-queue for minutes). The call runs on a helper thread; if it
+        has not returned in time, it counts as a fatal error: the producer is abandoned and the
+        next one, with the same ``transactional.id``, fences it.
+        """
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call(*args)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+
+        # A daemon thread: one stuck in librdkafka for good must not keep the process alive.
+        thread = threading.Thread(target=run, name=f"sagas-{what}", daemon=True)
+        thread.start()
+        thread.join(float(args[-1]) + 5)
+        if not outcome:
+            raise KafkaException(KafkaError(KafkaError._FATAL, f"{what} is stuck", fatal=True))
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def abort(self, cause: KafkaException) -> None:
-        """Abort the open transaction, or replace the producer if ``cause`` was fatal.
+        """Abort the open transaction; if that fails (or ``cause`` was fatal), start over with
+        a new producer, whose ``init_transactions`` aborts it on the broker.
 
         Raises:
-            BrokerError: the transaction could not be aborted for a minute.
+            BrokerError: producers keep being fenced (another process uses this id).
         """
         self.aborted += 1
         error = cause
-        for attempt in range(120):
+        for _ in range(3):
             err = error.args[0] if error.args else None
             if isinstance(err, KafkaError) and err.fatal():
-                self._replace_producer(error)
-                return
+                break
             try:
-                self.producer.abort_transaction(30)
+                self._bounded("abort_transaction", self.producer.abort_transaction, 10)
                 return
             except KafkaException as exc:
+                log.info("%s: abort not confirmed (%s)", self.owner, exc)
                 error = exc
-                if attempt == 119:
-                    raise BrokerError(f"could not abort a transaction: {exc}") from exc
-                if not (exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal()):
-                    time.sleep(0.5)
+                time.sleep(0.5)
+        self._replace_producer(error)
 
     def close(self) -> None:
         """Flush and release the producer."""
@@ -228,4 +241,3 @@ class Transactions:
             except KafkaException as exc:  # a fatal producer cannot flush; nothing is pending
                 log.warning("%s: producer not flushed on close: %s", self.owner, exc)
             self._producer = None
-        self._offsets_pool.shutdown(wait=False)
