@@ -208,6 +208,7 @@ class SagaClient:
                         "enable.auto.commit": False,
                         "isolation.level": "read_committed",
                         "enable.partition.eof": True,
+                        "fetch.wait.max.ms": 10,  # see runtime.transactions.changelog_reader
                     }
                 )
             )
