@@ -38,6 +38,7 @@ demo: install
 
 # Figures are printed, never asserted: see benchmarks/README.md.
 bench: install
+	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.status_lookup
 
 kafka: install

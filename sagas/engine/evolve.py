@@ -41,10 +41,24 @@ finished           status, reason — terminal
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sagas.engine.model import JournalEvent, ParentRef, SagaState, Status, Token
+
+_T = TypeVar("_T", SagaState, Token)
+
+
+def replace(obj: _T, **changes: Any) -> _T:
+    """``dataclasses.replace`` for the engine's frozen records, without its per-field checks:
+    evolve makes several copies per event, and the generic version was the engine's top cost
+    in profiles (the fields are never validated on construction anyway)."""
+    unknown = changes.keys() - obj.__dataclass_fields__.keys()
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field {sorted(unknown)}")
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 __all__ = ["evolve", "fold"]
 
