@@ -60,6 +60,7 @@ def replace(obj: _T, **changes: Any) -> _T:
     new.__dict__.update(changes)
     return new
 
+
 __all__ = ["evolve", "fold"]
 
 
