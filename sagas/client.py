@@ -119,7 +119,7 @@ class SagaClient:
         """The saga's latest committed snapshot, or ``None`` if none was written yet."""
         topic = TopicNames(self.namespace, saga_type).state
         p = partition_for(saga_id.encode(), self._partition_count(topic))
-        path = f"/sagas/{_quote(saga_type)}/{_quote(saga_id)}"
+        path = f"/sagas/{_quote(saga_type)}/{_quote(saga_id)}?partition={p}"
         for refresh in (False, True):
             url = self._owner(saga_type, p, refresh=refresh)
             answer = self._ask(url + path) if url else None

@@ -98,12 +98,8 @@ class CommandContext:
         defaults to the saga id. Records sent by a handler that then fails are dropped.
         """
         data = value if isinstance(value, bytes) else encode_payload(dict(value))
-        raw_key = key.encode() if isinstance(key, str) else key
-        self.outbox.append(
-            OutRecord(topic, raw_key if raw_key is not None else self.saga_id.encode(), data, [])
-        )
-        if headers:
-            self.outbox[-1].headers.extend(headers)
+        raw_key = (key or self.saga_id).encode() if not isinstance(key, bytes) else key
+        self.outbox.append(OutRecord(topic, raw_key, data, list(headers or [])))
 
 
 @dataclass(frozen=True)

@@ -68,11 +68,14 @@ class OutRecord:
 
 
 def header_dict(headers: Any) -> dict[str, str]:
-    """Headers as a dict of strings (the last value of a repeated header wins).
+    """Headers as a dict of strings (the last value of a repeated header wins); a dict of
+    strings (headers parsed already) is returned as it is.
 
     Raises:
         DecodeError: a header value is not UTF-8.
     """
+    if isinstance(headers, dict):
+        return headers
     out: dict[str, str] = {}
     for name, value in headers or ():
         if value is None:

@@ -212,7 +212,12 @@ class ParticipantLoop:
         return batch
 
     def _handle_one(self, batch: _Batch, msg: Message, where: tuple[str, int]) -> None:
-        command_id = header_dict(msg.headers() or []).get("command-id", "")
+        try:
+            headers = header_dict(msg.headers())  # parsed once, here and for the handler
+        except DecodeError as exc:
+            batch.dlq.append((msg, f"not a command: {exc}"))
+            return
+        command_id = headers.get("command-id", "")
         staged = batch.recorded.setdefault(where, {})
         known = staged.get(command_id) or self.replies[where].get(command_id)
         if known is not None:
@@ -224,7 +229,7 @@ class ParticipantLoop:
                 batch.out.append(known.reply)
             return
         try:
-            executed = self.participant.execute(where[0], msg.value(), msg.headers())
+            executed = self.participant.execute(where[0], msg.value(), headers)
         except DecodeError as exc:
             batch.dlq.append((msg, f"not a command: {exc}"))
             return

@@ -119,12 +119,17 @@ class QueryServer:
 
     # ------------------------------------------------------------------------- answers
 
-    def saga(self, saga_type: str, saga_id: str) -> tuple[HTTPStatus, dict[str, Any]]:
-        """The answer to ``GET /sagas/<type>/<id>``."""
+    def saga(
+        self, saga_type: str, saga_id: str, partition: int | None = None
+    ) -> tuple[HTTPStatus, dict[str, Any]]:
+        """The answer to ``GET /sagas/<type>/<id>?partition=<p>``. The client names the
+        partition (it hashed the key over the topic's actual partition count); without it, the
+        app's configured count is used."""
         worker = self.workers.get(saga_type)
         if worker is None:
             return HTTPStatus.NOT_FOUND, {"error": f"this worker runs no {saga_type!r} sagas"}
-        partition = partition_for(saga_id.encode(), worker.app.partitions)
+        if partition is None:
+            partition = partition_for(saga_id.encode(), worker.app.partitions)
         store = worker.stores.get(partition)
         if store is None:
             return HTTPStatus.MISDIRECTED_REQUEST, {
@@ -170,19 +175,18 @@ def _handler_for(server: QueryServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # the name http.server dispatches to
             url = urlsplit(self.path)
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
-            query = parse_qs(url.query)
-            if parts == ["health"]:
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            bad = [k for k in ("partition", "limit") if k in query and not query[k].isdigit()]
+            if bad:
+                self._send(HTTPStatus.BAD_REQUEST, {"error": f"{bad[0]} must be a number"})
+            elif parts == ["health"]:
                 self._send(HTTPStatus.OK, server.health())
             elif len(parts) == 3 and parts[0] == "sagas":
-                self._send(*server.saga(parts[1], parts[2]))
+                partition = int(query["partition"]) if "partition" in query else None
+                self._send(*server.saga(parts[1], parts[2], partition))
             elif len(parts) == 2 and parts[0] == "sagas":
-                try:
-                    limit = min(MAX_LIST, int(query.get("limit", ["100"])[0]))
-                except ValueError:
-                    self._send(HTTPStatus.BAD_REQUEST, {"error": "limit must be a number"})
-                    return
-                status = query.get("status", [None])[0]
-                self._send(*server.sagas(parts[1], status, limit))
+                limit = min(MAX_LIST, int(query.get("limit", "100")))
+                self._send(*server.sagas(parts[1], query.get("status"), limit))
             else:
                 self._send(
                     HTTPStatus.NOT_FOUND,

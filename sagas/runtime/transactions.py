@@ -182,16 +182,12 @@ class Transactions:
                 time.sleep(0.5)
 
     def _send_offsets(self, offsets: list[TopicPartition], meta: Any) -> None:
-        self._bounded(
-            "send_offsets_to_transaction",
-            self.producer.send_offsets_to_transaction,
-            offsets,
-            meta,
-            self.offsets_timeout,
-        )
+        send = self.producer.send_offsets_to_transaction
+        self._bounded("send_offsets_to_transaction", self.offsets_timeout, send, offsets, meta)
 
-    def _bounded(self, what: str, call: Any, *args: Any) -> None:
-        """Run a producer call whose last argument is its timeout, with a deadline that holds.
+    def _bounded(self, what: str, timeout: float, call: Any, *args: Any) -> None:
+        """Run a producer call with ``timeout`` (passed as its last argument) and a deadline that
+        holds.
 
         librdkafka may block in a transactional call past its own timeout when the coordinator
         went away (confluentinc/librdkafka#5456, #5511: seen here after a broker restart, a request
@@ -203,7 +199,7 @@ class Transactions:
 
         def run() -> None:
             try:
-                call(*args)
+                call(*args, timeout)
                 outcome.append(None)
             except BaseException as exc:  # handed to the caller's thread below
                 outcome.append(exc)
@@ -211,7 +207,7 @@ class Transactions:
         # A daemon thread: one stuck in librdkafka for good must not keep the process alive.
         thread = threading.Thread(target=run, name=f"sagas-{what}", daemon=True)
         thread.start()
-        thread.join(float(args[-1]) + 5)
+        thread.join(timeout + 5)
         if not outcome:
             raise KafkaException(KafkaError(KafkaError._FATAL, f"{what} is stuck", fatal=True))
         if outcome[0] is not None:
@@ -231,7 +227,7 @@ class Transactions:
             if isinstance(err, KafkaError) and err.fatal():
                 break
             try:
-                self._bounded("abort_transaction", self.producer.abort_transaction, 10)
+                self._bounded("abort_transaction", 10, self.producer.abort_transaction)
                 return
             except KafkaException as exc:
                 log.info("%s: abort not confirmed (%s)", self.owner, exc)

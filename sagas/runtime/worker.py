@@ -437,27 +437,22 @@ class SagaWorker:
 
     # ------------------------------------------------------------------------- transactions
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> None:
-        txn, _ = self._clients()
-        txn.produce(topic, key, value, **kw)
-
     def _write(self, batch: _Batch) -> None:
+        produce = self._clients()[0].produce
         for rec in batch.records:
-            self._produce(rec.topic, rec.key, rec.value, headers=rec.headers)
+            produce(rec.topic, rec.key, rec.value, headers=rec.headers)
         for event, version in batch.journal:
-            self._produce(
+            produce(
                 self.topics.journal,
                 event.saga_id.encode(),
                 encode_event(event, self.saga_type, version),
             )
         for saga_id, (partition, state) in batch.staged.items():
-            self._produce(
-                self.topics.state, saga_id.encode(), encode_state(state), partition=partition
-            )
+            produce(self.topics.state, saga_id.encode(), encode_state(state), partition=partition)
         for msg, reason in batch.dlq:
             p, offset = _position(msg)
             headers = dead_letter_headers(msg.headers(), reason, str(msg.topic()), p, offset)
-            self._produce(self.topics.dlq, msg.key(), msg.value(), headers=headers)
+            produce(self.topics.dlq, msg.key(), msg.value(), headers=headers)
             log.warning(
                 "%s[%d]@%d -> %s: %s",
                 msg.topic(),

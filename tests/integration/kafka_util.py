@@ -76,7 +76,11 @@ def read_all(
                 raise RuntimeError(msg.error())
             at_eof.discard(msg.partition())
             if with_headers:
-                headers = {k: v.decode() for k, v in (msg.headers() or []) if v is not None}
+                headers = {
+                    k: v.decode("utf-8", "replace")
+                    for k, v in (msg.headers() or [])
+                    if v is not None
+                }
                 records.append((msg.key(), msg.value(), headers))
             else:
                 records.append((msg.key(), msg.value()))

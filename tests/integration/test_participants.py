@@ -240,3 +240,29 @@ def test_the_participant_command_refuses_a_target_that_is_not_a_participant() ->
     )
     assert result.returncode == 2
     assert "expected a sagas.participants.Participant" in result.stderr
+
+
+def test_a_command_with_a_header_that_is_not_utf8_is_dead_lettered_and_the_loop_goes_on(
+    bootstrap: str, unique: str
+) -> None:
+    from confluent_kafka import Producer
+
+    topic, inbox = f"{unique}.billing", f"{unique}.inbox"
+    create_topic(bootstrap, topic, 1)
+    create_topic(bootstrap, inbox, 1)
+    participant = Participant(KafkaSettings(bootstrap), f"{unique}.svc")
+    participant.handler(topic, "Charge")(lambda payload, ctx: {"ok": True})
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, key=b"s8", value=b"", headers=[("command-id", b"\xff\xfe")])
+    assert producer.flush(30) == 0
+    send_commands(bootstrap, [command(topic, "s1", 1, "Charge")], inbox)
+    thread, stop = participant.start()
+    try:
+        wait_for(lambda: participant.handled >= 1)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert thread.is_alive() is False
+    [(key, _, headers)] = read_all(bootstrap, participant.dlq, expect=1, with_headers=True)
+    assert key == b"s8"
+    assert "not UTF-8" in headers["dlq-reason"]
