@@ -1,7 +1,11 @@
-"""The saga DSL: what users write (blocks, retry policy, the saga type) and its compiler."""
+"""The saga DSL: what users write (blocks, retry policy, the saga type) and its compiler.
 
-from sagas.dsl.compiler import compile
+``compile`` is the former name of :func:`compile_saga`, kept as an alias.
+"""
+
+from sagas.dsl.compiler import compile, compile_saga
 from sagas.dsl.nodes import (
+    KINDS,
     Branch,
     Call,
     Child,
@@ -31,6 +35,7 @@ from sagas.dsl.retry import Retry
 from sagas.dsl.saga import Saga
 
 __all__ = [
+    "KINDS",
     "RECORD_TYPES",
     "Branch",
     "Call",
@@ -54,6 +59,7 @@ __all__ = [
     "call",
     "child",
     "compile",
+    "compile_saga",
     "goto",
     "long_running",
     "parallel",

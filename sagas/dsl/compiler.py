@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sagas.dsl.nodes import (
+    RETRYABLE,
     Branch,
     Child,
     Goto,
@@ -141,7 +142,17 @@ def _sccs(names: list[str], succ: Mapping[str, list[str]]) -> list[set[str]]:
 
 
 def compile_saga(saga: Saga[Any]) -> Program:
-    """Validate ``saga`` and build its program. Raises :class:`DefinitionError` naming the fix."""
+    """Validate a saga definition's graph and return its immutable program.
+
+    The blocks themselves were checked when the :class:`~sagas.dsl.Saga` was made.
+
+    Raises:
+        DefinitionError: the definition is wrong; the message names the saga, the step and the fix.
+    """
+    if not isinstance(saga, Saga):
+        raise DefinitionError(
+            f"compile_saga() takes a Saga, got {type(saga).__name__}: pass Saga(name, ...)"
+        )
     s = saga.name
     layout = _Layout(s)
     entry = layout.lay(saga.steps, None, (), None)
@@ -214,14 +225,14 @@ def compile_saga(saga: Saga[Any]) -> Program:
         if b.kind == "compensatable" and b.compensate is None:
             raise DefinitionError(
                 "a compensatable step needs a compensation: add compensate=call('<UndoCommand>', "
-                "...), or declare kind='pivot' (or kind='retriable' after the pivot) "
+                "...), or declare kind='pivot' (or kind='retryable' after the pivot) "
                 "if it cannot be undone",
                 saga=s,
                 step=name,
             )
-        if b.kind == "retriable" and not isinstance(b, Child) and b.retry.max_attempts is not None:
+        if b.kind == RETRYABLE and not isinstance(b, Child) and b.retry.max_attempts is not None:
             raise DefinitionError(
-                "a retriable step is retried until it succeeds: remove max_attempts from its "
+                "a retryable step is retried until it succeeds: remove max_attempts from its "
                 "Retry (use Retry(max_attempts=None, ...))",
                 saga=s,
                 step=name,
@@ -257,14 +268,14 @@ def compile_saga(saga: Saga[Any]) -> Program:
             if ob.kind == "pivot":
                 raise DefinitionError(
                     f"a saga has one pivot, but pivot {other!r} can follow pivot {name!r}; "
-                    "make the later one kind='retriable'",
+                    "make the later one kind='retryable'",
                     saga=s,
                     step=other,
                 )
             if ob.kind == "compensatable":
                 raise DefinitionError(
                     f"compensatable step after the pivot {name!r}: it could never be compensated; "
-                    "move it before the pivot or make it kind='retriable'",
+                    "move it before the pivot or make it kind='retryable'",
                     saga=s,
                     step=other,
                 )
@@ -272,13 +283,13 @@ def compile_saga(saga: Saga[Any]) -> Program:
         b = nodes[name].block
         if (
             isinstance(b, Step | LongRunning | Child)
-            and b.kind == "retriable"
+            and b.kind == RETRYABLE
             and name not in after_pivot
         ):
             pivots = [n for n in _reach(succ[name], succ) if _kind(nodes[n]) == "pivot"]
             if pivots:
                 raise DefinitionError(
-                    f"retriable step before the pivot {pivots[0]!r}: it cannot be undone if the "
+                    f"retryable step before the pivot {pivots[0]!r}: it cannot be undone if the "
                     "saga compensates; make it compensatable or move it after the pivot",
                     saga=s,
                     step=name,
@@ -382,12 +393,6 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def compile(saga: Saga[Any]) -> Program:
-    """Validate a saga definition and return its program.
-
-    Raises:
-        DefinitionError: the definition is wrong; the message names the saga, the step and the fix.
-    """
-    if not isinstance(saga, Saga):
-        raise DefinitionError(f"compile() takes a Saga, got {type(saga).__name__}")
-    return compile_saga(saga)
+compile = compile_saga
+"""The former name of :func:`compile_saga`, kept working as an alias. It shadows the built-in
+``compile`` where it is imported unqualified, so new code should write ``compile_saga``."""

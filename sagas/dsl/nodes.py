@@ -5,13 +5,18 @@ Every block is a frozen dataclass made by a small factory function (``step``, ``
 in ``D``, the type of the saga's data (a ``TypedDict`` works best), so a user's mypy checks the keys
 their payload builders and predicates read. Nothing here runs: the compiler validates the blocks and
 the engine executes them.
+
+A block does not raise when it is made, because it does not know its saga yet: it keeps the first
+problem found (``_problem``, also those of its ``Retry`` and calls), and :class:`~sagas.dsl.Saga`
+raises it, naming the saga and the step, with the original as the cause.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
@@ -20,6 +25,7 @@ from sagas.dsl.retry import Retry
 from sagas.errors import DefinitionError
 
 __all__ = [
+    "KINDS",
     "Branch",
     "Call",
     "Child",
@@ -48,9 +54,17 @@ __all__ = [
 
 D = TypeVar("D")
 
-Kind = Literal["compensatable", "pivot", "retriable"]
+Kind = Literal["compensatable", "pivot", "retryable", "retriable"]
 """compensatable: undone by its compensation; pivot: the point of no return (one per saga);
-retriable: after the pivot, retried until it succeeds."""
+retryable: after the pivot, retried until it succeeds. ``"retriable"`` is the deprecated spelling
+of ``"retryable"``; a block stores both as :data:`RETRYABLE`."""
+
+KINDS: tuple[str, ...] = ("compensatable", "pivot", "retryable")
+"""The step kinds, as users write them."""
+
+RETRYABLE: Literal["retriable"] = "retriable"
+"""The ``kind`` a block stores (and the engine reads) for a retryable step, whichever spelling the
+definition used."""
 
 Join = Literal["all", "first"]
 SchemaSpec: TypeAlias = type[Any] | str | Path | Mapping[str, Any]
@@ -69,16 +83,53 @@ def _no_payload(_: object) -> Mapping[str, object]:
     return {}
 
 
-def _check_name(name: str, what: str = "step") -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise DefinitionError(
-            f"{what} name {name!r} is not valid: use letters, digits, '-', '_' and '.' only"
+def _bad_name(name: object, what: str = "step") -> str | None:
+    if isinstance(name, str) and _NAME.match(name):
+        return None
+    return f"{what} name {name!r} is not valid: use letters, digits, '-', '_' and '.' only"
+
+
+def _bad_duration(value: object, what: str, optional: bool = True) -> str | None:
+    if (value is None and optional) or (isinstance(value, timedelta) and value > timedelta(0)):
+        return None
+    none = ", or leave it out" if optional else ""
+    return f"{what}={value!r}: use a positive timedelta, e.g. {what}=timedelta(minutes=5){none}"
+
+
+def _bad_kind(kind: object) -> str | None:
+    if kind in (*KINDS, RETRYABLE):
+        return None
+    return f"kind={kind!r} is not a step kind; use one of " + ", ".join(map(repr, KINDS))
+
+
+def _stored_kind(kind: Kind) -> Kind:
+    return RETRYABLE if kind in ("retryable", "retriable") else kind
+
+
+def _warn_kind(kind: str) -> None:
+    """Warn, at the caller of the block factory, that ``kind='retriable'`` is deprecated."""
+    if kind == "retriable":
+        warnings.warn(
+            "kind='retriable' is deprecated: write kind='retryable'",
+            DeprecationWarning,
+            stacklevel=3,
         )
 
 
-def _check_duration(value: timedelta | None, what: str, name: str) -> None:
-    if value is not None and value <= timedelta(0):
-        raise DefinitionError(f"{what} must be a positive timedelta, got {value}", step=name)
+def _default_retry(kind: str) -> Retry:
+    return Retry(max_attempts=None) if kind in ("retryable", "retriable") else Retry()
+
+
+def _keep_problem(block: object, *found: str | DefinitionError | None) -> None:
+    """Store the first problem found on ``block`` (a frozen dataclass) for its saga to raise."""
+    for problem in found:
+        if problem is not None:
+            error = DefinitionError(problem) if isinstance(problem, str) else problem
+            object.__setattr__(block, "_problem", error)
+            return
+
+
+_PROBLEM: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -91,6 +142,14 @@ class Call(Generic[D]):
     topic: str | None = None
     schema: SchemaSpec | None = None
     reply_schema: SchemaSpec | None = None
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        if not self.command or not isinstance(self.command, str):
+            _keep_problem(
+                self,
+                f"call({self.command!r}) needs a command type, e.g. call('ReleaseCredit', ...)",
+            )
 
 
 def call(
@@ -111,8 +170,6 @@ def call(
             one the payload travels as JSON in ``sagas.Payload``.
         reply_schema: the schema participants reply with, so the worker can read it.
     """
-    if not command:
-        raise DefinitionError("call() needs a command type, e.g. call('ReleaseCredit', ...)")
     return Call(command, payload or _no_payload, to, schema, reply_schema)
 
 
@@ -131,6 +188,22 @@ class Step(Generic[D]):
     merge: Merge[D]
     payload_schema: SchemaSpec | None = None
     reply_schema: SchemaSpec | None = None
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _stored_kind(self.kind))
+        _keep_problem(
+            self,
+            _bad_name(self.name),
+            None
+            if self.topic and self.command
+            else "a step needs to='<topic>' and command='<type>', "
+            "e.g. step('reserve', to='credit.commands', command='Reserve')",
+            _bad_kind(self.kind),
+            _bad_duration(self.deadline, "deadline"),
+            self.retry._problem,
+            None if self.compensate is None else self.compensate._problem,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +225,22 @@ class LongRunning(Generic[D]):
     kind: Kind
     retry: Retry
     merge: Merge[D]
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _stored_kind(self.kind))
+        calls = (self.start, self.status, self.cancel, self.compensate)
+        _keep_problem(
+            self,
+            _bad_name(self.name),
+            None if self.topic else "long_running() needs to='<topic>'",
+            _bad_kind(self.kind),
+            _bad_duration(self.every, "every", optional=False),
+            _bad_duration(self.deadline, "deadline"),
+            None if self.checks >= 1 else f"checks={self.checks}: use 1 or more status polls",
+            self.retry._problem,
+            *(c._problem for c in calls if c is not None),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,6 +251,12 @@ class WaitSignal(Generic[D]):
     signal: str
     timeout: timedelta
     merge: Merge[D]
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        _keep_problem(
+            self, _bad_name(self.name), _bad_duration(self.timeout, "timeout", optional=False)
+        )
 
 
 @dataclass(frozen=True)
@@ -170,6 +265,12 @@ class Sleep:
 
     name: str
     duration: timedelta
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        _keep_problem(
+            self, _bad_name(self.name), _bad_duration(self.duration, "duration", optional=False)
+        )
 
 
 @dataclass(frozen=True)
@@ -179,6 +280,17 @@ class Parallel(Generic[D]):
     name: str
     branches: tuple[tuple[Node[D], ...], ...]
     join: Join
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        _keep_problem(
+            self,
+            _bad_name(self.name),
+            None
+            if len(self.branches) >= 2
+            else "parallel() needs two branches or more: parallel(name, [steps...], [steps...])",
+            None if self.join in ("all", "first") else f"join={self.join!r}: use 'all' or 'first'",
+        )
 
 
 @dataclass(frozen=True)
@@ -189,6 +301,14 @@ class Branch(Generic[D]):
     when: Callable[[D], bool]
     then: tuple[Node[D], ...]
     otherwise: tuple[Node[D], ...]
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        _keep_problem(
+            self,
+            _bad_name(self.name),
+            None if callable(self.when) else "branch() needs a predicate: when=lambda data: ...",
+        )
 
 
 @dataclass(frozen=True)
@@ -209,12 +329,27 @@ class Child(Generic[D]):
     kind: Kind
     deadline: timedelta | None
     merge: Merge[D]
+    _problem: DefinitionError | None = _PROBLEM
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _stored_kind(self.kind))
+        _keep_problem(
+            self,
+            _bad_name(self.name),
+            None if self.saga else "child() needs saga='<saga type name>'",
+            _bad_kind(self.kind),
+            _bad_duration(self.deadline, "deadline"),
+            None if self.compensate is None else self.compensate._problem,
+        )
 
 
 Node: TypeAlias = (
     Step[D] | LongRunning[D] | WaitSignal[D] | Sleep | Parallel[D] | Branch[D] | Goto | Child[D]
 )
 """Any block that may appear in a saga's step list."""
+
+BLOCKS = (Step, LongRunning, WaitSignal, Sleep, Parallel, Branch, Goto, Child)
+"""The block classes, for ``isinstance`` checks."""
 
 
 def step(
@@ -239,22 +374,19 @@ def step(
         command: the command type.
         payload: builds the command's payload from the saga's data.
         compensate: the command that undoes this step (required for compensatable steps).
-        kind: ``"compensatable"`` (default), ``"pivot"`` or ``"retriable"``.
-        deadline: how long the step may take, retries included. For a retriable step it bounds
+        kind: ``"compensatable"`` (default), ``"pivot"`` or ``"retryable"`` (``"retriable"``
+            still works, with a ``DeprecationWarning``).
+        deadline: how long the step may take, retries included. For a retryable step it bounds
             one attempt, which is then retried.
-        retry: back-off policy for ``retryable-failure`` replies (retriable steps retry forever).
+        retry: back-off policy for ``retryable-failure`` replies (retryable steps retry forever).
         merge: how the success reply enters the data (see :data:`Merge`).
         payload_schema: the command payload's Avro schema (see :func:`call`).
         reply_schema: the success reply's Avro schema.
     """
-    _check_name(name)
-    _check_duration(deadline, "deadline", name)
-    if not to or not command:
-        raise DefinitionError("a step needs to='<topic>' and command='<type>'", step=name)
-    if retry is None:
-        retry = Retry(max_attempts=None) if kind == "retriable" else Retry()
+    _warn_kind(kind)
     return Step(
-        name, to, command, payload or _no_payload, compensate, kind, deadline, retry, merge,
+        name, to, command, payload or _no_payload, compensate, kind, deadline,
+        _default_retry(kind) if retry is None else retry, merge,
         payload_schema, reply_schema,
     )  # fmt: skip
 
@@ -305,16 +437,10 @@ def long_running(
         retry: back-off for ``retryable-failure`` replies to ``start``.
         merge: how the final status reply enters the data.
     """
-    _check_name(name)
-    _check_duration(every, "every", name)
-    _check_duration(deadline, "deadline", name)
-    if checks < 1:
-        raise DefinitionError(f"checks={checks}: use 1 or more status polls", step=name)
-    if retry is None:
-        retry = Retry(max_attempts=None) if kind == "retriable" else Retry()
+    _warn_kind(kind)
     return LongRunning(
         name, to, start, status, cancel, every, done, failed, cancelled or failed,
-        deadline, checks, compensate, kind, retry, merge,
+        deadline, checks, compensate, kind, _default_retry(kind) if retry is None else retry, merge,
     )  # fmt: skip
 
 
@@ -326,15 +452,11 @@ def wait_signal(
     A signal that arrives before the saga reaches this step is kept and consumed here.
     The signal's payload merges into the data as a reply would.
     """
-    _check_name(name)
-    _check_duration(timeout, "timeout", name)
     return WaitSignal(name, signal or name, timeout, merge)
 
 
 def sleep(name: str, duration: timedelta) -> Sleep:
     """A durable sleep: the saga continues after ``duration``, across restarts."""
-    _check_name(name)
-    _check_duration(duration, "duration", name)
     return Sleep(name, duration)
 
 
@@ -349,10 +471,7 @@ def parallel(name: str, *branches: Sequence[Node[D]], join: Join = "all") -> Par
             only when every branch failed). Steps completed in an abandoned branch are
             compensated if the saga later compensates.
     """
-    _check_name(name)
-    if len(branches) < 2:
-        raise DefinitionError("parallel() needs two branches or more", step=name)
-    return Parallel(name, tuple(tuple(b) for b in branches), join)
+    return Parallel(name, tuple(_blocks(b) for b in branches), join)
 
 
 def branch(
@@ -366,8 +485,7 @@ def branch(
 
     Either list may end with :func:`goto` to jump elsewhere (a loop).
     """
-    _check_name(name)
-    return Branch(name, when, tuple(then), tuple(otherwise))
+    return Branch(name, when, _blocks(then), _blocks(otherwise))
 
 
 def goto(target: str) -> Goto:
@@ -389,8 +507,10 @@ def child(
 
     The child fails the step when it ends compensated, failed or cancelled.
     """
-    _check_name(name)
-    _check_duration(deadline, "deadline", name)
-    if not saga:
-        raise DefinitionError("child() needs saga='<saga type name>'", step=name)
+    _warn_kind(kind)
     return Child(name, saga, input, compensate, kind, deadline, merge)
+
+
+def _blocks(blocks: Sequence[Node[D]]) -> tuple[Node[D], ...]:
+    """A step list as a tuple; anything else is kept as is for the saga to report."""
+    return tuple(blocks) if isinstance(blocks, list | tuple) else blocks  # type: ignore[return-value]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagas.dsl.nodes import (
+    RETRYABLE,
     Branch,
     Call,
     Child,
@@ -62,13 +63,13 @@ class ProgramNode:
 
 @dataclass(frozen=True)
 class Program:
-    """An immutable, validated saga definition. Made by :func:`sagas.compile`.
+    """An immutable, validated saga definition. Made by :func:`sagas.compile_saga`.
 
     Attributes:
         name: saga type name.
         version: definition version.
         deadline_ms: whole-saga deadline in milliseconds, if any.
-        entry: the first block (``None`` for an empty saga).
+        entry: the first block (``None`` only for a program made by hand with no blocks).
         nodes: every block by name.
         edges: (from, to, label) for drawing and analysis.
         topics: participant command topics the saga writes to.
@@ -121,7 +122,7 @@ def _shape(node: ProgramNode) -> str:
     if isinstance(b, Step):
         text = f"{b.name}<br/>{b.command} → {b.topic}"
         if b.kind != "compensatable":
-            text += f"<br/>({b.kind})"
+            text += f"<br/>({'retryable' if b.kind == RETRYABLE else b.kind})"
         elif b.compensate:
             text += f"<br/>undo: {b.compensate.command}"
         return f'["{text}"]'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sagas.errors import DefinitionError
@@ -13,11 +13,14 @@ __all__ = ["Retry"]
 
 @dataclass(frozen=True)
 class Retry:
-    """How a step retries ``retryable-failure`` replies and timed-out attempts of retriable steps.
+    """How a step retries ``retryable-failure`` replies and timed-out attempts of retryable steps.
+
+    A policy that is not valid does not raise here: the saga that uses it raises a
+    :class:`~sagas.errors.DefinitionError` naming the saga and the step.
 
     Args:
         max_attempts: attempts in total, the first included; ``None`` retries forever
-            (the default, and the only choice, for retriable steps and compensations).
+            (the default, and the only choice, for retryable steps and compensations).
         initial: delay before the second attempt.
         multiplier: each further delay is the previous one times this.
         cap: no delay exceeds this.
@@ -33,18 +36,26 @@ class Retry:
     cap: timedelta = timedelta(minutes=5)
     jitter: float = 0.2
     non_retryable: tuple[str, ...] = ()
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        problem = None
         if self.max_attempts is not None and self.max_attempts < 1:
-            raise DefinitionError(
-                f"Retry(max_attempts={self.max_attempts}): use 1 or more, or None"
+            problem = (
+                f"Retry(max_attempts={self.max_attempts}): use 1 or more attempts, "
+                "or None to retry forever"
             )
-        if self.initial < timedelta(0) or self.cap < self.initial:
-            raise DefinitionError("Retry: need 0 <= initial <= cap")
-        if self.multiplier < 1.0:
-            raise DefinitionError(f"Retry(multiplier={self.multiplier}): use 1.0 or more")
-        if not 0.0 <= self.jitter < 1.0:
-            raise DefinitionError(f"Retry(jitter={self.jitter}): use a fraction in [0, 1)")
+        elif self.initial < timedelta(0) or self.cap < self.initial:
+            problem = (
+                f"Retry(initial={self.initial}, cap={self.cap}): "
+                "need 0 <= initial <= cap, e.g. Retry(initial=timedelta(seconds=1))"
+            )
+        elif self.multiplier < 1.0:
+            problem = f"Retry(multiplier={self.multiplier}): use 1.0 or more"
+        elif not 0.0 <= self.jitter < 1.0:
+            problem = f"Retry(jitter={self.jitter}): use a fraction in [0, 1), e.g. 0.2"
+        if problem:
+            object.__setattr__(self, "_problem", DefinitionError(problem))
 
     def delay_ms(self, failed_attempts: int, seed: int, key: str) -> int:
         """Delay before the next attempt after ``failed_attempts`` failures (deterministic)."""

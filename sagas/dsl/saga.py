@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from sagas.dsl.nodes import Node, _check_name
+from sagas.dsl.nodes import BLOCKS, Branch, Goto, Node, Parallel, _bad_duration, _bad_name, _blocks
 from sagas.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -33,8 +33,13 @@ class Saga(Generic[D]):
     Args:
         name: the saga type name (also the inbox, state and journal topic stem).
         version: the definition version; in-flight sagas keep the version they started on.
-        steps: the blocks run in order (see :mod:`sagas.dsl.nodes`).
+        steps: the blocks run in order (see :mod:`sagas.dsl.nodes`); at least one.
         deadline: when the whole saga must be done; on expiry it compensates (before the pivot).
+
+    Raises:
+        DefinitionError: the saga or one of its blocks (their ``Retry`` and calls included)
+            is not valid; the message names the saga, the step and the fix, and a block's own
+            error is the cause. The compiler checks the graph (:meth:`compile`).
     """
 
     name: str
@@ -43,17 +48,51 @@ class Saga(Generic[D]):
     deadline: timedelta | None = None
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "saga")
-        if not isinstance(self.version, int) or self.version < 1:
+        saga = str(self.name)
+        problem = _bad_name(self.name, "saga") or _bad_duration(self.deadline, "deadline")
+        if problem is None and (not isinstance(self.version, int) or self.version < 1):
+            problem = f"version must be a positive int, e.g. version=1; got {self.version!r}"
+        if problem is not None:
+            raise DefinitionError(problem, saga=saga)
+        steps = _blocks(self.steps)
+        if steps == ():
             raise DefinitionError(
-                f"version must be a positive int, got {self.version!r}", saga=self.name
+                "a saga needs at least one step: Saga(name, version=1, steps=[step(...), ...])",
+                saga=saga,
             )
-        if self.deadline is not None and self.deadline <= timedelta(0):
-            raise DefinitionError("deadline must be a positive timedelta", saga=self.name)
-        object.__setattr__(self, "steps", tuple(self.steps))
+        _check_blocks(saga, steps, "steps=", None)
+        object.__setattr__(self, "steps", steps)
 
     def compile(self) -> Program:
         """Validate this definition and return its immutable :class:`~sagas.dsl.Program`."""
         from sagas.dsl.compiler import compile_saga
 
         return compile_saga(self)
+
+
+def _check_blocks(saga: str, blocks: object, what: str, owner: str | None) -> None:
+    """Raise the first problem a block (or a list nested in it) keeps, naming the saga and step."""
+    if not isinstance(blocks, tuple):
+        raise DefinitionError(
+            f"{what} must be a list of blocks, got a {type(blocks).__name__}: write [block, ...]",
+            saga=saga,
+            step=owner,
+        )
+    for b in blocks:
+        if not isinstance(b, BLOCKS):
+            raise DefinitionError(
+                f"{what} holds a {type(b).__name__}, not a block: use step(), long_running(), "
+                "wait_signal(), sleep(), parallel(), branch(), goto() or child()",
+                saga=saga,
+                step=owner,
+            )
+        if isinstance(b, Goto):
+            continue
+        if b._problem is not None:
+            raise DefinitionError(str(b._problem), saga=saga, step=b.name) from b._problem
+        if isinstance(b, Parallel):
+            for i, branch in enumerate(b.branches):
+                _check_blocks(saga, branch, f"branch {i + 1} of parallel()", b.name)
+        if isinstance(b, Branch):
+            _check_blocks(saga, b.then, "then=", b.name)
+            _check_blocks(saga, b.otherwise, "otherwise=", b.name)

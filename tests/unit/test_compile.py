@@ -1,4 +1,5 @@
-"""The compiler: program contents, the diagram, and every validation message."""
+"""The compiler: program contents, the diagram, and every message of its graph checks (the
+checks of single blocks are in test_definitions.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from sagas import (
     call,
     child,
     goto,
-    long_running,
     parallel,
     sleep,
     step,
     wait_signal,
 )
-from sagas.dsl import Node
+from sagas.dsl import Node, compile_saga
 from sagas.serde.avro import default_store
 
 H = timedelta(hours=1)
@@ -38,11 +38,14 @@ def saga(*steps: Node[dict[str, Any]], deadline: timedelta | None = H) -> Saga[d
     return Saga[dict[str, Any]]("demo", version=1, steps=steps, deadline=deadline)
 
 
-def fails(definition: Saga[dict[str, Any]], *fragments: str) -> str:
+def fails(definition: Saga[dict[str, Any]], step: str | None, *fragments: str) -> str:
+    """Compile ``definition``; the error must name saga 'demo', then ``step``, then the fix."""
     with pytest.raises(DefinitionError) as info:
-        sagas.compile(definition)
+        compile_saga(definition)
     message = str(info.value)
-    assert message.startswith("saga 'demo'")
+    where = "saga 'demo'" + ("" if step is None else f", step {step!r}")
+    assert message.startswith(where + ": ")
+    assert (info.value.saga, info.value.step) == ("demo", step)
     for fragment in fragments:
         assert fragment in message
     return message
@@ -88,84 +91,88 @@ def test_program_is_immutable() -> None:
 
 
 def test_compensatable_step_without_compensation() -> None:
-    fails(saga(s("a", compensate=None)), "step 'a'", "needs a compensation", "compensate=call(")
+    fails(saga(s("a", compensate=None)), "a", "needs a compensation", "compensate=call(")
 
 
 def test_wait_without_deadline() -> None:
-    fails(saga(s("a"), deadline=None), "step 'a'", "no deadline covers it", "deadline=timedelta")
+    fails(saga(s("a"), deadline=None), "a", "no deadline covers it", "deadline=timedelta")
     sagas.compile(saga(s("a", deadline=H), deadline=None))  # its own deadline is enough
 
 
-def test_retriable_step_after_pivot_needs_own_deadline() -> None:
+def test_retryable_step_after_pivot_needs_own_deadline() -> None:
     fails(
-        saga(s("a"), s("p", kind="pivot"), s("r", kind="retriable")),
-        "step 'r'",
+        saga(s("a"), s("p", kind="pivot"), s("r", kind="retryable")),
+        "r",
         "runs after the pivot",
         "deadline=timedelta",
     )
 
 
 def test_duplicate_names() -> None:
-    fails(saga(s("a"), s("a")), "step 'a'", "unique name")
-    fails(saga(s("a"), branch("b", lambda d: True, then=[s("a")])), "unique name")
+    fails(saga(s("a"), s("a")), "a", "unique name")
+    fails(saga(s("a"), branch("b", lambda d: True, then=[s("a")])), "a", "unique name")
 
 
 def test_pivot_followed_by_compensatable() -> None:
-    fails(saga(s("p", kind="pivot"), s("c")), "step 'c'", "after the pivot 'p'", "kind='retriable'")
+    fails(saga(s("p", kind="pivot"), s("c")), "c", "after the pivot 'p'", "kind='retryable'")
 
 
 def test_two_pivots() -> None:
-    fails(saga(s("p", kind="pivot"), s("q", kind="pivot")), "step 'q'", "one pivot")
+    fails(saga(s("p", kind="pivot"), s("q", kind="pivot")), "q", "one pivot", "kind='retryable'")
 
 
-def test_retriable_before_pivot() -> None:
+def test_retryable_before_pivot() -> None:
     fails(
-        saga(s("r", kind="retriable"), s("p", kind="pivot")),
-        "step 'r'",
-        "retriable step before the pivot 'p'",
+        saga(s("r", kind="retryable"), s("p", kind="pivot")),
+        "r",
+        "retryable step before the pivot 'p'",
     )
 
 
-def test_retriable_with_max_attempts() -> None:
+def test_retryable_with_max_attempts() -> None:
     fails(
-        saga(s("p", kind="pivot"), s("r", kind="retriable", deadline=H, retry=Retry())),
-        "step 'r'",
+        saga(s("p", kind="pivot"), s("r", kind="retryable", deadline=H, retry=Retry())),
+        "r",
         "remove max_attempts",
     )
 
 
 def test_pivot_inside_parallel_or_loop() -> None:
-    fails(saga(parallel("par", [s("p", kind="pivot")], [s("b")])), "inside parallel()")
+    fails(saga(parallel("par", [s("p", kind="pivot")], [s("b")])), "p", "inside parallel()")
     loop = saga(s("p", kind="pivot"), branch("again", lambda d: True, then=[goto("p")]))
-    fails(loop, "step 'p'", "inside a loop")
+    fails(loop, "p", "inside a loop")
 
 
 def test_unknown_goto_target() -> None:
     fails(
         saga(s("a"), branch("b", lambda d: True, then=[goto("nowhere")])),
-        "step 'b'",
+        "b",
         "goto('nowhere') refers to an unknown step; known steps: a, b",
     )
 
 
 def test_goto_across_parallel() -> None:
-    fails(saga(s("a"), parallel("par", [s("x"), goto("a")], [s("y")])), "parallel branch")
+    fails(saga(s("a"), parallel("par", [s("x"), goto("a")], [s("y")])), "par", "parallel branch")
+
+
+def test_a_goto_outside_any_step_names_the_saga() -> None:
+    fails(saga(s("a"), goto("nowhere")), None, "goto('nowhere') refers to an unknown step")
 
 
 def test_unreachable_step() -> None:
     fails(
         saga(s("a"), branch("b", lambda d: True, then=[goto("a")], otherwise=[goto("a")]), s("c")),
-        "step 'c'",
+        "c",
         "can never run",
     )
 
 
 def test_cycle_that_cannot_end() -> None:
-    fails(saga(s("a"), s("b"), goto("a")), "step 'a'", "the loop a → b can't end", "branch()")
+    fails(saga(s("a"), s("b"), goto("a")), "a", "the loop a → b can't end", "branch()")
 
 
 def test_cycle_that_never_waits() -> None:
-    fails(saga(branch("spin", lambda d: True, then=[goto("spin")])), "never waits")
+    fails(saga(branch("spin", lambda d: True, then=[goto("spin")])), "spin", "never waits")
 
 
 def test_loop_with_an_exit_and_a_wait_compiles() -> None:
@@ -175,31 +182,29 @@ def test_loop_with_an_exit_and_a_wait_compiles() -> None:
     assert ("again", "nap", "yes") in program.edges
 
 
-def test_block_level_checks() -> None:
-    with pytest.raises(DefinitionError, match="name 'a b' is not valid"):
-        s("a b")
-    with pytest.raises(DefinitionError, match="positive timedelta"):
-        sleep("nap", timedelta(0))
-    with pytest.raises(DefinitionError, match="two branches or more"):
-        parallel("p", [s("a")])
-    with pytest.raises(DefinitionError, match="max_attempts=0"):
-        Retry(max_attempts=0)
-    with pytest.raises(DefinitionError, match="jitter"):
-        Retry(jitter=1.5)
-    with pytest.raises(DefinitionError, match="version must be a positive int"):
-        Saga[dict[str, Any]]("demo", version=0)
-    with pytest.raises(DefinitionError, match="checks=0"):
-        long_running(
-            "op", to="t", start=call("S"), status=call("G"), cancel=call("C"),
-            every=H, done=lambda r: True, checks=0,
-        )  # fmt: skip
-    with pytest.raises(DefinitionError, match="compile\\(\\) takes a Saga"):
-        sagas.compile("order")  # type: ignore[arg-type]
-
-
 def test_child_compensation_needs_a_topic() -> None:
     fails(
         saga(child("sub", saga="other", input=lambda d: {}, compensate=call("Undo"))),
-        "step 'sub'",
+        "sub",
         "to='<topic>'",
     )
+
+
+def test_one_command_type_has_one_payload_schema() -> None:
+    one = {"type": "record", "name": "demo.A", "fields": []}
+    two = {"type": "record", "name": "demo.B", "fields": []}
+    fails(
+        saga(
+            s("a", payload_schema=one),
+            step("b", to="b.commands", command="A", compensate=call("U"), payload_schema=two),
+        ),
+        "b",
+        "command A has two payload schemas",
+    )
+
+
+def test_compile_saga_takes_a_saga_and_compile_is_its_alias() -> None:
+    with pytest.raises(DefinitionError, match=r"takes a Saga, got str: pass Saga\(name, ...\)"):
+        compile_saga("order")  # type: ignore[arg-type]
+    assert sagas.compile is compile_saga
+    assert sagas.compile(order_saga) == compile_saga(order_saga)
