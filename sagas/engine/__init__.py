@@ -1,11 +1,15 @@
-"""The pure, deterministic saga engine: ``transition(program, state, input, now_ms)``.
+"""The pure, deterministic saga engine: ``transition(program, state, input, now_ms, entropy=)``.
 
-No I/O, no clock, no randomness, no threads. The runtime feeds inputs, persists
-``Decision.state`` and ``Decision.events``, and sends the decision's commands.
+No I/O, no clock, no randomness, no threads. The runtime feeds inputs (with random bytes for a new
+saga's secret), persists ``Decision.state`` and ``Decision.events``, and sends the decision's
+commands. Modules: :mod:`~sagas.engine.model` (the data), :mod:`~sagas.engine.decide` (inputs),
+:mod:`~sagas.engine.flow` (control flow), :mod:`~sagas.engine.evolve` (events applied),
+:mod:`~sagas.engine.ids` (command ids), :mod:`~sagas.engine.jsonvalue` (checked user values).
 """
 
 from sagas.engine.decide import SAGA_DEADLINE, transition
 from sagas.engine.evolve import evolve, fold
+from sagas.engine.ids import CommandRef, parse_command_id, public_command_id
 from sagas.engine.model import (
     TERMINAL,
     Cancel,
@@ -47,6 +51,10 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "SagaState",
     "Status",
     "Token",
+    # command ids
+    "CommandRef",
+    "parse_command_id",
+    "public_command_id",
     # functions
     "SAGA_DEADLINE",
     "evolve",

@@ -1,7 +1,15 @@
 """``transition``: the engine's entry point, and how replies, timers and signals move a saga.
 
-Control flow (entering blocks, joins, failure, compensation) lives in :mod:`sagas.engine.flow`;
-this module interprets each input against the saga's state, or records it as ``ignored``.
+This module interprets each input against the saga's state, or records it as ``ignored``, and
+turns the events into the decision's outputs. Control flow (entering blocks, joins, failure,
+compensation) and the deciding context live in :mod:`sagas.engine.flow`, whose ``__all__`` is
+what this module uses.
+
+One request, one command id. A command sent again because its participant was silent (a
+retriable step's attempt timed out, a compensation's wait timed out, a cancel got no reply) is
+the same request: the same id, kept pending, so a late reply to its first send still counts and
+the participant's recorded reply deduplicates it. Only an answered failure (``failure`` or
+``retryable-failure``) starts a new request, with a new id.
 """
 
 from __future__ import annotations
@@ -14,17 +22,17 @@ from sagas.dsl.program import Program
 from sagas.dsl.retry import FOREVER
 from sagas.engine.flow import (
     SAGA_DEADLINE,
-    _attempt,
-    _compensate,
-    _Ctx,
-    _fail,
-    _finish,
-    _go,
-    _ms,
-    _pump,
-    _send_cancel,
-    _send_undo,
-    _start_cancel,
+    Ctx,
+    attempt,
+    compensate,
+    fail,
+    finish,
+    go,
+    ms,
+    pump,
+    send_cancel,
+    send_undo,
+    start_cancel,
 )
 from sagas.engine.jsonvalue import build_payload
 from sagas.engine.model import (
@@ -50,19 +58,19 @@ def _non_retryable(reply: Reply, non_retryable: tuple[str, ...]) -> bool:
     return reply.outcome == "failure" or reply.payload.get("error") in non_retryable
 
 
-def _retry_or_fail(ctx: _Ctx, name: str, token: Token, why: str, retry_key: str) -> None:
+def _retry_or_fail(ctx: Ctx, name: str, token: Token, why: str, retry_key: str) -> None:
     b = ctx.p.nodes[name].block
     assert isinstance(b, Step | LongRunning)  # only these retry
     failures = token.failures + 1
     if b.retry.gives_up(failures):
-        _fail(ctx, name, f"{why}; gave up after {failures} attempts")
+        fail(ctx, name, f"{why}; gave up after {failures} attempts")
         return
     phase = "backoff"
     ctx.emit("phase", step=name, phase=phase, failures=failures, checks=token.checks)
     ctx.set_timer(name, "retry", b.retry.delay_ms(failures, ctx.st.seed, retry_key))
 
 
-def _on_reply(ctx: _Ctx, r: Reply) -> None:
+def _on_reply(ctx: Ctx, r: Reply) -> None:
     st = ctx.st
     step = st.pending[r.command_id]
     ctx.emit("reply_accepted", command_id=r.command_id, outcome=r.outcome, payload=r.payload)
@@ -70,7 +78,7 @@ def _on_reply(ctx: _Ctx, r: Reply) -> None:
         ctx.clear_timers(step, "undo-timeout")
         if r.outcome == "success":
             ctx.emit("undo_done", step=step)
-            _pump(ctx)
+            pump(ctx)
         else:
             failures = st.undo.failures + 1
             ctx.emit("undo_phase", failures=failures)
@@ -79,46 +87,46 @@ def _on_reply(ctx: _Ctx, r: Reply) -> None:
     token = ctx.st.tokens[step]
     b = ctx.p.nodes[step].block
     if isinstance(b, Step):
-        if b.kind == "retriable":
-            ctx.clear_timers(step, "deadline")
+        if b.kind == "retriable":  # the reply may come during the back-off before a resend
+            ctx.clear_timers(step, "deadline", "retry")
         if r.outcome == "success":
             ctx.merge(step, b.merge, r.payload)
-            _finish(ctx, step, action=True, pivot=b.kind == "pivot")
+            finish(ctx, step, action=True, pivot=b.kind == "pivot")
         elif _non_retryable(r, b.retry.non_retryable):
-            _fail(ctx, step, f"{b.command} failed: {_error(r)}")
+            fail(ctx, step, f"{b.command} failed: {_error(r)}")
         else:
             _retry_or_fail(ctx, step, token, f"{b.command} failed: {_error(r)}", r.command_id)
     elif isinstance(b, Child):
         if r.outcome == "success":
             ctx.merge(step, b.merge, r.payload)
-            _finish(ctx, step, action=True, pivot=b.kind == "pivot")
+            finish(ctx, step, action=True, pivot=b.kind == "pivot")
         else:
-            _fail(ctx, step, f"child saga {b.saga} ended {r.payload.get('status', 'failed')}")
+            fail(ctx, step, f"child saga {b.saga} ended {r.payload.get('status', 'failed')}")
     elif isinstance(b, LongRunning):
         _on_lr_reply(ctx, step, b, token, r)
 
 
-def _on_lr_reply(ctx: _Ctx, name: str, b: LongRunning[Any], token: Token, r: Reply) -> None:
-    every = _ms(b.every.total_seconds())
+def _on_lr_reply(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, r: Reply) -> None:
+    every = ms(b.every.total_seconds())
     if token.phase == "starting":
         if r.outcome == "success":
             ctx.merge(name, b.merge, r.payload)
             ctx.emit("phase", step=name, phase="polling", failures=0, checks=0)
             ctx.set_timer(name, "poll", every)
         elif _non_retryable(r, b.retry.non_retryable):
-            _fail(ctx, name, f"{b.start.command} failed: {_error(r)}")
+            fail(ctx, name, f"{b.start.command} failed: {_error(r)}")
         else:
             _retry_or_fail(ctx, name, token, f"{b.start.command} failed: {_error(r)}", r.command_id)
     elif token.phase == "polling":
         if r.outcome == "success" and b.done(r.payload):
             ctx.merge(name, b.merge, r.payload)
-            _finish(ctx, name, action=True, pivot=b.kind == "pivot")
+            finish(ctx, name, action=True, pivot=b.kind == "pivot")
         elif r.outcome == "success" and b.failed(r.payload):
-            _fail(ctx, name, f"operation {name!r} failed: {r.payload}")
+            fail(ctx, name, f"operation {name!r} failed: {r.payload}")
         else:
             ctx.set_timer(name, "poll", every)
-    elif token.phase == "cancelling":
-        ctx.clear_timers(name, "cancel-wait")
+    elif token.phase == "cancelling":  # the reply may come during the back-off before a resend
+        ctx.clear_timers(name, "cancel-wait", "cancel-retry")
         if r.outcome == "success":
             ctx.emit("phase", step=name, phase="verifying", failures=0, checks=0)
             ctx.set_timer(name, "poll", every)
@@ -145,82 +153,81 @@ def _on_lr_reply(ctx: _Ctx, name: str, b: LongRunning[Any], token: Token, r: Rep
         else:
             ctx.emit("phase", step=name, phase="verifying", failures=0, checks=token.checks + 1)
             ctx.set_timer(name, "poll", every)
-        _pump(ctx)
+        pump(ctx)
 
 
-def _cancel_failed(ctx: _Ctx, name: str, b: LongRunning[Any], token: Token, retry_key: str) -> None:
-    """A cancel failed or got no reply: send it again after a back-off; after ``checks`` tries,
-    verify by status what happened (which fails the saga if the operation is still running)."""
+def _cancel_failed(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, retry_key: str) -> None:
+    """A cancel failed or got no reply: send it again after a back-off (the same command if it
+    got no reply); after ``checks`` tries, verify by status what happened (which fails the saga
+    if the operation is still running)."""
     failures = token.failures + 1
     if failures >= b.checks:
+        if token.cmd is not None:  # verification decides now; a late cancel reply is ignored
+            ctx.emit("attempt_expired", command_id=token.cmd)
         ctx.emit("phase", step=name, phase="verifying", failures=failures, checks=0)
-        ctx.set_timer(name, "poll", _ms(b.every.total_seconds()))
+        ctx.set_timer(name, "poll", ms(b.every.total_seconds()))
         return
     ctx.emit("phase", step=name, phase="cancelling", failures=failures, checks=0)
     ctx.set_timer(name, "cancel-retry", b.retry.delay_ms(failures, ctx.st.seed, retry_key))
 
 
-def _on_timer(ctx: _Ctx, timer_id: str) -> None:
+def _on_timer(ctx: Ctx, timer_id: str) -> None:
     ctx.emit("timer_fired", timer_id=timer_id)
     owner, kind, _ = timer_id.rsplit(":", 2)
     st = ctx.st
     if owner == "@saga":
-        _compensate(ctx, "the saga deadline passed", "compensated")
+        compensate(ctx, "the saga deadline passed", "compensated")
         return
     if kind in ("undo-retry", "undo-timeout"):
         assert st.undo is not None  # undo timers are cleared with the undo
-        if kind == "undo-timeout":
+        if kind == "undo-timeout":  # silence: the same compensation again, still pending
             assert st.undo.cmd is not None
-            ctx.emit("attempt_expired", command_id=st.undo.cmd)
             ctx.emit("undo_phase", failures=st.undo.failures + 1)
-        _send_undo(ctx, owner)
+        send_undo(ctx, owner, again=st.undo.cmd)
         return
     token = st.tokens[owner]
     b = ctx.p.nodes[owner].block
     if isinstance(b, Sleep):
-        _finish(ctx, owner)
+        finish(ctx, owner)
     elif isinstance(b, WaitSignal):
-        _fail(ctx, owner, f"signal {b.signal!r} did not arrive within {b.timeout}")
+        fail(ctx, owner, f"signal {b.signal!r} did not arrive within {b.timeout}")
     elif isinstance(b, Child):
-        _fail(ctx, owner, f"child saga {b.saga} did not finish within {b.deadline}")
+        fail(ctx, owner, f"child saga {b.saga} did not finish within {b.deadline}")
     elif isinstance(b, Step):
-        if kind == "retry":
+        if kind == "retry":  # still pending after a timeout: the same command again
             ctx.emit("phase", step=owner, phase="waiting", failures=token.failures, checks=0)
-            _attempt(ctx, owner, b)
-        elif b.kind == "retriable":  # an attempt timed out: retry it
+            attempt(ctx, owner, b, again=token.cmd)
+        elif b.kind == "retriable":  # an attempt timed out: send it again after a back-off
             assert token.cmd is not None
-            cmd = token.cmd
-            ctx.emit("attempt_expired", command_id=cmd)
-            _retry_or_fail(ctx, owner, token, f"{b.command} timed out after {b.deadline}", cmd)
+            why = f"{b.command} timed out after {b.deadline}"
+            _retry_or_fail(ctx, owner, token, why, token.cmd)
         else:
-            _fail(ctx, owner, f"{b.command} got no reply within {b.deadline}")
+            fail(ctx, owner, f"{b.command} got no reply within {b.deadline}")
     elif isinstance(b, LongRunning):
-        if kind == "cancel-wait":
+        if kind == "cancel-wait":  # no reply: the same cancel again after a back-off
             assert token.cmd is not None  # the wait is cleared with the cancel's reply
-            cmd = token.cmd
-            ctx.emit("attempt_expired", command_id=cmd)
-            _cancel_failed(ctx, owner, b, token, cmd)
+            _cancel_failed(ctx, owner, b, token, token.cmd)
         elif kind == "cancel-retry":
-            _send_cancel(ctx, owner, b)
+            send_cancel(ctx, owner, b, again=token.cmd)
         elif kind == "retry":
             ctx.emit("phase", step=owner, phase="starting", failures=token.failures, checks=0)
             ctx.send(owner, "start", b.start, b.topic)
         elif kind == "poll":
             ctx.send(owner, "status", b.status, b.topic)
         elif token.phase == "backoff":
-            _fail(ctx, owner, f"operation {owner!r} did not start within {b.deadline}")
+            fail(ctx, owner, f"operation {owner!r} did not start within {b.deadline}")
         else:
-            _start_cancel(ctx, owner)
-            _fail(ctx, owner, f"operation {owner!r} passed its deadline {b.deadline}")
+            start_cancel(ctx, owner)
+            fail(ctx, owner, f"operation {owner!r} passed its deadline {b.deadline}")
 
 
-def _on_signal(ctx: _Ctx, sig: Signal) -> bool:
+def _on_signal(ctx: Ctx, sig: Signal) -> bool:
     for name, token in ctx.st.tokens.items():
         b = ctx.p.nodes[name].block
         if isinstance(b, WaitSignal) and b.signal == sig.name and token.phase == "waiting":
             ctx.emit("signal_received", name=sig.name, payload=sig.payload, step=name)
             ctx.merge(name, b.merge, sig.payload)
-            _finish(ctx, name)
+            finish(ctx, name)
             return True
     ctx.emit("signal_buffered", name=sig.name, payload=sig.payload)
     return True
@@ -233,7 +240,7 @@ def _error(r: Reply) -> str:
     return str(r.payload.get("error") or r.payload.get("reason") or r.outcome)
 
 
-def _ignore(ctx: _Ctx, inp: Input, reason: str) -> None:
+def _ignore(ctx: Ctx, inp: Input, reason: str) -> None:
     body: dict[str, Any] = {"input": type(inp).__name__.lower(), "reason": reason}
     if isinstance(inp, Reply):
         body["command_id"] = inp.command_id
@@ -245,7 +252,7 @@ def _ignore(ctx: _Ctx, inp: Input, reason: str) -> None:
     ctx.emit("ignored", **body)
 
 
-def _decide(ctx: _Ctx, inp: Input) -> None:
+def _decide(ctx: Ctx, inp: Input) -> None:
     st = ctx.s
     if st is None:
         if not isinstance(inp, Start):
@@ -261,10 +268,11 @@ def _decide(ctx: _Ctx, inp: Input) -> None:
             data=data,
             seed=seed,
             parent=parent,
+            secret=ctx.new_secret(),
         )
         if ctx.p.deadline_ms is not None:
             ctx.set_timer("@saga", "deadline", ctx.p.deadline_ms)
-        _go(ctx, ctx.p.entry, ())
+        go(ctx, ctx.p.entry, ())
         return
     if isinstance(inp, Start):
         _ignore(ctx, inp, "the saga already exists (start is idempotent)")
@@ -272,7 +280,9 @@ def _decide(ctx: _Ctx, inp: Input) -> None:
         _ignore(ctx, inp, f"the saga already ended {st.status}")
     elif isinstance(inp, Reply):
         if inp.command_id not in st.pending:
-            _ignore(ctx, inp, "no command awaits this reply (duplicate, late, or an older attempt)")
+            _ignore(
+                ctx, inp, "no command awaits this reply (duplicate, late, older attempt, or forged)"
+            )
         else:
             _on_reply(ctx, inp)
     elif isinstance(inp, TimerFired):
@@ -295,7 +305,7 @@ def _decide(ctx: _Ctx, inp: Input) -> None:
             pivot = next(s for s in st.completed if _is_pivot(ctx.p, s))
             _ignore(ctx, inp, f"refused: the saga passed its pivot {pivot!r} and cannot be undone")
         else:
-            _compensate(ctx, f"cancelled: {inp.reason}", "cancelled")
+            compensate(ctx, f"cancelled: {inp.reason}", "cancelled")
 
 
 def _is_pivot(program: Program, step: str) -> bool:
@@ -303,7 +313,14 @@ def _is_pivot(program: Program, step: str) -> bool:
     return isinstance(b, Step | LongRunning | Child) and b.kind == "pivot"
 
 
-def transition(program: Program, state: SagaState | None, inp: Input, now_ms: int) -> Decision:
+def transition(
+    program: Program,
+    state: SagaState | None,
+    inp: Input,
+    now_ms: int,
+    *,
+    entropy: bytes | None = None,
+) -> Decision:
     """Decide what ``inp`` does to the saga in ``state`` at ``now_ms``. Pure and deterministic.
 
     Args:
@@ -311,17 +328,27 @@ def transition(program: Program, state: SagaState | None, inp: Input, now_ms: in
         state: the saga's state, ``None`` if it does not exist.
         inp: the input.
         now_ms: the current time, epoch milliseconds (the only clock the engine sees).
+        entropy: at least 16 random bytes, the source of the saga's secret (the key of the
+            tags that make its command ids unguessable, hence replies unforgeable). Used only
+            when the saga gets its secret: at its start, or when a saga started by a release
+            without secrets sends its next command; recorded in the journal, so replay needs
+            none. Runtime callers must pass ``os.urandom(16)`` on every call. ``None`` derives
+            the secret from the saga id, which anyone can do: for tests and tools only.
 
     Returns:
         The new state, the journal events, and the commands, child starts and parent replies
         to send. Inputs that change nothing yield one ``ignored`` event and the same state.
+
+    Raises:
+        ConfigurationError: ``entropy`` is shorter than 16 bytes.
     """
-    ctx = _Ctx(program, state, inp.saga_id if state is None else state.saga_id, now_ms)
+    saga_id = inp.saga_id if state is None else state.saga_id
+    ctx = Ctx(program, state, saga_id, now_ms, entropy)
     _decide(ctx, inp)
     return _outputs(ctx)
 
 
-def _outputs(ctx: _Ctx) -> Decision:
+def _outputs(ctx: Ctx) -> Decision:
     commands: list[CommandOut] = []
     children: list[ChildStart] = []
     replies: list[ParentReply] = []
@@ -341,6 +368,7 @@ def _outputs(ctx: _Ctx) -> Decision:
                     b["payload"],
                     b["attempt"],
                     b["deadline_ms"],
+                    b.get("send", 1),
                 )
             )
         elif e.type == "child_started":

@@ -7,12 +7,14 @@ transition returned. ``evolve`` never consults the program: each event carries w
 Event types (``JournalEvent.type``) and their ``body``:
 
 =================  =====================================================================
-started            saga_type, version, data, seed, parent — the saga exists
+started            saga_type, version, data, seed, parent, secret — the saga exists
+secret_set         secret — a saga started by a release without secrets gets one
 ignored            input, reason, ... — an input changed nothing (no state change at all)
 note               message — informational
 entered            step, phase — a block became active
 phase              step, phase, failures, checks — an active block moved on
-command_sent       command_id, step, command_type, topic, payload, attempt, deadline_ms, key, undo
+command_sent       command_id, step, command_type, topic, payload, attempt, deadline_ms, key, undo,
+                   send — ``send`` > 1: the same command again (its participant was silent)
 child_started      command_id, step, child_type, child_id, data, attempt, key
 reply_accepted     command_id, outcome, payload — a reply the saga was waiting for
 attempt_expired    command_id — the saga stopped waiting for this command's reply
@@ -73,23 +75,25 @@ def _without(mapping: Any, key: str) -> dict[str, Any]:
 
 
 def _clear_cmd(state: SagaState, cid: str) -> SagaState:
-    tokens = {k: (replace(t, cmd=None) if t.cmd == cid else t) for k, t in state.tokens.items()}
+    tokens = {
+        k: (replace(t, cmd=None, sends=0) if t.cmd == cid else t) for k, t in state.tokens.items()
+    }
     undo = state.undo
     if undo is not None and undo.cmd == cid:
-        undo = replace(undo, cmd=None)
+        undo = replace(undo, cmd=None, sends=0)
     return replace(state, pending=_without(state.pending, cid), tokens=tokens, undo=undo)
 
 
 def _set_cmd(state: SagaState, b: dict[str, Any]) -> SagaState:
-    cid, step = b["command_id"], b["step"]
+    cid, step, sends = b["command_id"], b["step"], b.get("send", 1)
     pending = {**state.pending, cid: step}
     counters = {**state.counters, b["key"]: b["attempt"]}
     state = replace(state, pending=pending, counters=counters)
     if b.get("undo"):
         assert state.undo is not None  # invariant of the engine, not user input
-        return replace(state, undo=replace(state.undo, cmd=cid))
+        return replace(state, undo=replace(state.undo, cmd=cid, sends=sends))
     if step in state.tokens:
-        tokens = {**state.tokens, step: replace(state.tokens[step], cmd=cid)}
+        tokens = {**state.tokens, step: replace(state.tokens[step], cmd=cid, sends=sends)}
         state = replace(state, tokens=tokens)
     return state
 
@@ -112,11 +116,14 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
             started_ms=event.at_ms,
             updated_ms=event.at_ms,
             parent=parent,
+            secret=b.get("secret", ""),
         )
     if state is None:
         return None
     s = replace(state, updated_ms=event.at_ms)
     match t:
+        case "secret_set":
+            return replace(s, secret=b["secret"])
         case "note" | "branch_taken" | "signal_received":
             return s
         case "entered":

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
 
+from sagas.engine.ids import public_command_id
+
 __all__ = [
     "TERMINAL",
     "Cancel",
@@ -110,7 +112,12 @@ Input: TypeAlias = Start | Reply | TimerFired | Signal | Cancel
 
 @dataclass(frozen=True)
 class CommandOut:
-    """A command for a participant; ``deadline_ms`` is when the saga stops waiting (epoch ms)."""
+    """A command for a participant; ``deadline_ms`` is when the saga stops waiting (epoch ms).
+
+    ``attempt`` is the request number, the ``n`` in the command id: an answered failure starts a
+    new request with a new id. ``send`` counts the sends of this one id: a command sent again
+    because its participant was silent keeps its id and attempt, with ``send`` 2, 3...
+    """
 
     command_id: str
     saga_id: str
@@ -121,6 +128,7 @@ class CommandOut:
     payload: JsonDict
     attempt: int
     deadline_ms: int | None
+    send: int = 1
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class Token:
         failures: failed attempts in this visit (drives the back-off).
         cmd: the command id awaiting a reply, if any.
         checks: status polls made to confirm a cancellation.
+        sends: how many times ``cmd`` was sent (a silent participant gets it again).
     """
 
     step: str
@@ -164,6 +173,7 @@ class Token:
     failures: int = 0
     cmd: str | None = None
     checks: int = 0
+    sends: int = 0
 
     def to_dict(self) -> JsonDict:
         """As JSON-compatible primitives."""
@@ -173,12 +183,14 @@ class Token:
             "failures": self.failures,
             "cmd": self.cmd,
             "checks": self.checks,
+            "sends": self.sends,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Token:
-        """Inverse of :meth:`to_dict`."""
-        return cls(d["step"], d["phase"], int(d["failures"]), d["cmd"], int(d["checks"]))
+        """Inverse of :meth:`to_dict` (a token from an earlier release counts one send)."""
+        sends = int(d.get("sends", 1 if d["cmd"] else 0))
+        return cls(d["step"], d["phase"], int(d["failures"]), d["cmd"], int(d["checks"]), sends)
 
 
 @dataclass(frozen=True)
@@ -207,6 +219,8 @@ class SagaState:
         outcome: the terminal status compensation will end in.
         reason: why the saga compensated or failed.
         signals: signals received before a step waited for them, in order.
+        secret: the key of the tags in its command ids (hex; empty for a saga started by a
+            release without tags, until it sends its next command).
     """
 
     saga_id: str
@@ -230,6 +244,7 @@ class SagaState:
     outcome: Status | None = None
     reason: str | None = None
     signals: tuple[tuple[str, JsonDict], ...] = ()
+    secret: str = field(default="", repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -260,7 +275,21 @@ class SagaState:
             "outcome": self.outcome,
             "reason": self.reason,
             "signals": [[name, payload] for name, payload in self.signals],
+            "secret": self.secret,
         }
+
+    def public_dict(self) -> JsonDict:
+        """:meth:`to_dict` for status views: without the secret, command ids without their tags
+        (shown, they could answer the commands). :meth:`from_dict` reads it back."""
+        d = self.to_dict()
+        del d["secret"]
+        d["pending"] = {public_command_id(c): s for c, s in self.pending.items()}
+        for tok in (*d["tokens"].values(), d["undo"]):
+            if tok and tok["cmd"]:
+                tok["cmd"] = public_command_id(tok["cmd"])
+        if d["parent"]:
+            d["parent"]["command_id"] = public_command_id(d["parent"]["command_id"])
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SagaState:
@@ -287,6 +316,7 @@ class SagaState:
             outcome=cast("Status | None", d["outcome"]),
             reason=d["reason"],
             signals=tuple((str(n), dict(p)) for n, p in d["signals"]),
+            secret=str(d.get("secret") or ""),
         )
 
 

@@ -26,6 +26,7 @@ from sagas import (
 from sagas.dsl import Node
 from sagas.engine import (
     Cancel,
+    CommandOut,
     JournalEvent,
     Reply,
     SagaState,
@@ -33,8 +34,10 @@ from sagas.engine import (
     Start,
     TimerFired,
     fold,
+    public_command_id,
     transition,
 )
+from sagas.engine.ids import command_id, new_secret
 from sagas.testing import SagaTestEnv, fail, retryable_fail, silent, succeed
 
 H = timedelta(hours=1)
@@ -58,6 +61,16 @@ def env_for(*defs: Saga[dict[str, Any]], ok: tuple[str, ...] = ()) -> SagaTestEn
         env.on(f"Do-{name}", succeed({name: True}))
         env.on(f"Undo-{name}", succeed())
     return env
+
+
+def ids(commands: list[CommandOut]) -> list[str]:
+    """The commands' ids without their secret tags."""
+    return [public_command_id(c.command_id) for c in commands]
+
+
+def real_id(env: SagaTestEnv, public: str) -> str:
+    """The full id of the command whose id without its tag is ``public``."""
+    return next(c.command_id for c in env.commands if public_command_id(c.command_id) == public)
 
 
 def assert_vm_folds(env: SagaTestEnv, saga_id: str) -> None:
@@ -92,7 +105,7 @@ def test_order_completes_and_merges_replies() -> None:
     assert state.data["credit_id"] == "c-1"
     assert state.version == 1
     assert state.saga_type == "order"
-    assert [c.command_id for c in env.commands] == [
+    assert ids(env.commands) == [
         "o-1:reserve-credit:1",
         "o-1:reserve-stock:1",
         "o-1:schedule-shipment:1",
@@ -110,7 +123,7 @@ def test_pivot_failure_compensates_in_reverse_order() -> None:
     env.on("ScheduleShipment", fail("NoCarrier"))
     env.start("order", "o-1", ORDER)
     assert env.command_types("o-1")[3:] == ["ReleaseStock", "ReleaseCredit"]
-    assert env.commands[3].command_id == "o-1:reserve-stock:undo:1"
+    assert ids(env.commands)[3] == "o-1:reserve-stock:undo:1"
     state = env.state("o-1")
     assert state.status == "compensated"
     assert state.reason == "ScheduleShipment failed: NoCarrier"
@@ -131,7 +144,7 @@ def test_a_day_long_deadline_expires_in_milliseconds() -> None:
         "ReleaseStock",
         "ReleaseCredit",
     ]
-    assert env.commands[-1].command_id == "o-1:reserve-credit:undo:1"
+    assert ids(env.commands)[-1] == "o-1:reserve-credit:undo:1"
     assert env.now_ms == 86_400_000
 
 
@@ -148,7 +161,7 @@ def test_cancel_before_and_after_the_pivot() -> None:
     env.cancel("o-2")  # already completed
     assert env.journal("o-2")[-1].body["reason"] == "the saga already ended completed"
 
-    env = SagaTestEnv(saga(s("p", kind="pivot"), s("r", kind="retriable", deadline=H)))
+    env = SagaTestEnv(saga(s("p", kind="pivot"), s("r", kind="retryable", deadline=H)))
     env.on("Do-p", succeed())
     env.start("demo", "d-1", {})
     env.cancel("d-1", "too late")
@@ -170,8 +183,8 @@ def test_retries_back_off_exponentially_with_deterministic_jitter() -> None:
     assert len(dues) == 1
     assert 900 <= dues[0] <= 1100
     env.advance(timedelta(minutes=1))
-    sent = [c.command_id for c in env.commands]
-    assert sent == ["d-1:a:1", "d-1:a:2", "d-1:a:3", "d-1:a:4"]
+    # Each answered failure starts a new request, with a new id.
+    assert ids(env.commands) == ["d-1:a:1", "d-1:a:2", "d-1:a:3", "d-1:a:4"]
     assert env.state("d-1").status == "completed"
     delays = [retry.delay_ms(n, 42, "k") for n in (1, 2, 3, 4)]
     assert delays == [retry.delay_ms(n, 42, "k") for n in (1, 2, 3, 4)]  # deterministic
@@ -196,7 +209,7 @@ def test_max_attempts_and_non_retryable_errors() -> None:
 
 def test_retriable_step_after_pivot_retries_until_success() -> None:
     env = env_for(
-        saga(s("p", kind="pivot"), s("r", kind="retriable", deadline=timedelta(seconds=5)))
+        saga(s("p", kind="pivot"), s("r", kind="retryable", deadline=timedelta(seconds=5)))
     )
     env.on("Do-p", succeed())
     env.on("Do-r", [silent(), retryable_fail(), fail(), silent(), succeed()])
@@ -206,14 +219,17 @@ def test_retriable_step_after_pivot_retries_until_success() -> None:
     assert env.state("d-1").status == "failed"  # a non-retryable failure after the pivot
     assert types == ["Do-p", "Do-r", "Do-r", "Do-r"]
     env = env_for(
-        saga(s("p", kind="pivot"), s("r", kind="retriable", deadline=timedelta(seconds=5)))
+        saga(s("p", kind="pivot"), s("r", kind="retryable", deadline=timedelta(seconds=5)))
     )
     env.on("Do-p", succeed())
     env.on("Do-r", [silent(), retryable_fail(), silent(), succeed()])
     env.start("demo", "d-2", {})
     env.advance(H)
     assert env.state("d-2").status == "completed"
-    assert [c.command_id for c in env.commands_for("d-2")][-1] == "d-2:r:4"
+    # A timed-out attempt goes again as the same request; an answered failure starts a new one.
+    assert ids(env.commands_for("d-2")) == ["d-2:p:1", "d-2:r:1", "d-2:r:1", "d-2:r:2", "d-2:r:2"]
+    assert [c.send for c in env.commands_for("d-2")] == [1, 1, 2, 1, 2]
+    assert [c.attempt for c in env.commands_for("d-2")] == [1, 1, 1, 2, 2]
 
 
 def test_compensation_failures_are_retried_until_success() -> None:
@@ -223,8 +239,9 @@ def test_compensation_failures_are_retried_until_success() -> None:
     env.on("Undo-a", [fail(), retryable_fail(), silent(), succeed()])
     env.start("demo", "d-1", {})
     env.advance(H)
-    ids = [c.command_id for c in env.commands_for("d-1") if c.command_type == "Undo-a"]
-    assert ids == ["d-1:a:undo:1", "d-1:a:undo:2", "d-1:a:undo:3", "d-1:a:undo:4"]
+    undos = [c for c in env.commands_for("d-1") if c.command_type == "Undo-a"]
+    # Failures start new requests; the silent one goes again under its own id.
+    assert ids(undos) == ["d-1:a:undo:1", "d-1:a:undo:2", "d-1:a:undo:3", "d-1:a:undo:3"]
     assert env.state("d-1").status == "compensated"
 
 
@@ -334,7 +351,7 @@ def test_long_running_done_while_cancelling_is_compensated() -> None:
     env.advance(H)
     types = env.command_types("v-1")
     assert types == ["CreateVm", "DeleteVm", "GetVm", "DeleteVm"]
-    assert env.commands_for("v-1")[-1].command_id == "v-1:create-vm:undo:1"
+    assert ids(env.commands_for("v-1"))[-1] == "v-1:create-vm:undo:1"
     assert env.state("v-1").status == "compensated"
 
 
@@ -404,7 +421,7 @@ def test_parallel_first_to_succeed() -> None:
     state = env.state("d-1")
     assert state.status == "completed"
     assert state.completed == ("b", "c")
-    env.reply("d-1:a:1")  # the loser's late reply is ignored
+    env.reply(real_id(env, "d-1:a:1"))  # the loser's late reply is ignored
     assert env.journal("d-1")[-1].type == "ignored"
 
     env = env_for(d)
@@ -425,7 +442,7 @@ def test_branch_on_data_and_a_loop() -> None:
     env.start("demo", "d-1", {"total": 500})
     env.advance(H)
     assert env.command_types("d-1") == ["Do-review", "Do-poll", "Do-poll", "Do-poll"]
-    assert [c.command_id for c in env.commands_for("d-1")][1:] == [
+    assert ids(env.commands_for("d-1"))[1:] == [
         "d-1:poll:1",
         "d-1:poll:2",
         "d-1:poll:3",
@@ -495,13 +512,18 @@ def test_unknown_saga_reply_is_recorded_and_ignored() -> None:
     assert decision.events[0].body["reason"] == "no saga with this id"
 
 
+def tagged(readable: str) -> str:
+    """The id the engine gives command ``readable`` of a saga started without entropy."""
+    return command_id(readable, new_secret(None, readable.split(":", maxsplit=1)[0]))
+
+
 def test_duplicate_late_and_old_replies_are_ignored() -> None:
-    ok = Reply("d", "d:a:1", "success", {})
+    ok = Reply("d", tagged("d:a:1"), "success", {})
     state, events = run((Start("d", {}), 0), (ok, 1), (ok, 2))
     assert events[-1].type == "ignored"
     assert state is not None
-    assert state.pending == {"d:b:1": "b"}
-    decision = transition(PROGRAM, state, Reply("d", "d:a:0", "success", {}), 3)
+    assert state.pending == {tagged("d:b:1"): "b"}
+    decision = transition(PROGRAM, state, Reply("d", tagged("d:a:0"), "success", {}), 3)
     assert decision.state == state
     assert decision.commands == []
 
@@ -533,7 +555,7 @@ def test_signals_and_cancels_after_the_end_are_ignored() -> None:
     state, _ = run(
         (Start("d", {}), 0),
         (Cancel("d", "stop"), 1),
-        (Reply("d", "d:a:undo:1", "success", {}), 2),
+        (Reply("d", tagged("d:a:undo:1"), "success", {}), 2),
         (Signal("d", "x", {}), 3),
         (Cancel("d", "again"), 4),
     )

@@ -1,6 +1,8 @@
 """Property-based tests: random interleavings of replies, duplicates, timers, signals and cancels.
 
-After every transition: ``fold(journal) == state``, no command id repeats, no timer fires early.
+After every transition: ``fold(journal) == state``, a command id is sent again only as the same
+request (still pending, same step, type and attempt, the next send number), no timer fires early,
+and a reply with a forged command id (no tag, or a wrong one) changes nothing.
 After driving each saga to quiescence: exactly one terminal state, and the compensations issued
 are exactly those of the completed compensatable steps, in reverse completion order, each once.
 """
@@ -27,6 +29,7 @@ from sagas.engine import (
     Start,
     TimerFired,
     fold,
+    public_command_id,
     transition,
 )
 
@@ -51,7 +54,7 @@ PROGRAMS: list[Program] = [
                 parallel("both", [s("b")], [s("c"), sleep("nap", 3 * SEC)]),
                 wait_signal("go", timeout=30 * SEC),
                 s("d", kind="pivot"),
-                s("e", kind="retriable", deadline=5 * SEC, retry=Retry(max_attempts=None)),
+                s("e", kind="retryable", deadline=5 * SEC, retry=Retry(max_attempts=None)),
             ],
         )
     ),
@@ -87,6 +90,7 @@ OUTCOME = st.sampled_from(["success", "success", "failure", "retryable-failure"]
 ACTION = st.one_of(
     st.tuples(st.just("reply"), st.integers(0, 50), OUTCOME, STATUS),
     st.tuples(st.just("dup"), st.integers(0, 50), OUTCOME, STATUS),
+    st.tuples(st.just("forge"), st.integers(0, 50), OUTCOME, st.booleans()),
     st.tuples(st.just("timer"), st.integers(0, 50), st.booleans(), st.none()),
     st.tuples(st.just("signal"), st.sampled_from(["go", "other"]), st.none(), st.none()),
     st.tuples(st.just("cancel"), st.none(), st.none(), st.none()),
@@ -101,7 +105,7 @@ class Run:
         self.now = 1_000
         self.events: list[JournalEvent] = []
         self.commands: list[CommandOut] = []
-        self.ids: set[str] = set()
+        self.sent: dict[str, CommandOut] = {}
 
     def feed(self, inp: Input) -> None:
         before = self.state
@@ -117,8 +121,16 @@ class Run:
         self.state = decision.state
         assert fold(self.p, self.events) == self.state
         for cmd in decision.commands:
-            assert cmd.command_id not in self.ids, f"command id {cmd.command_id} issued twice"
-            self.ids.add(cmd.command_id)
+            first = self.sent.get(cmd.command_id)
+            if first is None:
+                assert cmd.send == 1, cmd
+            else:  # sent again: only the same request, still awaiting its reply
+                assert before is not None
+                assert cmd.command_id in before.pending, f"{cmd.command_id} re-sent, not pending"
+                same = (cmd.step, cmd.command_type, cmd.topic, cmd.attempt)
+                assert same == (first.step, first.command_type, first.topic, first.attempt)
+                assert cmd.send == first.send + 1, (cmd, first)
+            self.sent[cmd.command_id] = cmd
             self.commands.append(cmd)
 
     def pending(self) -> list[str]:
@@ -133,6 +145,14 @@ class Run:
         elif kind == "dup" and self.commands:
             cid = self.commands[arg % len(self.commands)].command_id
             self.feed(Reply(sid, cid, opt, dict(payload)))
+        elif kind == "forge" and self.pending():
+            real = self.pending()[arg % len(self.pending())]
+            untagged = public_command_id(real)
+            forged = f"{untagged}:{'0' * 16}" if payload else untagged
+            before = self.state
+            self.feed(Reply(sid, forged, opt, {"forged": True}))
+            assert self.state == before
+            assert self.events[-1].type == "ignored"
         elif kind == "timer" and self.state and self.state.timers:
             timers = sorted(self.state.timers.items())
             timer_id, due = timers[arg % len(timers)]
