@@ -237,7 +237,9 @@ class LongRunning(Generic[D]):
             _bad_kind(self.kind),
             _bad_duration(self.every, "every", optional=False),
             _bad_duration(self.deadline, "deadline"),
-            None if self.checks >= 1 else f"checks={self.checks}: use 1 or more status polls",
+            None
+            if isinstance(self.checks, int) and self.checks >= 1
+            else f"checks={self.checks!r}: use 1 or more status polls",
             self.retry._problem,
             *(c._problem for c in calls if c is not None),
         )

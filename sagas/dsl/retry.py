@@ -40,20 +40,25 @@ class Retry:
 
     def __post_init__(self) -> None:
         problem = None
-        if self.max_attempts is not None and self.max_attempts < 1:
+        attempts, initial, cap = self.max_attempts, self.initial, self.cap
+        if attempts is not None and not (isinstance(attempts, int) and attempts >= 1):
             problem = (
-                f"Retry(max_attempts={self.max_attempts}): use 1 or more attempts, "
+                f"Retry(max_attempts={attempts!r}): use 1 or more attempts, "
                 "or None to retry forever"
             )
-        elif self.initial < timedelta(0) or self.cap < self.initial:
+        elif not (
+            isinstance(initial, timedelta)
+            and isinstance(cap, timedelta)
+            and timedelta(0) <= initial <= cap
+        ):
             problem = (
-                f"Retry(initial={self.initial}, cap={self.cap}): "
-                "need 0 <= initial <= cap, e.g. Retry(initial=timedelta(seconds=1))"
+                f"Retry(initial={initial!r}, cap={cap!r}): need timedeltas with "
+                "0 <= initial <= cap, e.g. Retry(initial=timedelta(seconds=1))"
             )
-        elif self.multiplier < 1.0:
-            problem = f"Retry(multiplier={self.multiplier}): use 1.0 or more"
-        elif not 0.0 <= self.jitter < 1.0:
-            problem = f"Retry(jitter={self.jitter}): use a fraction in [0, 1), e.g. 0.2"
+        elif not (isinstance(self.multiplier, int | float) and self.multiplier >= 1.0):
+            problem = f"Retry(multiplier={self.multiplier!r}): use 1.0 or more"
+        elif not (isinstance(self.jitter, int | float) and 0.0 <= self.jitter < 1.0):
+            problem = f"Retry(jitter={self.jitter!r}): use a fraction in [0, 1), e.g. 0.2"
         if problem:
             object.__setattr__(self, "_problem", DefinitionError(problem))
 

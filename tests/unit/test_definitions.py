@@ -78,9 +78,11 @@ BLOCK_PROBLEMS = [
     ("step deadline", lambda: saga(s(deadline=ZERO)), "a", ["deadline=datetime.timedelta(0)"]),
     ("step kind", lambda: saga(s(kind="pivit")), "a", ["kind='pivit' is not a step kind"]),
     ("retry attempts", lambda: saga(s(retry=Retry(max_attempts=0))), "a", ["max_attempts=0)"]),
-    ("retry cap", lambda: saga(s(retry=Retry(cap=ZERO))), "a", ["need 0 <= initial <= cap"]),
+    ("retry cap", lambda: saga(s(retry=Retry(cap=ZERO))), "a", ["0 <= initial <= cap"]),
     ("retry multiplier", lambda: saga(s(retry=Retry(multiplier=0.5))), "a", ["use 1.0 or more"]),
     ("retry jitter", lambda: saga(s(retry=Retry(jitter=1.5))), "a", ["Retry(jitter=1.5)"]),
+    ("retry type", lambda: saga(s(retry=Retry(initial=1))), "a", ["need timedeltas"]),  # type: ignore[arg-type]
+    ("not a duration", lambda: saga(sleep("z", 30)), "z", ["duration=30: use a positive"]),  # type: ignore[arg-type]
     ("undo command", lambda: saga(s(compensate=call(""))), "a", ["call('') needs a command"]),
     ("op name", lambda: saga(op("o p")), "o p", ["name 'o p' is not valid"]),
     ("op topic", lambda: saga(op(to="")), "op", ["long_running() needs to='<topic>'"]),
