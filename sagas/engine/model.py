@@ -210,7 +210,7 @@ class SagaState:
         parent: the parent saga, for a child saga.
         tokens: active blocks by name.
         pending: command id -> block name, for every command awaiting a reply.
-        counters: commands and timers issued so far per ``<step>:<purpose>`` (ids never repeat).
+        counters: requests and timers issued so far per ``<step>:<purpose>`` (ids never repeat).
         completed: actions that completed, in completion order.
         pivoted: the pivot completed.
         joins: per active parallel, the branch indexes that ended ``ok`` and ``failed``.
