@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sagas.dsl.program import Program
 from sagas.errors import ConfigurationError, DefinitionError, UnknownVersionError
+from sagas.protocol import TopicNames, workers_topic
 from sagas.serde.payloads import register_schema
 
 __all__ = ["App", "TopicNames", "workers_topic"]
@@ -27,47 +28,6 @@ def _register(program: Program) -> dict[str, str]:
         return {cmd: register_schema(spec) for cmd, spec in program.payload_schemas.items()}
     except DefinitionError as exc:
         raise DefinitionError(str(exc), saga=program.name) from exc
-
-
-def workers_topic(namespace: str) -> str:
-    """The compacted topic where workers advertise their query endpoint per owned partition."""
-    return f"{namespace}.workers"
-
-
-@dataclass(frozen=True)
-class TopicNames:
-    """The topics of one saga type: ``<namespace>.<saga>.{inbox,state,journal,dlq}``."""
-
-    namespace: str
-    saga_type: str
-
-    def _topic(self, suffix: str) -> str:
-        return f"{self.namespace}.{self.saga_type}.{suffix}"
-
-    @property
-    def inbox(self) -> str:
-        """Every input of the saga type: starts, replies, signals, cancels (key = saga id)."""
-        return self._topic("inbox")
-
-    @property
-    def state(self) -> str:
-        """The compacted changelog: one snapshot per saga, co-partitioned with the inbox."""
-        return self._topic("state")
-
-    @property
-    def journal(self) -> str:
-        """The append-only history of every saga's events."""
-        return self._topic("journal")
-
-    @property
-    def dlq(self) -> str:
-        """Inputs that could not be decoded or processed, with the reason in their headers."""
-        return self._topic("dlq")
-
-    @property
-    def group(self) -> str:
-        """The consumer group of the saga type's workers."""
-        return self._topic("workers")
 
 
 @dataclass(frozen=True)

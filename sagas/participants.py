@@ -17,6 +17,17 @@ Delivery, per command id:
   If the process dies (or the transaction aborts) between the handler's return and the commit,
   the command is handled again. Pass :attr:`CommandContext.idempotency_key` to the external API,
   which then sees one request however often the handler runs.
+
+What a participant checks before it runs a handler (see the README's trust model):
+
+* **reply-to** must name a saga inbox (``<namespace>.<saga>.inbox``, or what ``reply_to``
+  allows) that exists; any other command goes to ``<group>.dlq`` with the reason, so a forged
+  command can never make the participant write into a state, journal or other topic.
+* **A command past its deadline** (the ``deadline`` header, epoch ms) is not executed: the saga
+  stopped waiting for it and compensates the step instead. It gets a recorded ``failure`` reply
+  with ``error = "deadline-passed"``. Set ``late_commands="execute"`` to run such commands anyway.
+* **The saga itself** cannot be checked by a participant (it does not read the worker's state):
+  whoever may write a command topic may ask for its effects. Protect command topics with ACLs.
 """
 
 from __future__ import annotations
@@ -25,16 +36,19 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.model import Outcome
 from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
+from sagas.protocol import INBOX_TOPIC, participant_dlq, replies_topic
 from sagas.runtime.config import KafkaSettings
 from sagas.serde.payloads import from_record, register_schema
 from sagas.serde.records import decode_payload, encode_payload
@@ -127,6 +141,11 @@ class Participant:
         partitions: partition count of command topics that do not exist yet.
         max_batch: most commands handled per transaction.
         replies_retention: how long a recorded reply is kept to answer a re-sent command.
+        reply_to: the topics a command may name as ``reply-to`` (a regular expression matched
+            against the whole name). Default: any saga inbox, ``<namespace>.<saga>.inbox``.
+        late_commands: ``"reject"`` (default) answers a command whose deadline has passed with a
+            ``deadline-passed`` failure without running its handler; ``"execute"`` runs it.
+        clock_ms: the wall clock in epoch milliseconds (for deadlines).
     """
 
     def __init__(
@@ -138,9 +157,22 @@ class Participant:
         partitions: int = 6,
         max_batch: int = 100,
         replies_retention: timedelta = timedelta(days=7),
+        reply_to: str | re.Pattern[str] = INBOX_TOPIC,
+        late_commands: Literal["reject", "execute"] = "reject",
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         if not group:
             raise ConfigurationError("a participant needs a consumer group name")
+        if late_commands not in ("reject", "execute"):
+            raise ConfigurationError(
+                f"late_commands must be 'reject' or 'execute', not {late_commands!r}"
+            )
+        try:
+            self.reply_to = re.compile(reply_to) if isinstance(reply_to, str) else reply_to
+        except re.error as exc:
+            raise ConfigurationError(f"reply_to is not a regular expression: {exc}") from exc
+        self.late_commands = late_commands
+        self.clock_ms = clock_ms
         self.settings = settings
         self.group = group
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
@@ -162,11 +194,11 @@ class Participant:
     @property
     def dlq(self) -> str:
         """Where commands that cannot be read go, with the reason in their headers."""
-        return f"{self.group}.dlq"
+        return participant_dlq(self.group)
 
     def replies_topic(self, topic: str) -> str:
         """The compacted topic recording the replies to the commands of ``topic``."""
-        return f"{self.group}.{topic}.replies"
+        return replies_topic(self.group, topic)
 
     def handler(
         self,
@@ -224,7 +256,8 @@ class Participant:
         """Run the handler of one command record; never raises for a handler's failure.
 
         Raises:
-            DecodeError: the record is not a command (headers missing, payload unreadable).
+            DecodeError: the record is not a command (headers missing, payload unreadable), or
+                its ``reply-to`` is not a topic replies may go to.
         """
         h = header_dict(headers)
         try:
@@ -241,6 +274,12 @@ class Participant:
             raise DecodeError(f"not a command: no {exc.args[0]} header", record=value) from None
         except ValueError as exc:
             raise DecodeError(f"not a command: {exc}", record=value) from None
+        if not self.reply_to.fullmatch(ctx.reply_to):
+            raise DecodeError(
+                f"reply-to {ctx.reply_to[:300]!r} is not a saga inbox (allowed: "
+                f"{self.reply_to.pattern!r})",
+                record=value,
+            )
         payload = decode_payload(value)
 
         def reply(outcome: Outcome, body: dict[str, Any], schema: str | None = None) -> Executed:
@@ -250,6 +289,14 @@ class Participant:
             effects = ctx.outbox if outcome == "success" else []
             return Executed(ctx.saga_id, ctx.command_id, rec, effects)
 
+        if (
+            self.late_commands == "reject"
+            and ctx.deadline_ms is not None
+            and ctx.deadline_ms < self.clock_ms()
+        ):
+            log.warning("%s: command %s came after its deadline", topic, ctx.command_id)
+            message = f"the saga stopped waiting at {ctx.deadline_ms}; the handler did not run"
+            return reply("failure", {"error": "deadline-passed", "message": message})
         registered = self._handlers.get((topic, ctx.command_type))
         if registered is None:
             log.error("%s: no handler for command type %r", topic, ctx.command_type)

@@ -38,6 +38,7 @@ from sagas.engine.model import (
     Start,
 )
 from sagas.errors import DecodeError
+from sagas.protocol import dead_letter_headers
 from sagas.serde.records import decode_payload, encode_payload
 
 __all__ = [
@@ -172,20 +173,6 @@ def reply_record(
     """
     headers = _h(sagas_input="reply", saga_id=saga_id, command_id=command_id, outcome=outcome)
     return OutRecord(topic, saga_id.encode(), encode_payload(payload, schema), headers)
-
-
-def dead_letter_headers(
-    headers: Any, reason: str, topic: str, partition: int, offset: int
-) -> Headers:
-    """A record's headers plus where it came from and why it is dead-lettered."""
-    kept = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    return [
-        *kept,
-        ("dlq-reason", reason.encode()),
-        ("dlq-source-topic", topic.encode()),
-        ("dlq-source-partition", str(partition).encode()),
-        ("dlq-source-offset", str(offset).encode()),
-    ]
 
 
 def command_record(cmd: CommandOut, reply_to: str, schema: str | None = None) -> OutRecord:

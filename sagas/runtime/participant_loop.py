@@ -1,13 +1,17 @@
 """The Kafka loop of a participant: commands in, replies out, once per command id.
 
+It is the participant side of :class:`~sagas.runtime.loop.TransactionalLoop`:
+
 1. Take up to ``max_batch`` commands (``read_committed``, group ``<group>``).
 2. For each: if its command id has a recorded reply, send that reply again; otherwise run its
-   handler (see :meth:`sagas.participants.Participant.execute`). Unreadable records go to
-   ``<group>.dlq`` with the reason in their headers.
+   handler (see :meth:`sagas.participants.Participant.execute`). Records that are not commands,
+   and commands whose ``reply-to`` is not an existing saga inbox, go to ``<group>.dlq`` with the
+   reason in their headers.
 3. In ONE transaction: the replies, the records handlers sent, a record of each new reply in
    ``<group>.<topic>.replies`` (partition = the command's partition, key = command id) and the
    consumed offsets. Only after the commit do the new replies count as recorded; after an abort
-   the consumer seeks back and the batch is handled again.
+   the consumer seeks back and the batch is handled again (a record that made it abort is
+   dead-lettered instead: see the loop's poison isolation).
 
 Handlers run before the transaction begins, so a slow handler never holds one open. On assignment
 the recorded replies of each new partition are read from its replies partition, after the group's
@@ -18,18 +22,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.runtime.kafka_errors import read_to_end
+from sagas.runtime.loop import Batch, TransactionalLoop, position
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
-from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
-from sagas.wire import OutRecord, dead_letter_headers, header_dict
+from sagas.wire import OutRecord, header_dict
 
 if TYPE_CHECKING:
     from sagas.participants import Participant
@@ -79,12 +84,8 @@ class RecordedReply:
 
 
 @dataclass
-class _Batch:
-    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    out: list[OutRecord] = field(default_factory=list)
+class _Batch(Batch):
     recorded: dict[tuple[str, int], dict[str, RecordedReply]] = field(default_factory=dict)
-    dlq: list[tuple[Message, str]] = field(default_factory=list)
     handled: int = 0
     replayed: int = 0
 
@@ -95,10 +96,20 @@ class ParticipantLoop:
     def __init__(self, participant: Participant) -> None:
         self.participant = participant
         self.settings = participant.settings
-        self.group = participant.group
+        self.group = self.name = participant.group
+        self.dlq = participant.dlq
         self.replies: dict[tuple[str, int], dict[str, RecordedReply]] = {}
-        self._consumer: Consumer | None = None
-        self._restorer: Consumer | None = None
+        self.loop: TransactionalLoop[_Batch] = TransactionalLoop(
+            self,
+            self.settings,
+            group=self.group,
+            transactional_id=f"{self.group}.{participant.instance_id}",
+            topics=participant.topics,
+            max_batch=participant.max_batch,
+            consumer_options={"client.id": f"{self.group}-{participant.instance_id}"},
+        )
+        self._known_topics: set[str] = set()
+        self._topics_read_at = 0.0
 
     # ------------------------------------------------------------------------- topics
 
@@ -136,26 +147,38 @@ class ParticipantLoop:
                     f"{spec.partitions}), or delete it to forget the recorded replies"
                 )
 
+    def _topic_exists(self, topic: str) -> bool:
+        """Whether ``topic`` exists (from a cached topic list, read again at most every 5 s).
+
+        Asking for all topics never creates one, unlike asking for the one topic."""
+        if topic in self._known_topics:
+            return True
+        now = time.monotonic()
+        if now - self._topics_read_at >= 5.0:
+            self._topics_read_at = now
+            self._known_topics = set(self.loop.consumer.list_topics(timeout=10).topics)
+        return topic in self._known_topics
+
     # ------------------------------------------------------------------------- rebalance
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not partitions:
-            return
-        consumer.committed(partitions, timeout=120)  # waits until the offsets are stable
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Read the recorded replies of each new partition."""
         for tp in partitions:
             self.replies[(tp.topic, tp.partition)] = self._restore(tp.topic, tp.partition)
-        log.info("%s: assigned %s", self.group, [(tp.topic, tp.partition) for tp in partitions])
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """Forget the recorded replies of partitions that left."""
         for tp in partitions:
             self.replies.pop((tp.topic, tp.partition), None)
 
+    def owns(self, topic: str, partition: int) -> bool:
+        """Whether the partition's recorded replies are here."""
+        return (topic, partition) in self.replies
+
     def _restore(self, topic: str, partition: int) -> dict[str, RecordedReply]:
-        if self._restorer is None:
-            raise RuntimeError("the participant is not running")
         recorded: dict[str, RecordedReply] = {}
         source = self.participant.replies_topic(topic)
-        for msg in read_to_end(self._restorer, source, partition):
+        for msg in read_to_end(self.loop.restorer, source, partition):
             key = msg.key()
             if key is None:
                 continue
@@ -169,109 +192,68 @@ class ParticipantLoop:
 
     def run(self, stop: threading.Event) -> None:
         """Handle commands until ``stop`` is set."""
-        p = self.participant
         self.ensure_topics()
-        txn = Transactions(self.settings, f"{self.group}.{p.instance_id}", owner=self.group)
-        self._consumer = consumer = input_consumer(
-            self.settings, self.group, **{"client.id": f"{self.group}-{p.instance_id}"}
-        )
-        self._restorer = changelog_reader(self.settings, self.group)
-        consumer.subscribe(
-            p.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
-        )
-        try:
-            while not stop.is_set():
-                first = consumer.poll(0.2)
-                if first is None:
-                    continue
-                msgs = [first, *consumer.consume(p.max_batch - 1, 0)]
-                batch = self._handle(msgs)
-                if batch.next_offsets:
-                    self._commit(txn, consumer, batch)
-        finally:
-            consumer.close()
-            self._restorer.close()
-            txn.close()
+        self.loop.run(stop)
 
-    def _handle(self, msgs: list[Message]) -> _Batch:
-        batch = _Batch()
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("%s: consumer error: %s", self.group, err)
-                continue
-            topic, partition, offset = str(msg.topic()), msg.partition(), msg.offset()
-            if partition is None or offset is None:
-                continue
-            where = (topic, partition)
-            batch.first_offsets.setdefault(where, offset)
-            batch.next_offsets[where] = offset + 1
-            if where in self.replies:
-                self._handle_one(batch, msg, where)
-        return batch
+    def new_batch(self) -> _Batch:
+        """An empty participant batch."""
+        return _Batch()
 
-    def _handle_one(self, batch: _Batch, msg: Message, where: tuple[str, int]) -> None:
+    def wait_seconds(self) -> float:
+        """Participants have no timers: wait up to 0.2 s for a command."""
+        return 0.2
+
+    def handle(self, batch: _Batch, msg: Message) -> None:
+        """Answer one command: from its recorded reply, or by running its handler."""
+        where = position(msg)
+        tp = where[:2]
         try:
             headers = header_dict(msg.headers())  # parsed once, here and for the handler
         except DecodeError as exc:
-            batch.dlq.append((msg, f"not a command: {exc}"))
+            batch.dead_letter(msg, f"not a command: {exc}")
             return
         command_id = headers.get("command-id", "")
-        staged = batch.recorded.setdefault(where, {})
-        known = staged.get(command_id) or self.replies[where].get(command_id)
+        staged = batch.recorded.setdefault(tp, {})
+        known = staged.get(command_id) or self.replies[tp].get(command_id)
         if known is not None:
             batch.replayed += 1
-            log.info(
-                "%s: command %s seen before; its recorded reply goes again", where[0], command_id
-            )
+            log.info("%s: command %s seen before; its recorded reply goes again", tp[0], command_id)
             if known.reply is not None:
-                batch.out.append(known.reply)
+                batch.write(known.reply, where)
+            return
+        reply_to = headers.get("reply-to", "")
+        if reply_to and not self._topic_exists(reply_to):
+            batch.dead_letter(msg, f"reply-to {reply_to[:300]!r} is not an existing topic")
             return
         try:
-            executed = self.participant.execute(where[0], msg.value(), headers)
+            executed = self.participant.execute(tp[0], msg.value(), headers)
         except DecodeError as exc:
-            batch.dlq.append((msg, f"not a command: {exc}"))
+            batch.dead_letter(msg, f"not a command: {exc}")
             return
         batch.handled += 1
-        batch.out.extend(executed.effects)
+        for effect in executed.effects:
+            batch.write(effect, where)
         if executed.reply is not None:
-            batch.out.append(executed.reply)
-        staged[executed.command_id] = RecordedReply(executed.reply)
+            batch.write(executed.reply, where)
+        recorded = RecordedReply(executed.reply)
+        staged[executed.command_id] = recorded
+        replies = self.participant.replies_topic(tp[0])
+        batch.write(recorded.to_record(replies, executed.command_id, tp[1]), where, tp[1])
 
-    def _commit(self, txn: Transactions, consumer: Consumer, batch: _Batch) -> None:
-        p = self.participant
-        try:
-            txn.begin()
-            for rec in batch.out:
-                txn.produce(rec.topic, rec.key, rec.value, headers=rec.headers)
-            for (topic, partition), recorded in batch.recorded.items():
-                for command_id, reply in recorded.items():
-                    rec = reply.to_record(p.replies_topic(topic), command_id, partition)
-                    txn.produce(
-                        rec.topic, rec.key, rec.value, partition=partition, headers=rec.headers
-                    )
-            for msg, reason in batch.dlq:
-                headers = dead_letter_headers(
-                    msg.headers(), reason, str(msg.topic()), msg.partition() or 0, msg.offset() or 0
-                )
-                txn.produce(p.dlq, msg.key(), msg.value(), headers=headers)
-                log.warning(
-                    "%s[%d]@%d -> %s: %s", msg.topic(), msg.partition(), msg.offset(), p.dlq, reason
-                )
-            offsets = [TopicPartition(t, n, o) for (t, n), o in batch.next_offsets.items()]
-            txn.commit(offsets, consumer.consumer_group_metadata())
-        except KafkaException as exc:
-            log.warning(
-                "%s: transaction aborted, the batch will be handled again: %s", self.group, exc
-            )
-            txn.abort(exc)
-            for (topic, partition), offset in batch.first_offsets.items():
-                if (topic, partition) in self.replies:
-                    consumer.seek(TopicPartition(topic, partition, offset))
-            return
+    def finish(self, batch: _Batch) -> None:
+        """Nothing depends on the whole batch."""
+
+    def committed(self, batch: _Batch) -> None:
+        """The batch's replies count as recorded."""
         for where, recorded in batch.recorded.items():
             if where in self.replies:
                 self.replies[where].update(recorded)
-        p.handled += batch.handled
-        p.replayed += batch.replayed
+        self.participant.handled += batch.handled
+        self.participant.replayed += batch.replayed
+
+    def aborted(self, batch: _Batch) -> None:
+        """Nothing was recorded: the batch is handled again."""
+
+    def poisoned(self, source: object, reason: str) -> None:
+        """Every output of a participant comes from a command (never called)."""
+        log.error("%s: %s: %s", self.group, source, reason)

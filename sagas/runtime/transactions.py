@@ -149,9 +149,16 @@ class Transactions:
         *,
         partition: int | None = None,
         headers: Any = None,
+        on_delivery: Any = None,
     ) -> None:
-        """Produce into the open transaction, waiting while the local queue is full."""
+        """Produce into the open transaction, waiting while the local queue is full.
+
+        Raises:
+            KafkaException: the record cannot be produced (e.g. too large for the producer).
+        """
         extra: dict[str, Any] = {"headers": headers}
+        if on_delivery is not None:
+            extra["on_delivery"] = on_delivery
         if partition is not None:
             extra["partition"] = partition
         while True:

@@ -1,0 +1,130 @@
+"""The protocol's names in one place: topics, groups, keys, headers, dead letters, trust checks.
+
+Record encodings live beside this in :mod:`sagas.wire`; the client, the worker, participants, the
+CLI and the query endpoint read every name from here. No Kafka client here.
+
+Topics of a saga type (namespace ``ns``, saga ``s``):
+
+===================  ===========================================================================
+``ns.s.inbox``       every input (start, reply, signal, cancel), key = saga id
+``ns.s.state``       compacted snapshots, co-partitioned with the inbox
+``ns.s.journal``     every transition's events, key = saga id
+``ns.s.dlq``         inputs that could not be handled, with ``dlq-*`` headers saying why
+``ns.workers``       compacted: which worker serves which partition's queries
+===================  ===========================================================================
+
+A participant in group ``g`` reads its command topics and keeps ``g.<topic>.replies`` (compacted,
+key = command id) and ``g.dlq``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sagas.partitioning import partition_for
+
+__all__ = [
+    "DLQ_HEADERS",
+    "INBOX_TOPIC",
+    "TopicNames",
+    "dead_letter_headers",
+    "inbox_check",
+    "participant_dlq",
+    "replies_topic",
+    "workers_topic",
+]
+
+Headers = list[tuple[str, str | bytes | None]]
+
+DLQ_HEADERS = ("dlq-reason", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset")
+"""The headers a dead letter carries besides its source's (when they could be kept)."""
+
+INBOX_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,243}\.inbox")
+"""What a command's ``reply-to`` may name by default: a saga inbox."""
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topics of one saga type: ``<namespace>.<saga>.{inbox,state,journal,dlq}``."""
+
+    namespace: str
+    saga_type: str
+
+    def _topic(self, suffix: str) -> str:
+        return f"{self.namespace}.{self.saga_type}.{suffix}"
+
+    @property
+    def inbox(self) -> str:
+        """Every input of the saga type: starts, replies, signals, cancels (key = saga id)."""
+        return self._topic("inbox")
+
+    @property
+    def state(self) -> str:
+        """The compacted changelog: one snapshot per saga, co-partitioned with the inbox."""
+        return self._topic("state")
+
+    @property
+    def journal(self) -> str:
+        """The append-only history of every saga's events."""
+        return self._topic("journal")
+
+    @property
+    def dlq(self) -> str:
+        """Inputs that could not be decoded or processed, with the reason in their headers."""
+        return self._topic("dlq")
+
+    @property
+    def group(self) -> str:
+        """The consumer group of the saga type's workers."""
+        return self._topic("workers")
+
+
+def workers_topic(namespace: str) -> str:
+    """The compacted topic where workers advertise their query endpoint per owned partition."""
+    return f"{namespace}.workers"
+
+
+def replies_topic(group: str, topic: str) -> str:
+    """The compacted topic where participant group ``group`` records its replies to ``topic``."""
+    return f"{group}.{topic}.replies"
+
+
+def participant_dlq(group: str) -> str:
+    """Where participant group ``group`` puts the records of its command topics it cannot take."""
+    return f"{group}.dlq"
+
+
+def dead_letter_headers(
+    headers: Any, reason: str, topic: str, partition: int, offset: int
+) -> Headers:
+    """A record's headers (``None``: none kept) plus where it came from and why it is
+    dead-lettered."""
+    kept = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    values = (reason, topic, str(partition), str(offset))
+    return [*kept, *((name, v.encode()) for name, v in zip(DLQ_HEADERS, values, strict=True))]
+
+
+def inbox_check(key: bytes | None, saga_id: str, partition: int, partitions: int) -> str | None:
+    """Why an inbox record is not where its saga lives (``None``: it is).
+
+    A saga lives in one partition: the one its id maps to (murmur2 over the topic's real
+    partition count). An input is accepted only when its key is the UTF-8 saga id and it sits in
+    that partition; otherwise a second copy of the saga could start elsewhere.
+    """
+    if key is None:
+        return "the record has no key: the key must be the saga id"
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the key is not UTF-8: it must be the saga id"
+    if text != saga_id:
+        return f"the key {text[:100]!r} is not the saga id {saga_id[:100]!r}"
+    expected = partition_for(key, partitions)
+    if partition != expected:
+        return (
+            f"saga {saga_id[:100]!r} lives in partition {expected} of {partitions}, not "
+            f"{partition}: produce with the key as the saga id and the murmur2 partitioner"
+        )
+    return None
