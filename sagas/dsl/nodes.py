@@ -129,9 +129,6 @@ def _keep_problem(block: object, *found: str | DefinitionError | None) -> None:
             return
 
 
-_PROBLEM: Any = field(default=None, init=False, repr=False, compare=False)
-
-
 @dataclass(frozen=True)
 class Call(Generic[D]):
     """A command to send: its type, its payload builder, an optional topic, and optional Avro
@@ -142,7 +139,7 @@ class Call(Generic[D]):
     topic: str | None = None
     schema: SchemaSpec | None = None
     reply_schema: SchemaSpec | None = None
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.command or not isinstance(self.command, str):
@@ -188,7 +185,7 @@ class Step(Generic[D]):
     merge: Merge[D]
     payload_schema: SchemaSpec | None = None
     reply_schema: SchemaSpec | None = None
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _stored_kind(self.kind))
@@ -225,7 +222,7 @@ class LongRunning(Generic[D]):
     kind: Kind
     retry: Retry
     merge: Merge[D]
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _stored_kind(self.kind))
@@ -253,7 +250,7 @@ class WaitSignal(Generic[D]):
     signal: str
     timeout: timedelta
     merge: Merge[D]
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _keep_problem(
@@ -267,7 +264,7 @@ class Sleep:
 
     name: str
     duration: timedelta
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _keep_problem(
@@ -282,7 +279,7 @@ class Parallel(Generic[D]):
     name: str
     branches: tuple[tuple[Node[D], ...], ...]
     join: Join
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _keep_problem(
@@ -303,7 +300,7 @@ class Branch(Generic[D]):
     when: Callable[[D], bool]
     then: tuple[Node[D], ...]
     otherwise: tuple[Node[D], ...]
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _keep_problem(
@@ -331,7 +328,7 @@ class Child(Generic[D]):
     kind: Kind
     deadline: timedelta | None
     merge: Merge[D]
-    _problem: DefinitionError | None = _PROBLEM
+    _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _stored_kind(self.kind))
