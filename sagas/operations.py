@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sagas.dsl.nodes import LongRunning
+from sagas.engine.ids import parse_command_id
 from sagas.errors import CommandFailed, ConfigurationError
 from sagas.participants import NO_REPLY, CommandContext, Participant
 
@@ -112,13 +113,13 @@ def operation_key(ctx: CommandContext) -> str:
     Raises:
         ConfigurationError: the command id is not one a ``long_running`` block sends.
     """
-    parts = ctx.command_id.rsplit(":", 3)
-    if len(parts) != 4 or parts[2] not in ("start", "status", "cancel", "undo"):
+    ref = parse_command_id(ctx.command_id)
+    if ref is None or ref.purpose not in ("start", "status", "cancel", "undo"):
         raise ConfigurationError(
-            f"command id {ctx.command_id!r} is not '<saga>:<step>:<purpose>:<n>' of a "
+            f"command id {ctx.command_id!r} is not '<saga>:<step>:<purpose>:<n>:<tag>' of a "
             "long_running block; give Operations a key= function for these commands"
         )
-    return f"{parts[0]}:{parts[1]}"
+    return f"{ref.saga_id}:{ref.step}"
 
 
 def _default_key(payload: dict[str, Any], ctx: CommandContext) -> str:

@@ -23,12 +23,13 @@ saga stops waiting; absent when it waits forever).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sagas.engine.model import (
     Cancel,
     ChildStart,
     CommandOut,
+    Decision,
     Input,
     Outcome,
     ParentRef,
@@ -41,12 +42,17 @@ from sagas.errors import DecodeError
 from sagas.protocol import dead_letter_headers
 from sagas.serde.records import decode_payload, encode_payload
 
+if TYPE_CHECKING:
+    from sagas.app import App
+    from sagas.dsl.program import Program
+
 __all__ = [
     "OUTCOMES",
     "Headers",
     "OutRecord",
     "command_record",
     "dead_letter_headers",
+    "decision_records",
     "decode_input",
     "header_dict",
     "input_record",
@@ -193,6 +199,31 @@ def command_record(cmd: CommandOut, reply_to: str, schema: str | None = None) ->
     )
     value = encode_payload(cmd.payload, schema)
     return OutRecord(cmd.topic, cmd.saga_id.encode(), value, headers)
+
+
+def decision_records(app: App, program: Program, decision: Decision) -> list[OutRecord]:
+    """Every record a decision sends: its commands (replying to the saga's inbox), child starts
+    and parent replies, all encoded; the one way a decision becomes records, for the worker and
+    for :mod:`sagas.testing` alike.
+
+    Raises:
+        PayloadSchemaError: a command payload does not fit its schema (then nothing is sent: the
+            worker dead-letters the input, and the saga stays as it was).
+    """
+    reply_to = app.topics(program.name).inbox
+    records = [
+        command_record(cmd, reply_to, app.payload_schema(program, cmd.command_type))
+        for cmd in decision.commands
+    ]
+    records += [
+        child_start_record(child, app.topics(child.saga_type).inbox)
+        for child in decision.children
+    ]
+    records += [
+        parent_reply_record(reply, app.topics(reply.parent.saga_type).inbox)
+        for reply in decision.parent_replies
+    ]
+    return records
 
 
 def child_start_record(child: ChildStart, inbox: str) -> OutRecord:

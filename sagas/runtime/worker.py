@@ -27,6 +27,7 @@ inputs and its cost is shared by all of them.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from confluent_kafka import Message, TopicPartition
 from sagas.app import App
 from sagas.dsl.program import Program
 from sagas.engine import transition
-from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
+from sagas.engine.model import Input, JournalEvent, SagaState, TimerFired
 from sagas.errors import DecodeError, PayloadSchemaError, UnknownVersionError
 from sagas.protocol import inbox_check
 from sagas.runtime.config import KafkaSettings
@@ -47,13 +48,7 @@ from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, 
 from sagas.runtime.store import PartitionStore
 from sagas.serde import configure
 from sagas.serde.records import decode_state, encode_event, encode_state
-from sagas.wire import (
-    OutRecord,
-    child_start_record,
-    command_record,
-    decode_input,
-    parent_reply_record,
-)
+from sagas.wire import OutRecord, decision_records, decode_input
 
 __all__ = ["SagaWorker", "WorkerMetrics"]
 
@@ -370,14 +365,14 @@ class SagaWorker:
             batch.parked.add(inp.saga_id)
             return
         try:
-            decision = transition(program, state, inp, now)
+            decision = transition(program, state, inp, now, entropy=os.urandom(16))
         except Exception as exc:  # a bug in user code (a payload builder) must not stop the loop
             log.exception("%s: transition of saga %s failed", self.saga_type, inp.saga_id)
             if msg is not None:
                 batch.dead_letter(msg, f"transition failed: {exc!r}")
             return
         try:
-            records = self._records(program, decision)
+            records = decision_records(self.app, program, decision)
         except PayloadSchemaError as exc:  # the payload builder and its schema disagree
             log.error("%s: saga %s: %s", self.saga_type, inp.saga_id, exc)
             if msg is not None:
@@ -407,27 +402,6 @@ class SagaWorker:
         if state is None:
             return self.app.latest(self.saga_type)
         return self.app.program(self.saga_type, state.version)
-
-    def _records(self, program: Program, decision: Decision) -> list[OutRecord]:
-        """The commands, child starts and parent replies of a decision, all or none.
-
-        Raises:
-            PayloadSchemaError: a command payload does not fit its schema.
-        """
-        reply_to = self.topics.inbox
-        records = [
-            command_record(cmd, reply_to, self.app.payload_schema(program, cmd.command_type))
-            for cmd in decision.commands
-        ]
-        records += [
-            child_start_record(child, self.app.topics(child.saga_type).inbox)
-            for child in decision.children
-        ]
-        records += [
-            parent_reply_record(reply, self.app.topics(reply.parent.saga_type).inbox)
-            for reply in decision.parent_replies
-        ]
-        return records
 
     # ------------------------------------------------------------------------- outcomes
 

@@ -3,16 +3,23 @@
 It runs the same :func:`sagas.engine.transition` as the Kafka worker, one input at a time, with a
 virtual clock: replies, child starts and parent replies are delivered through a FIFO queue, and
 ``advance`` fires every due timer in due-time order. Nothing sleeps; a day passes in milliseconds.
+
+Each decision goes through :func:`sagas.wire.decision_records`, the worker's own encoding of
+commands with their payload schemas: a decision whose payload does not fit its schema is not
+applied, exactly as the worker dead-letters its input; it shows in
+:attr:`SagaTestEnv.dead_letters`.
 """
 
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sagas.app import App
 from sagas.dsl.program import Program
 from sagas.dsl.saga import Saga
 from sagas.engine import (
@@ -28,7 +35,8 @@ from sagas.engine import (
     TimerFired,
     transition,
 )
-from sagas.errors import ConfigurationError
+from sagas.errors import ConfigurationError, PayloadSchemaError
+from sagas.wire import decision_records
 
 __all__ = ["Responder", "Response", "SagaTestEnv", "fail", "retryable_fail", "silent", "succeed"]
 
@@ -81,10 +89,13 @@ class SagaTestEnv:
     Args:
         *sagas: the saga types (definitions or compiled programs) this environment runs.
         start_ms: the virtual clock's initial value, epoch milliseconds.
+        seed: seeds the saga secrets (command ids are the same in every run with one seed).
     """
 
-    def __init__(self, *sagas: Saga[Any] | Program, start_ms: int = 0) -> None:
+    def __init__(self, *sagas: Saga[Any] | Program, start_ms: int = 0, seed: int = 0) -> None:
         self.now_ms = start_ms
+        self._random = random.Random(seed)
+        self._app_cache: App | None = None
         self._programs: dict[str, Program] = {}
         self._states: dict[str, SagaState] = {}
         self._types: dict[str, str] = {}
@@ -95,6 +106,8 @@ class SagaTestEnv:
         self._seq = 0
         self.commands: list[CommandOut] = []
         """Every command sent, in order."""
+        self.dead_letters: list[tuple[Input, str]] = []
+        """Inputs the worker would dead-letter instead of applying, with the reason."""
         for saga in sagas:
             self.register(saga)
 
@@ -104,7 +117,14 @@ class SagaTestEnv:
         """Add a saga type (compiling it if needed) and return its program."""
         program = saga.compile() if isinstance(saga, Saga) else saga
         self._programs[program.name] = program
+        self._app_cache = None
         return program
+
+    def _app(self) -> App:
+        """The programs as an app, as a worker would hold them (for their payload schemas)."""
+        if self._app_cache is None:
+            self._app_cache = App("test", self._programs.values())
+        return self._app_cache
 
     def on(self, command_type: str, respond: Responder) -> None:
         """Script the participant of ``command_type``. Unscripted commands get no reply."""
@@ -220,7 +240,15 @@ class SagaTestEnv:
         program = self._programs.get(saga_type)
         if program is None:
             raise ConfigurationError(f"a saga started child type {saga_type!r}; register it too")
-        decision = transition(program, self._states.get(inp.saga_id), inp, self.now_ms)
+        entropy = self._random.randbytes(16)
+        decision = transition(
+            program, self._states.get(inp.saga_id), inp, self.now_ms, entropy=entropy
+        )
+        try:
+            decision_records(self._app(), program, decision)
+        except PayloadSchemaError as exc:
+            self.dead_letters.append((inp, f"payload does not fit its schema: {exc}"))
+            return
         self._journals.setdefault(inp.saga_id, []).extend(decision.events)
         if decision.state is not None:
             self._states[inp.saga_id] = decision.state

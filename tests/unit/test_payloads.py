@@ -160,3 +160,35 @@ def test_the_app_registers_a_programs_schemas_and_names_them_per_command() -> No
     assert app.payload_schema(program, "Reserve") == f"{Reserve.__module__}.Reserve"
     assert app.payload_schema(program, "Release") == f"{Line.__module__}.Line"
     assert app.payload_schema(program, "Other") is None
+
+
+def test_the_test_env_dead_letters_a_payload_that_does_not_fit_as_the_worker_does() -> None:
+    from sagas.testing import SagaTestEnv, succeed
+
+    @dataclass
+    class Charge:
+        amount: int
+
+    saga = Saga[dict[str, Any]](
+        "misfit",
+        version=1,
+        deadline=timedelta(minutes=1),
+        steps=[
+            step(
+                "charge",
+                to="t.commands",
+                command="Charge",
+                payload=lambda d: {"amount": "not a number"},
+                payload_schema=Charge,
+                kind="pivot",
+            )
+        ],
+    )
+    env = SagaTestEnv(saga)
+    env.on("Charge", succeed())
+    state = env.start("misfit", "m1", {})
+    assert state is None  # the start was not applied: the worker would dead-letter it
+    assert env.commands == []
+    [(inp, reason)] = env.dead_letters
+    assert inp.saga_id == "m1"
+    assert "does not fit its schema" in reason
