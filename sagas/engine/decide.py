@@ -194,7 +194,7 @@ def _on_timer(ctx: Ctx, timer_id: str) -> None:
     elif isinstance(b, Child):
         fail(ctx, owner, f"child saga {b.saga} did not finish within {b.deadline}")
     elif isinstance(b, Step):
-        if kind == "retry":  # still pending after a timeout: the same command again
+        if kind == "retry":  # after a back-off: the pending command again, or a new request
             ctx.emit("phase", step=owner, phase="waiting", failures=token.failures, checks=0)
             attempt(ctx, owner, b, again=token.cmd)
         elif b.kind == "retriable":  # an attempt timed out: send it again after a back-off
