@@ -268,7 +268,7 @@ def _decide(ctx: Ctx, inp: Input) -> None:
             data=data,
             seed=seed,
             parent=parent,
-            secret=ctx.new_secret(),
+            secret=ctx.draw_secret(),
         )
         if ctx.p.deadline_ms is not None:
             ctx.set_timer("@saga", "deadline", ctx.p.deadline_ms)

@@ -38,7 +38,7 @@ from sagas.dsl.nodes import (
 )
 from sagas.dsl.program import Program
 from sagas.engine.evolve import evolve
-from sagas.engine.ids import command_id, new_secret
+from sagas.engine.ids import check_entropy, command_id, new_secret
 from sagas.engine.jsonvalue import build_payload, merge_reply
 from sagas.engine.model import JournalEvent, SagaState
 
@@ -80,6 +80,7 @@ class Ctx:
         self.s = state
         self.saga_id = saga_id
         self.now = now
+        check_entropy(entropy)
         self.entropy = entropy
         self.events: list[JournalEvent] = []
 
@@ -95,7 +96,7 @@ class Ctx:
         self.events.append(event)
         self.s = evolve(self.s, event)
 
-    def new_secret(self) -> str:
+    def draw_secret(self) -> str:
         """A secret for this saga, from the runtime's entropy."""
         return new_secret(self.entropy, self.saga_id)
 
@@ -108,7 +109,7 @@ class Ctx:
     def command_id(self, step: str, tail: str) -> str:
         """The id of a new command of ``step``, ``tail`` being ``[<purpose>:]<n>``."""
         if not self.st.secret:  # started by a release without secrets: give it one now
-            self.emit("secret_set", secret=self.new_secret())
+            self.emit("secret_set", secret=self.draw_secret())
         return command_id(f"{self.saga_id}:{step}:{tail}", self.st.secret)
 
     def set_timer(self, step: str, kind: str, delay_ms: int) -> None:

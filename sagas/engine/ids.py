@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from sagas.errors import ConfigurationError
 
-__all__ = ["CommandRef", "command_id", "new_secret", "parse_command_id", "public_command_id"]
+__all__ = [
+    "CommandRef",
+    "check_entropy",
+    "command_id",
+    "new_secret",
+    "parse_command_id",
+    "public_command_id",
+]
 
 _TAG_LEN = 16
 _PURPOSES = frozenset({"undo", "start", "status", "cancel", "child"})
@@ -33,11 +40,16 @@ def new_secret(entropy: bytes | None, saga_id: str) -> str:
     """
     if entropy is None:
         return hashlib.sha256(b"sagas-public-secret:" + saga_id.encode()).hexdigest()[:32]
-    if len(entropy) < 16:
+    check_entropy(entropy)
+    return hashlib.sha256(entropy).hexdigest()[:32]
+
+
+def check_entropy(entropy: bytes | None) -> None:
+    """Raise ``ConfigurationError`` unless ``entropy`` is ``None`` or at least 16 bytes."""
+    if entropy is not None and len(entropy) < 16:
         raise ConfigurationError(
             f"entropy of {len(entropy)} bytes is too short for a saga secret; pass os.urandom(16)"
         )
-    return hashlib.sha256(entropy).hexdigest()[:32]
 
 
 def command_id(readable: str, secret: str) -> str:

@@ -83,6 +83,9 @@ def test_without_entropy_the_secret_is_derived_from_the_saga_id() -> None:
     assert a != started().commands[0].command_id
     with pytest.raises(ConfigurationError, match=r"os\.urandom\(16\)"):
         started(entropy=b"short")
+    state = started().state
+    with pytest.raises(ConfigurationError, match="too short"):
+        transition(PROGRAM, state, Reply("o-1", "x", "success", {}), 1, entropy=b"")
 
 
 def test_child_command_ids_are_tagged_and_the_child_answers_its_parent() -> None:
