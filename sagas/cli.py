@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sagas.app import App
     from sagas.dev.kafka import LocalKafka
     from sagas.participants import Participant
+    from sagas.runtime.config import KafkaSettings
 
 __all__ = ["main"]
 
@@ -101,31 +102,72 @@ def _kafka_status(args: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
-def _import_target(target: str, example: str) -> object:
-    """The object ``MODULE:ATTR`` names.
+def _on_import_path(app_dir: str | None) -> None:
+    """Put ``app_dir`` (default: the working directory) first on the import path, as
+    ``python myapp.py`` would.
 
     Raises:
-        ConfigurationError: the target is malformed or cannot be imported.
+        ConfigurationError: ``app_dir`` is not a folder.
+    """
+    folder = Path(app_dir) if app_dir else Path.cwd()
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"--app-dir {app_dir}: no such folder; name the folder of your module"
+        )
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+def _import_target(target: str, example: str, app_dir: str | None = None) -> object:
+    """The object ``MODULE:ATTR`` names, imported from ``app_dir`` (default: the working directory).
+
+    Raises:
+        ConfigurationError: the target is malformed, cannot be imported or fails while importing.
     """
     import importlib
 
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigurationError(f"{target!r}: expected MODULE:ATTR, e.g. {example}")
+    _on_import_path(app_dir)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise ConfigurationError(
+                f"cannot import {module_name!r} ({exc}); run from the folder that holds it, "
+                "pass --app-dir FOLDER, or install it in this environment"
+            ) from exc
+        raise ConfigurationError(_import_failure(module_name, exc)) from exc
+    except SyntaxError as exc:
         raise ConfigurationError(
-            f"cannot import {module_name!r} ({exc}); run from the folder that holds it or "
-            "install it in this environment"
+            f"{exc.filename}:{exc.lineno}: syntax error in {module_name!r}: {exc.msg}; fix the "
+            "module and start again"
         ) from exc
+    except Exception as exc:
+        raise ConfigurationError(_import_failure(module_name, exc)) from exc
     try:
         return getattr(module, attr)
     except AttributeError:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
-def load_app(target: str, namespace: str | None) -> App:
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    """One line for an exception raised while a user's module was imported: what, and where."""
+    import traceback
+
+    installed = (str(Path(__file__).parent), sys.prefix, sys.base_prefix, "<")
+    frames = traceback.extract_tb(exc.__traceback__)
+    users = [f for f in frames if not f.filename.startswith(installed)] or frames
+    where = f" at {users[-1].filename}:{users[-1].lineno}" if users else ""
+    return (
+        f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}; fix the module "
+        f"(python -c 'import {module_name}' shows the traceback)"
+    )
+
+
+def load_app(target: str, namespace: str | None, app_dir: str | None = None) -> App:
     """Import ``MODULE:ATTR``: an App, a compiled saga, or a list of compiled sagas.
 
     Raises:
@@ -134,7 +176,7 @@ def load_app(target: str, namespace: str | None) -> App:
     from sagas.app import App
     from sagas.dsl.program import Program
 
-    obj = _import_target(target, "processors.orders:app")
+    obj = _import_target(target, "processors.orders:app", app_dir)
     if isinstance(obj, App):
         return obj
     programs = [obj] if isinstance(obj, Program) else obj
@@ -146,29 +188,58 @@ def load_app(target: str, namespace: str | None) -> App:
     )
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _logging(level: str) -> None:
     import logging
 
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _flag_settings(args: argparse.Namespace) -> KafkaSettings:
+    """The settings of the environment with the command's flags laid over."""
     from sagas.runtime.config import KafkaSettings
+
+    return KafkaSettings().with_flags(args.bootstrap_servers, args.option, args.connect_timeout)
+
+
+def _port(value: str) -> int:
+    """A ``--query-port`` value.
+
+    Raises:
+        ConfigurationError: not a port number.
+    """
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(
+            f"--query-port {value}: give a port 1-65535, or 0 for any free one"
+        )
+    return port
+
+
+def _worker(args: argparse.Namespace) -> int:
     from sagas.runtime.process import run_worker
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = load_app(args.target, args.namespace)
-    settings = KafkaSettings().with_env().with_flags(args.bootstrap_servers, args.option)
+    _logging(args.log_level)
+    port = _port(args.query_port)
+    settings = _flag_settings(args)
+    settings.validate()
+    app = load_app(args.target, args.namespace, args.app_dir)
     host = None if args.no_query else args.query_host
     return run_worker(
         app,
         settings,
         worker_id=args.worker_id,
         query_host=host,
-        query_port=args.query_port,
+        query_port=port,
         advertise_url=args.advertise_url,
     )
 
 
-def load_participant(target: str) -> Participant:
+def load_participant(target: str, app_dir: str | None = None) -> Participant:
     """Import ``MODULE:ATTR`` naming a :class:`sagas.participants.Participant`.
 
     Raises:
@@ -176,7 +247,7 @@ def load_participant(target: str) -> Participant:
     """
     from sagas.participants import Participant
 
-    obj = _import_target(target, "myservice.handlers:participant")
+    obj = _import_target(target, "myservice.handlers:participant", app_dir)
     if not isinstance(obj, Participant):
         raise ConfigurationError(
             f"{target} is a {type(obj).__name__}; expected a sagas.participants.Participant"
@@ -188,13 +259,20 @@ def _participant(args: argparse.Namespace) -> int:
     import logging
     import threading
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    participant = load_participant(args.target)
-    participant.settings = participant.settings.with_env().with_flags(
-        args.bootstrap_servers, args.option
-    )
+    from sagas.runtime.topics import connect
+
+    _logging(args.log_level)
+    flags = _flag_settings(args)
+    flags.validate()
+    participant = load_participant(args.target, args.app_dir)
+    settings = participant.settings.under(flags)
+    for key in sorted(flags.given & participant.settings.given):
+        logging.getLogger("sagas.cli").warning(
+            "%s: the participant's code sets it, so the flag is not used", key
+        )
+    settings.validate()
+    connect(settings)  # a broker answers, or one line within the connect timeout
+    participant.settings = settings
     if args.instance_id:
         participant.instance_id = args.instance_id
     stop = threading.Event()
@@ -205,6 +283,10 @@ def _participant(args: argparse.Namespace) -> int:
 
 
 def _kafka_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app-dir",
+        help="the folder to import MODULE from (default: the working directory)",
+    )
     parser.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument(
         "-X",
@@ -213,6 +295,11 @@ def _kafka_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="any librdkafka setting (overrides SAGAS_KAFKA_* variables)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        help="seconds to wait for a broker at start (default 10, env SAGAS_CONNECT_TIMEOUT)",
     )
 
 
@@ -265,8 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--query-port",
-        type=int,
-        default=int(os.environ.get("SAGAS_QUERY_PORT", "0")),
+        default=os.environ.get("SAGAS_QUERY_PORT") or "0",
         help="its port (default: any free one, env SAGAS_QUERY_PORT)",
     )
     worker.add_argument(

@@ -1,20 +1,38 @@
-"""A worker process: one :class:`SagaWorker` thread per saga type, stopped by SIGTERM or Ctrl-C."""
+"""Run the sagas of an app: one :class:`SagaWorker` thread per saga type and the query endpoint.
+
+Three forms, for three kinds of host:
+
+- ``sagas worker myapp:app`` (:func:`run_worker`): a process of its own, stopped by SIGTERM or
+  Ctrl-C.
+- ``handle = Worker(app, settings).start()`` then ``handle.stop()``: background threads inside a
+  service that has its own main loop.
+- ``await Worker(app, settings).serve()``: an asyncio task; cancelling it stops the worker.
+
+Every form stops the same way: the transaction in flight commits, then the worker leaves its
+groups.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import signal
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 
 from sagas.app import App, workers_topic
+from sagas.errors import ConfigurationError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.query import QueryServer
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.worker import SagaWorker
 
-__all__ = ["default_worker_id", "run_worker"]
+__all__ = ["Worker", "WorkerHandle", "default_worker_id", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +40,207 @@ log = logging.getLogger(__name__)
 def default_worker_id() -> str:
     """The host name: stable across restarts of the one worker a host usually runs."""
     return socket.gethostname()
+
+
+@dataclass
+class WorkerHandle:
+    """A worker running on background threads (from :meth:`Worker.start`)."""
+
+    url: str | None
+    """Where the query endpoint is reached (None when it is off)."""
+    _stop: threading.Event
+    _threads: list[threading.Thread]
+    _failures: list[BaseException]
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def running(self) -> bool:
+        """True while any saga type's loop runs."""
+        return not self._done.is_set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error a saga type's loop died of (the others then stopped too), or None."""
+        return self._failures[0] if self._failures else None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker has stopped (by :meth:`stop` or an error); True once it has."""
+        return self._done.wait(timeout)
+
+    def stop(self, timeout: float | None = 60.0) -> int:
+        """Finish the batch in flight (its transaction commits), leave the groups, and return
+        0, or 1 when a loop died of an error (logged; see :attr:`failure`).
+
+        Raises:
+            TimeoutError: the worker did not stop within ``timeout`` seconds.
+        """
+        self._stop.set()
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the worker did not stop within {timeout} s")
+        return 1 if self._failures else 0
+
+
+class Worker:
+    """Runs every saga type of ``app`` on the Kafka cluster of ``settings``.
+
+    Args:
+        app: the sagas to run.
+        settings: Kafka settings (default: from the environment, see
+            :mod:`sagas.runtime.config`).
+        worker_id: stable per worker process across restarts (default: the host name); two live
+            workers must not share one.
+        query_host: the interface of the query endpoint clients ask for ``status`` and ``list``
+            (see :mod:`sagas.runtime.query`); None turns it off.
+        query_port: its port (0: any free one).
+        advertise_url: the URL clients reach the endpoint at (default ``http://<host>:<port>``).
+
+    Raises:
+        ConfigurationError: ``query_port`` is not a port number.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        settings: KafkaSettings | None = None,
+        *,
+        worker_id: str | None = None,
+        query_host: str | None = "127.0.0.1",
+        query_port: int = 0,
+        advertise_url: str | None = None,
+    ) -> None:
+        if not 0 <= query_port <= 65535:
+            raise ConfigurationError(
+                f"query port {query_port} is not a port; give 1-65535, or 0 for any free one "
+                "(--query-port, SAGAS_QUERY_PORT)"
+            )
+        self.app = app
+        self.settings = settings if settings is not None else KafkaSettings()
+        self.worker_id = worker_id or default_worker_id()
+        self.query_host = query_host
+        self.query_port = query_port
+        self.advertise_url = advertise_url
+
+    @contextmanager
+    def _listening(self) -> Iterator[None]:
+        """Translate the errors of listening on the query host and port."""
+        where = f"{self.query_host}:{self.query_port}"
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"the query port {where} is in use; pick another, or 0 for any free one "
+                    "(--query-port, SAGAS_QUERY_PORT)"
+                ) from exc
+            raise ConfigurationError(
+                f"cannot listen on query host {self.query_host!r} ({exc.strerror or exc}); give "
+                "an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all (--query-host, "
+                "SAGAS_QUERY_HOST)"
+            ) from exc
+
+    def _check_endpoint(self) -> None:
+        """Fail before touching Kafka when the query endpoint cannot listen."""
+        if self.query_host is not None:
+            with self._listening(), socket.create_server((self.query_host, self.query_port)):
+                pass
+
+    def _query_server(self) -> QueryServer | None:
+        if self.query_host is None:
+            return None
+        with self._listening():
+            return QueryServer(
+                self.settings,
+                workers_topic(self.app.namespace),
+                self.worker_id,
+                host=self.query_host,
+                port=self.query_port,
+                advertise=self.advertise_url,
+            )
+
+    def start(self) -> WorkerHandle:
+        """Check the settings, create or check the topics, then run on background threads.
+
+        Raises:
+            ConfigurationError: the query endpoint cannot listen, or a topic layout is wrong.
+            BrokerError: no broker answers, or it refused.
+        """
+        self._check_endpoint()
+        ensure_topics(self.app, self.settings)  # a broker answers, in connect_timeout seconds
+        workers = [
+            SagaWorker(self.app, t, self.settings, worker_id=self.worker_id)
+            for t in self.app.saga_types
+        ]
+        query = self._query_server()
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        threads: list[threading.Thread] = []
+        handle = WorkerHandle(None if query is None else query.url, stop, threads, failures)
+
+        def run(worker: SagaWorker) -> None:
+            try:
+                worker.run(stop)
+            except BaseException as exc:
+                log.exception("worker of saga type %s stopped on an error", worker.saga_type)
+                failures.append(exc)
+                stop.set()
+
+        def watch() -> None:
+            for thread in threads:
+                thread.join()
+            if query is not None:
+                query.close()
+            handle._done.set()
+
+        for worker in workers:
+            if query is not None:
+                query.register(worker)
+            threads.append(
+                threading.Thread(
+                    target=run, args=(worker,), name=f"sagas-{worker.saga_type}", daemon=True
+                )
+            )
+        if query is not None:
+            query.start()
+        for thread in threads:
+            thread.start()
+        threading.Thread(target=watch, name="sagas-worker", daemon=True).start()
+        log.info(
+            "worker %s runs %s on %s",
+            self.worker_id,
+            self.app.saga_types,
+            self.settings.bootstrap_servers,
+        )
+        return handle
+
+    def run(self, stop: threading.Event) -> int:
+        """Run in this thread until ``stop`` is set; return what :meth:`WorkerHandle.stop` does.
+
+        Raises:
+            ConfigurationError: as :meth:`start`.
+            BrokerError: as :meth:`start`.
+        """
+        handle = self.start()
+        while not handle.wait(0.2):
+            if stop.is_set():
+                break
+        return handle.stop(timeout=None)
+
+    async def serve(self) -> None:
+        """Run as an asyncio task until cancelled; a cancel finishes the batch in flight (its
+        transaction commits) before the task ends.
+
+        Raises:
+            ConfigurationError: as :meth:`start`.
+            BrokerError: as :meth:`start`.
+            Exception: the error a saga type's loop died of.
+        """
+        handle = await asyncio.to_thread(self.start)
+        try:
+            await asyncio.to_thread(handle.wait)
+        finally:
+            await asyncio.shield(asyncio.to_thread(handle.stop, None))
+        if handle.failure is not None:
+            raise handle.failure
 
 
 def run_worker(
@@ -35,7 +254,8 @@ def run_worker(
     query_port: int = 0,
     advertise_url: str | None = None,
 ) -> int:
-    """Create or check the topics, then run every saga type of ``app`` until stopped.
+    """Create or check the topics, then run every saga type of ``app`` until stopped: by
+    ``stop``, or by SIGTERM or Ctrl-C when ``install_signal_handlers``.
 
     The query endpoint (:mod:`sagas.runtime.query`) listens on ``query_host:query_port`` and is
     advertised as ``advertise_url``; ``query_host=None`` turns it off (clients then read the state
@@ -45,8 +265,14 @@ def run_worker(
     saga type's loop died of an error (logged).
     """
     stop = stop or threading.Event()
-    wid = worker_id or default_worker_id()
-    ensure_topics(app, settings)
+    worker = Worker(
+        app,
+        settings,
+        worker_id=worker_id,
+        query_host=query_host,
+        query_port=query_port,
+        advertise_url=advertise_url,
+    )
     if install_signal_handlers:
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -55,43 +281,4 @@ def run_worker(
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    failures: list[BaseException] = []
-    query = None
-    if query_host is not None:
-        query = QueryServer(
-            settings,
-            workers_topic(app.namespace),
-            wid,
-            host=query_host,
-            port=query_port,
-            advertise=advertise_url,
-        )
-        query.start()
-    workers = [SagaWorker(app, t, settings, worker_id=wid) for t in app.saga_types]
-    for worker in workers:
-        if query is not None:
-            query.register(worker)
-
-    def run(worker: SagaWorker) -> None:
-        try:
-            worker.run(stop)
-        except BaseException as exc:
-            log.exception("worker of saga type %s stopped on an error", worker.saga_type)
-            failures.append(exc)
-            stop.set()
-
-    threads = [
-        threading.Thread(target=run, args=(w,), name=f"sagas-{w.saga_type}", daemon=True)
-        for w in workers
-    ]
-    for thread in threads:
-        thread.start()
-    log.info("worker %s runs %s on %s", wid, app.saga_types, settings.bootstrap_servers)
-    try:
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(0.2)
-    finally:
-        if query is not None:
-            query.close()
-    return 1 if failures else 0
+    return worker.run(stop)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported, not in __all__
     AdminClient,
     ConfigResource,
@@ -22,11 +22,18 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported,
 )
 
 from sagas.app import App, workers_topic
-from sagas.errors import ConfigurationError
+from sagas.errors import BrokerUnavailableError, ConfigurationError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import kafka_errors, translate
 
-__all__ = ["TopicSpec", "create_missing", "ensure_topics", "partition_count", "plan_topics"]
+__all__ = [
+    "TopicSpec",
+    "connect",
+    "create_missing",
+    "ensure_topics",
+    "partition_count",
+    "plan_topics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +76,37 @@ def ensure_topics(app: App, settings: KafkaSettings, *, timeout: float = 30.0) -
             compacted. The message says how to fix it.
         BrokerError: the broker refused or did not answer.
     """
-    admin = AdminClient(settings.client_config())
+    admin = connect(settings)
     metadata = create_missing(admin, plan_topics(app), timeout)
     _check_layout(app, admin, metadata.topics, timeout)
+
+
+def connect(settings: KafkaSettings) -> AdminClient:
+    """An admin client, once a broker has answered within ``settings.connect_timeout`` seconds.
+
+    Raises:
+        BrokerUnavailableError: no broker answered in time.
+        BrokerError: a broker answered with an error (e.g. authentication failed).
+    """
+    admin = AdminClient(settings.client_config())
+    try:
+        admin.list_topics(timeout=settings.connect_timeout)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() in (
+            KafkaError._TRANSPORT,
+            KafkaError._TIMED_OUT,
+            KafkaError._ALL_BROKERS_DOWN,
+            KafkaError._RESOLVE,
+        ):
+            raise BrokerUnavailableError(
+                f"no Kafka broker answers at {settings.bootstrap_servers} within "
+                f"{settings.connect_timeout:g} s; check the address (--bootstrap-servers or "
+                "KAFKA_BOOTSTRAP_SERVERS) and that the broker runs, or wait longer with "
+                "--connect-timeout / SAGAS_CONNECT_TIMEOUT"
+            ) from exc
+        raise translate(exc, f"connecting to {settings.bootstrap_servers}") from exc
+    return admin
 
 
 def create_missing(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> Any:

@@ -1,0 +1,141 @@
+"""The installed ``sagas`` command, run as a user runs it: from the folder that holds their module,
+with no ``PYTHONPATH``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sagas.client import SagaClient
+from sagas.runtime.config import KafkaSettings
+
+REPO = Path(__file__).resolve().parents[2]
+SAGAS = str(Path(sys.executable).parent / "sagas")
+
+MYAPP = """\
+from datetime import timedelta
+
+from sagas import Saga, step
+from sagas.app import App
+from sagas.participants import Participant
+from sagas.runtime.config import KafkaSettings
+
+NS = "{ns}"
+
+greet = Saga(
+    "greet",
+    version=1,
+    deadline=timedelta(minutes=5),
+    steps=[step("hello", to=f"{{NS}}.hello", command="Hello", payload=lambda d: dict(d),
+               kind="pivot")],
+).compile()
+app = App(NS, [greet], partitions=1)
+
+p = Participant(KafkaSettings(), f"{{NS}}.svc")
+
+
+@p.handler(f"{{NS}}.hello", "Hello")
+def hello(payload, ctx):
+    return {{"greeted": payload["name"]}}
+"""
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no PYTHONPATH, as ``env -u PYTHONPATH`` gives."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(extra)
+    return env
+
+
+def sagas(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``sagas ARGS`` as a process of its own, its output in a pipe."""
+    return subprocess.Popen(
+        [SAGAS, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
+    """Wait for the process to exit by itself; its exit code and output."""
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
+    """SIGTERM the process; its exit code and output."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+@pytest.fixture
+def myapp(tmp_path: Path, unique: str) -> Path:
+    """A folder holding ``myapp.py``: one saga, its app and its participant."""
+    (tmp_path / "myapp.py").write_text(MYAPP.format(ns=unique))
+    return tmp_path
+
+
+@pytest.mark.kafka
+def test_worker_and_participant_run_from_the_folder_that_holds_the_module(
+    myapp: Path, bootstrap: str, unique: str
+) -> None:
+    env = user_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    worker = sagas("worker", "myapp:app", "--worker-id", "w1", cwd=myapp, env=env)
+    participant = sagas("participant", "myapp:p", cwd=myapp, env=env)
+    try:
+        client = SagaClient(KafkaSettings(bootstrap), unique)
+        deadline = time.monotonic() + 60
+        sid = None
+        while sid is None and time.monotonic() < deadline:
+            assert worker.poll() is None, stop(worker)[1]
+            assert participant.poll() is None, stop(participant)[1]
+            try:  # the worker creates the inbox
+                sid = client.start("greet", {"name": "ann"}, saga_id="g-1")
+            except Exception:
+                time.sleep(0.5)
+        assert client.result("greet", "g-1", timeout=60) == {"name": "ann", "greeted": "ann"}
+        client.close()
+    finally:
+        worker_code, worker_out = stop(worker)
+        participant_code, participant_out = stop(participant)
+    assert worker_code == 0, worker_out
+    assert participant_code == 0, participant_out
+
+
+def test_app_dir_names_the_folder_to_import_from(
+    myapp: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    proc = sagas(
+        "worker", "myapp:app", "--app-dir", str(myapp), *UNREACHABLE, cwd=elsewhere, env=user_env()
+    )
+    code, out = finish(proc)
+    assert code == 2, out
+    assert "no Kafka broker answers" in out, out  # imported, then looked for the broker
+
+
+def test_the_reference_app_imports_from_the_repository_root() -> None:
+    proc = sagas("worker", "processors.orders:app", *UNREACHABLE, cwd=REPO, env=user_env())
+    code, out = finish(proc)
+    assert code == 2, out
+    assert "no Kafka broker answers" in out, out
+
+
+def _free_port() -> int:
+    from sagas.dev.kafka import free_port
+
+    return free_port()
+
+
+UNREACHABLE = ("--bootstrap-servers", f"127.0.0.1:{_free_port()}", "--connect-timeout", "2")
