@@ -222,7 +222,8 @@ class ParticipantLoop:
                 batch.write(known.reply, where)
             return
         reply_to = headers.get("reply-to", "")
-        if reply_to and not self._topic_exists(reply_to):
+        allowed = self.participant.reply_to.fullmatch(reply_to)
+        if allowed and not self._topic_exists(reply_to):  # not allowed: execute says why
             batch.dead_letter(msg, f"reply-to {reply_to[:300]!r} is not an existing topic")
             return
         try:
