@@ -9,11 +9,15 @@ partition, the workers' query endpoints (:mod:`sagas.runtime.query`, advertised 
 however many sagas there are. When no worker answers for a partition (none running, or all started
 with the endpoint off), the client reads that state partition itself: correct, but its cost grows
 with the partition.
+
+When the workers' endpoints want a bearer token (``SAGAS_QUERY_TOKEN`` on the workers), the client
+sends its own ``query_token`` (default: the same environment variable).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import threading
 import time
@@ -27,11 +31,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from sagas.app import TopicNames, workers_topic
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start
-from sagas.errors import BrokerError, DecodeError, SagaFailedError
+from sagas.errors import BrokerError, ConfigurationError, DecodeError, SagaFailedError
 from sagas.partitioning import partition_for
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import kafka_errors, read_to_end
-from sagas.runtime.query import owner_key
+from sagas.runtime.query import MAX_LIMIT, TOKEN_ENV, owner_key, token_from
 from sagas.serde import configure
 from sagas.serde.records import decode_payload, decode_state
 from sagas.wire import input_record
@@ -50,6 +54,8 @@ class SagaClient:
         owners_ttl: how long the map of partition owners is trusted before it is read again
             (it is also read again whenever an owner does not answer for its partition).
         http_timeout: how long to wait for a worker's query endpoint (seconds).
+        query_token: the bearer token the workers' query endpoints want; ``None`` reads
+            ``SAGAS_QUERY_TOKEN``, ``""`` sends none.
     """
 
     def __init__(
@@ -59,11 +65,13 @@ class SagaClient:
         *,
         owners_ttl: float = 30.0,
         http_timeout: float = 2.0,
+        query_token: str | None = None,
     ) -> None:
         self.settings = settings
         self.namespace = namespace
         self.owners_ttl = owners_ttl
         self.http_timeout = http_timeout
+        self._headers = {"Authorization": f"Bearer {t}"} if (t := token_from(query_token)) else {}
         configure(settings)  # the schema registry, when one is set
         self._producer = Producer(
             settings.client_config(
@@ -134,7 +142,11 @@ class SagaClient:
         self, saga_type: str, *, status: str | None = None, limit: int = 100
     ) -> list[SagaState]:
         """Sagas of a type, newest update first; only those in ``status`` if given
-        (running, completed, compensating, compensated, failed, cancelled, ...)."""
+        (running, completed, compensating, compensated, failed, cancelled, ...).
+
+        At most ``limit`` of them, and never more than 1000 (what a worker answers at most).
+        """
+        limit = min(limit, MAX_LIMIT)
         topic = TopicNames(self.namespace, saga_type).state
         partitions = self._partition_count(topic)
         query = urllib.parse.urlencode({"limit": limit, **({"status": status} if status else {})})
@@ -185,19 +197,32 @@ class SagaClient:
     # ------------------------------------------------------------------------- internals
 
     def _ask(self, url: str) -> _Answer | None:
-        """GET a query endpoint: (status, JSON body), or ``None`` when it does not answer."""
+        """GET a query endpoint: (status, JSON body), or ``None`` when it does not answer.
+
+        Raises:
+            ConfigurationError: the endpoint wants a token this client does not have.
+        """
+        request = urllib.request.Request(url, headers=self._headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(url, timeout=self.http_timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=self.http_timeout) as response:  # noqa: S310
                 return int(response.status), json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
-                return int(exc.code), json.loads(exc.read() or b"{}")
-            except ValueError:
-                return int(exc.code), {}
+                answer = int(exc.code), json.loads(exc.read() or b"{}")
+            except (OSError, ValueError, http.client.HTTPException):
+                answer = int(exc.code), {}
             finally:
                 exc.close()
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             return None
+        if answer[0] == 401:
+            sent = "a token it refused" if self._headers else "no token"
+            where = urllib.parse.urlsplit(url).netloc
+            raise ConfigurationError(
+                f"the query endpoint at {where} wants a bearer token and this client sent "
+                f"{sent}: give SagaClient(query_token=...) or set {TOKEN_ENV} to the workers' token"
+            )
+        return answer
 
     def _reader_consumer(self) -> Consumer:
         if self._reader is None:
