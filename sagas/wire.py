@@ -16,8 +16,10 @@ cancel       ``saga-id``, ``reason``.
 ===========  =================================================================================
 
 Commands (to the participant's topic): headers ``saga-id``, ``saga-type``, ``command-id``,
-``command-type``, ``attempt``, ``reply-to`` (the inbox topic), ``deadline`` (epoch ms, when the
-saga stops waiting; absent when it waits forever).
+``command-type``, ``attempt`` (the request number: a new one only after an answered failure),
+``send`` (1, 2...: the same request sent again because its participant was silent; same command
+id), ``reply-to`` (the inbox topic), ``deadline`` (epoch ms, when the saga stops waiting; absent
+when it waits forever).
 """
 
 from __future__ import annotations
@@ -194,6 +196,7 @@ def command_record(cmd: CommandOut, reply_to: str, schema: str | None = None) ->
         command_id=cmd.command_id,
         command_type=cmd.command_type,
         attempt=cmd.attempt,
+        send=cmd.send,
         reply_to=reply_to,
         deadline=cmd.deadline_ms,
     )

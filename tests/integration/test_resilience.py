@@ -138,10 +138,14 @@ def check_outcome(
     commands: list[dict[str, str]],
     participants: Participants,
 ) -> None:
-    """Terminal states as planned; each command once; compensations once each, in reverse order."""
-    ids = collections.Counter(h["command-id"] for h in commands)
+    """Terminal states as planned; each send of a command once; compensations once each, in
+    reverse order. A command resent because its participant was silent keeps its id (the same
+    request, the same idempotency key) with the next ``send`` number."""
+    ids = collections.Counter((h["command-id"], h["send"]) for h in commands)
     duplicates = [c for c, n in ids.items() if n > 1]
-    assert not duplicates, f"{len(duplicates)} command ids issued more than once: {duplicates[:5]}"
+    assert not duplicates, (
+        f"{len(duplicates)} command sends issued more than once: {duplicates[:5]}"
+    )
     by_saga: dict[str, list[str]] = collections.defaultdict(list)
     for h in commands:
         by_saga[h["saga-id"]].append(h["command-type"])
@@ -151,8 +155,8 @@ def check_outcome(
         sent = [c for c in by_saga[sid] if c.startswith("Release")]
         # Exactly the compensations of the steps that sent their command (completed, or no reply
         # came: a broker outage may outlast a 3 s deadline while a reply is on its way). With 3 s
-        # deadlines an outage may also make a compensation time out and go again (a new attempt
-        # id, never a duplicate one); with 60 s ones each goes once, as planned (below).
+        # deadlines an outage may also make a compensation time out and go again (the same id,
+        # the next send); with 60 s ones each goes once, as planned (below).
         expected = undo_order(by_saga[sid]) if states[sid].status == "compensated" else []
         distinct = list(dict.fromkeys(sent))
         assert sorted(distinct) == sorted(expected), (
