@@ -50,6 +50,7 @@ from sagas.engine.model import Outcome
 from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
 from sagas.protocol import INBOX_TOPIC, participant_dlq, replies_topic
 from sagas.runtime.config import KafkaSettings
+from sagas.runtime.observe import Observer
 from sagas.serde.payloads import from_record, register_schema
 from sagas.serde.records import decode_payload, encode_payload
 from sagas.wire import Headers, OutRecord, header_dict, reply_record
@@ -146,6 +147,8 @@ class Participant:
         late_commands: ``"reject"`` (default) answers a command whose deadline has passed with a
             ``deadline-passed`` failure without running its handler; ``"execute"`` runs it.
         clock_ms: the wall clock in epoch milliseconds (for deadlines).
+        observer: told of each handled and replayed command, transactions and dead letters
+            (:class:`sagas.runtime.observe.Observer`: metrics, tracing, logs).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class Participant:
         reply_to: str | re.Pattern[str] = INBOX_TOPIC,
         late_commands: Literal["reject", "execute"] = "reject",
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        observer: Observer | None = None,
     ) -> None:
         if not group:
             raise ConfigurationError("a participant needs a consumer group name")
@@ -173,6 +177,7 @@ class Participant:
             raise ConfigurationError(f"reply_to is not a regular expression: {exc}") from exc
         self.late_commands = late_commands
         self.clock_ms = clock_ms
+        self.observer = observer
         self.settings = settings
         self.group = group
         self.instance_id = instance_id or uuid.uuid4().hex[:12]

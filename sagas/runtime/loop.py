@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from sagas.protocol import dead_letter_headers
 from sagas.runtime.config import KafkaSettings
+from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
 from sagas.wire import OutRecord
 
@@ -53,6 +54,7 @@ __all__ = [
     "TransactionalLoop",
     "position",
     "record_tied",
+    "safe_observer",
 ]
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,13 @@ class LoopMetrics:
     position: they stay in their topic)."""
 
 
+def safe_observer(observer: Observer | None) -> Observer:
+    """An observer whose failures are logged, never raised into the loop (none: a no-op)."""
+    if observer is None:
+        return Observer()
+    return observer if isinstance(observer, Observers) else Observers([observer])
+
+
 class _RecordFailedError(Exception):
     """A produce failed at once for a reason tied to its record."""
 
@@ -235,6 +244,7 @@ class TransactionalLoop(Generic[B]):
         max_batch: most records per transaction.
         consumer_options: extra consumer configuration.
         offsets_timeout: longest wait for ``send_offsets_to_transaction`` (seconds).
+        observer: told of transactions, dead letters, isolated records and partitions.
     """
 
     def __init__(
@@ -248,8 +258,10 @@ class TransactionalLoop(Generic[B]):
         max_batch: int,
         consumer_options: dict[str, Any] | None = None,
         offsets_timeout: float = 20.0,
+        observer: Observer | None = None,
     ) -> None:
         self.hooks = hooks
+        self.observer = safe_observer(observer)
         self.settings = settings
         self.group = group
         self.transactional_id = transactional_id
@@ -335,6 +347,7 @@ class TransactionalLoop(Generic[B]):
         for tp in consumer.committed(partitions, timeout=120):
             self.committed_start[(tp.topic, tp.partition)] = tp.offset
         self.hooks.assigned(partitions)
+        self.observer.partitions(self.group, self._owned(consumer))
         log.info("%s: assigned %s", self.group, [(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -343,7 +356,11 @@ class TransactionalLoop(Generic[B]):
         self.hooks.revoked(partitions)
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._poison = {p: v for p, v in self._poison.items() if p[:2] not in gone}
+        self.observer.partitions(self.group, [tp for tp in self._owned(consumer) if tp not in gone])
         log.info("%s: %s left this process", self.group, sorted(gone))
+
+    def _owned(self, consumer: Consumer) -> list[tuple[str, int]]:
+        return sorted((tp.topic, tp.partition) for tp in consumer.assignment())
 
     # ------------------------------------------------------------------------- a round
 
@@ -423,6 +440,8 @@ class TransactionalLoop(Generic[B]):
     def _commit(self, batch: B) -> None:
         txn = self.transactions
         failures: dict[Source, str] = {}
+        started = time.monotonic()
+        inputs = sum(n - batch.first_offsets[tp] for tp, n in batch.next_offsets.items())
         try:
             txn.begin()
             for out in batch.outputs:
@@ -432,12 +451,19 @@ class TransactionalLoop(Generic[B]):
             offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
             txn.commit(offsets, self.consumer.consumer_group_metadata())
         except (KafkaException, _RecordFailedError) as exc:
+            self.observer.transaction(
+                self.group, committed=False, seconds=time.monotonic() - started, inputs=inputs
+            )
             self._abort(batch, exc, failures)
             return
+        self.observer.transaction(
+            self.group, committed=True, seconds=time.monotonic() - started, inputs=inputs
+        )
         self.metrics.transactions += 1
         self.metrics.dead_lettered += len(batch.dead_letters)
         for letter in batch.dead_letters:
             self._poison.pop(position(letter.msg), None)
+            self.observer.dead_lettered(self.group, self.hooks.dlq, letter.reason)
             log.warning("%s[%d]@%d -> %s: %s", *position(letter.msg), self.hooks.dlq, letter.reason)
         self.hooks.committed(batch)
 
@@ -463,6 +489,7 @@ class TransactionalLoop(Generic[B]):
         letters = {position(d.msg): d for d in batch.dead_letters}
         for source, reason in failures.items():
             self.metrics.isolated += 1
+            self.observer.isolated(self.group, reason)
             if isinstance(source, tuple) and len(source) == 3 and source[:2] in batch.next_offsets:
                 letter = letters.get(source)
                 level = 0 if letter is None else letter.level + 1

@@ -107,7 +107,9 @@ class ParticipantLoop:
             topics=participant.topics,
             max_batch=participant.max_batch,
             consumer_options={"client.id": f"{self.group}-{participant.instance_id}"},
+            observer=participant.observer,
         )
+        self.observer = self.loop.observer
         self._known_topics: set[str] = set()
         self._topics_read_at = 0.0
 
@@ -176,6 +178,7 @@ class ParticipantLoop:
         return (topic, partition) in self.replies
 
     def _restore(self, topic: str, partition: int) -> dict[str, RecordedReply]:
+        started = time.monotonic()
         recorded: dict[str, RecordedReply] = {}
         source = self.participant.replies_topic(topic)
         for msg in read_to_end(self.loop.restorer, source, partition):
@@ -186,6 +189,8 @@ class ParticipantLoop:
                 recorded[key.decode()] = RecordedReply.from_message(msg)
             except (DecodeError, UnicodeDecodeError) as exc:
                 log.error("%s[%d]@%d skipped: %s", source, partition, msg.offset(), exc)
+        elapsed = time.monotonic() - started
+        self.observer.restored(self.name, partition, records=len(recorded), seconds=elapsed)
         return recorded
 
     # ------------------------------------------------------------------------- the loop
@@ -217,6 +222,7 @@ class ParticipantLoop:
         known = staged.get(command_id) or self.replies[tp].get(command_id)
         if known is not None:
             batch.replayed += 1
+            self.observer.command_replayed(self.group, headers.get("command-type", ""))
             log.info("%s: command %s seen before; its recorded reply goes again", tp[0], command_id)
             if known.reply is not None:
                 batch.write(known.reply, where)
@@ -226,11 +232,22 @@ class ParticipantLoop:
         if allowed and not self._topic_exists(reply_to):  # not allowed: execute says why
             batch.dead_letter(msg, f"reply-to {reply_to[:300]!r} is not an existing topic")
             return
+        started = time.monotonic()
         try:
             executed = self.participant.execute(tp[0], msg.value(), headers)
         except DecodeError as exc:
             batch.dead_letter(msg, f"not a command: {exc}")
             return
+        outcome = "none"
+        if executed.reply is not None:
+            outcome = header_dict(executed.reply.headers).get("outcome", "")
+        self.observer.command_handled(
+            self.group,
+            headers.get("command-type", ""),
+            outcome=outcome,
+            seconds=time.monotonic() - started,
+            headers=headers,
+        )
         batch.handled += 1
         for effect in executed.effects:
             batch.write(effect, where)

@@ -45,6 +45,7 @@ from sagas.protocol import inbox_check
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import read_to_end
 from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, position
+from sagas.runtime.observe import Observer
 from sagas.runtime.store import PartitionStore
 from sagas.serde import configure
 from sagas.serde.records import decode_state, encode_event, encode_state
@@ -97,6 +98,7 @@ class _Batch(Batch):
     """A worker batch: the snapshots to write once the batch is handled, and what to undo."""
 
     staged: dict[str, tuple[int, SagaState, Position | TimerSource]] = field(default_factory=dict)
+    events: list[JournalEvent] = field(default_factory=list)
     timers: dict[int, list[TimerFired]] = field(default_factory=dict)
     parked: set[str] = field(default_factory=set)
 
@@ -122,6 +124,7 @@ class SagaWorker:
         max_batch: most inputs per transaction.
         idle_wait: longest wait for input when no timer is due sooner (seconds).
         clock_ms: the wall clock, epoch milliseconds.
+        observer: told of transactions, restores, timers and each committed batch's events.
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class SagaWorker:
         idle_wait: float = 0.2,
         clock_ms: Callable[[], int] = _now_ms,
         consumer_options: dict[str, Any] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
         self.saga_type = saga_type
@@ -157,7 +161,9 @@ class SagaWorker:
             topics=[self.topics.inbox],
             max_batch=max_batch,
             consumer_options={"max.poll.interval.ms": 600000, **(consumer_options or {})},
+            observer=observer,
         )
+        self.observer = self.loop.observer
         self.metrics = WorkerMetrics(loop=self.loop.metrics)
         self.on_assigned: Callable[[str, list[int]], None] | None = None
         """Called with the saga type and partitions once they are restored (e.g. to advertise)."""
@@ -198,6 +204,7 @@ class SagaWorker:
             count += 1
             self._restore_record(store, msg)
         elapsed = time.monotonic() - started
+        self.observer.restored(self.name, partition, records=len(store), seconds=elapsed)
         self.metrics.restored_sagas += len(store)
         self.metrics.restore_seconds += elapsed
         log.info(
@@ -350,6 +357,7 @@ class SagaWorker:
         state = self._current(batch, partition, inp.saga_id)
         if isinstance(inp, TimerFired):
             self.metrics.timers_fired += 1
+            self.observer.timer_fired(self.saga_type, lateness_ms=now - inp.due_ms)
         try:
             program = self._program_for(state, inp)
         except UnknownVersionError as exc:
@@ -384,6 +392,7 @@ class SagaWorker:
         for event in decision.events:
             if event.type == "ignored":
                 self.metrics.ignored_inputs += 1
+            batch.events.append(event)
             self._journal(batch, event, program.version, source)
         if decision.state is not None:
             batch.staged[decision.state.saga_id] = (partition, decision.state, source)
@@ -407,6 +416,8 @@ class SagaWorker:
 
     def committed(self, batch: _Batch) -> None:
         """The batch's snapshots become the store's."""
+        if batch.events:
+            self.observer.saga_events(self.saga_type, batch.events)
         for partition, state, _ in batch.staged.values():
             store = self.stores.get(partition)
             if store is not None:
