@@ -161,11 +161,14 @@ class FaustParticipant:
 
     async def _handle(self, msg: Any) -> None:
         topic, partition, offset = msg.topic, msg.partition, msg.offset
-        if offset < await self._answered_offset(topic, partition):
-            return  # answered in a committed transaction: a redelivery after a crash
+        answered = await self._answered_offset(topic, partition)
+        if offset < answered:  # answered in a committed transaction: a redelivery after a crash
+            log.debug("%s[%d]@%d: answered already (up to %d)", topic, partition, offset, answered)
+            return
         out, kind = await self._outputs(msg)
         await asyncio.to_thread(self._commit, out, TopicPartition(topic, partition, offset + 1))
         self._answered[(topic, partition)] = offset + 1
+        log.debug("%s[%d]@%d: %s, %d records sent", topic, partition, offset, kind, len(out))
         if kind == "replayed":
             self.replayed += 1
         elif kind == "handled":
