@@ -137,8 +137,9 @@ class Participant:
             (``<group>.<command topic>.replies``, ``<group>.dlq``).
         instance_id: this instance's part of the ``transactional.id``. Stable across restarts of
             one instance lets a restarted instance abort what its previous life left open at once
-            (otherwise the broker does after 10 s); two live instances must never share one.
-            Default: random.
+            (otherwise the broker does after 10 s); given, it is also the static group member id
+            (``group.instance.id``), so a restarted instance gets its partitions back at once.
+            Two live instances must never share one. Default: random (no static membership).
         partitions: partition count of command topics that do not exist yet.
         max_batch: most commands handled per transaction.
         replies_retention: how long a recorded reply is kept to answer a re-sent command.
@@ -181,6 +182,8 @@ class Participant:
         self.settings = settings
         self.group = group
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.stable_instance = instance_id is not None
+        """Whether the instance id was given (then it is also the static group member id)."""
         self.partitions = partitions
         self.max_batch = max_batch
         self.replies_retention = replies_retention

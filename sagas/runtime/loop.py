@@ -348,7 +348,11 @@ class TransactionalLoop(Generic[B]):
             self.committed_start[(tp.topic, tp.partition)] = tp.offset
         self.hooks.assigned(partitions)
         self.observer.partitions(self.group, self._owned(consumer))
-        log.info("%s: assigned %s", self.group, [(tp.topic, tp.partition) for tp in partitions])
+        log.info(
+            "%s: assigned partitions %s",
+            self.group,
+            [(tp.topic, tp.partition) for tp in partitions],
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:

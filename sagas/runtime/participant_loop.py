@@ -106,7 +106,16 @@ class ParticipantLoop:
             transactional_id=f"{self.group}.{participant.instance_id}",
             topics=participant.topics,
             max_batch=participant.max_batch,
-            consumer_options={"client.id": f"{self.group}-{participant.instance_id}"},
+            consumer_options={
+                "client.id": f"{self.group}-{participant.instance_id}",
+                # Static membership only for an id the user made stable: a random one would
+                # leave a ghost member holding partitions until its session times out.
+                **(
+                    {"group.instance.id": participant.instance_id}
+                    if participant.stable_instance
+                    else {}
+                ),
+            },
             observer=participant.observer,
         )
         self.observer = self.loop.observer

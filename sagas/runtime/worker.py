@@ -119,8 +119,9 @@ class SagaWorker:
         saga_type: the saga type to run.
         settings: Kafka connection settings.
         worker_id: stable per worker process across restarts; part of the ``transactional.id``,
-            so that a restarted worker aborts what its previous life left open. Two live workers
-            must not share one.
+            so that a restarted worker aborts what its previous life left open, and its static
+            group membership (``group.instance.id``), so that it gets its partitions back at
+            once. Two live workers must not share one.
         max_batch: most inputs per transaction.
         idle_wait: longest wait for input when no timer is due sooner (seconds).
         clock_ms: the wall clock, epoch milliseconds.
@@ -160,7 +161,13 @@ class SagaWorker:
             transactional_id=f"{self.topics.group}.{worker_id}",
             topics=[self.topics.inbox],
             max_batch=max_batch,
-            consumer_options={"max.poll.interval.ms": 600000, **(consumer_options or {})},
+            consumer_options={
+                "max.poll.interval.ms": 600000,
+                # Static membership: a worker restarted with its id takes its partitions back at
+                # once, without waiting for the group to notice the old process is gone.
+                "group.instance.id": worker_id,
+                **(consumer_options or {}),
+            },
             observer=observer,
         )
         self.observer = self.loop.observer
