@@ -2,104 +2,52 @@
 
 ::
 
-    sagas dev kafka [start] [--port N] [--data-dir D] [--detach]   run a local broker
-    sagas dev kafka stop [--data-dir D]                             stop a detached broker
-    sagas dev kafka status [--data-dir D]                           is it running, and where
-    sagas worker MODULE:ATTR [--bootstrap-servers B] [-X k=v] [--worker-id W]   run sagas
+    sagas dev kafka [start|stop|status] [--port N] [--data-dir D] [--detach]   a local broker
+    sagas worker MODULE:ATTR [--app-dir D] [--bootstrap-servers B] [-X k=v] ...  run sagas
+    sagas participant MODULE:ATTR [...]                                    run a participant
+    sagas start | status | result | list | signal | cancel  -n NAMESPACE ...  operate sagas
+    sagas describe MODULE:ATTR                       steps, topics, schemas and diagram of an app
+    sagas --version
 
-Errors of kafka-sagas are printed as one line that says what to do, with exit code 2.
+Read commands print tables for people and JSON with ``--json``. Errors of kafka-sagas are printed
+as one line that says what to do, with exit code 2. ``MODULE`` is imported from the working
+directory (or ``--app-dir``), as ``python`` would.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import functools
+import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
 
 from sagas.errors import ConfigurationError, SagaError
 
 if TYPE_CHECKING:
     from sagas.app import App
+    from sagas.client import SagaClient
     from sagas.dev.kafka import LocalKafka
+    from sagas.engine.model import SagaState
     from sagas.participants import Participant
     from sagas.runtime.config import KafkaSettings
 
-__all__ = ["main"]
+__all__ = ["cli", "load_app", "load_participant", "main"]
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _default_data_dir() -> Path:
-    from sagas.dev.kafka import default_cache_dir
-
-    return default_cache_dir() / "broker"
+F = TypeVar("F", bound=Callable[..., Any])
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
 
-def _local_kafka(args: argparse.Namespace, *, detach: bool) -> LocalKafka:
-    from sagas.dev.kafka import KafkaDistribution, LocalKafka
-
-    dist = KafkaDistribution(version=args.kafka_version)
-    if args.cache_dir:
-        dist = KafkaDistribution(version=args.kafka_version, cache_dir=Path(args.cache_dir))
-    return LocalKafka(
-        data_dir=Path(args.data_dir) if args.data_dir else _default_data_dir(),
-        port=args.port,
-        distribution=dist,
-        die_with_parent=not detach,
-    )
-
-
-def _kafka_start(args: argparse.Namespace) -> int:
-    broker = _local_kafka(args, detach=args.detach)
-    if broker.is_running():
-        print(f"a broker already runs from {broker.data_dir} (pid file {broker.pid_file})")
-        return 0
-    print(
-        f"starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
-        f"(data in {broker.data_dir}, log in {broker.log_file})",
-        flush=True,
-    )
-    address = broker.start()
-    print(f"Kafka is ready: KAFKA_BOOTSTRAP_SERVERS={address}", flush=True)
-    if args.detach:
-        return 0
-
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stopping and broker.is_running():
-        time.sleep(0.5)
-    print("stopping Kafka", flush=True)
-    broker.stop()
-    return 0
-
-
-def _kafka_stop(args: argparse.Namespace) -> int:
-    broker = _local_kafka(args, detach=True)
-    if not broker.is_running():
-        print(f"no broker runs from {broker.data_dir}")
-        return 0
-    broker.stop()
-    print("Kafka stopped")
-    return 0
-
-
-def _kafka_status(args: argparse.Namespace) -> int:
-    broker = _local_kafka(args, detach=True)
-    running = broker.is_running()
-    print(f"{'running' if running else 'stopped'}: {broker.data_dir}")
-    return 0 if running else 1
+# --------------------------------------------------------------------------- loading user code
 
 
 def _on_import_path(app_dir: str | None) -> None:
@@ -188,6 +136,25 @@ def load_app(target: str, namespace: str | None, app_dir: str | None = None) -> 
     )
 
 
+def load_participant(target: str, app_dir: str | None = None) -> Participant:
+    """Import ``MODULE:ATTR`` naming a :class:`sagas.participants.Participant`.
+
+    Raises:
+        ConfigurationError: the target is malformed, cannot be imported or is of another kind.
+    """
+    from sagas.participants import Participant
+
+    obj = _import_target(target, "myservice.handlers:participant", app_dir)
+    if not isinstance(obj, Participant):
+        raise ConfigurationError(
+            f"{target} is a {type(obj).__name__}; expected a sagas.participants.Participant"
+        )
+    return obj
+
+
+# --------------------------------------------------------------------------- shared options
+
+
 def _logging(level: str) -> None:
     import logging
 
@@ -196,11 +163,53 @@ def _logging(level: str) -> None:
     )
 
 
-def _flag_settings(args: argparse.Namespace) -> KafkaSettings:
-    """The settings of the environment with the command's flags laid over."""
+def kafka_options(command: F) -> F:
+    """``--bootstrap-servers``, ``-X key=value`` and ``--connect-timeout``."""
+    options = [
+        click.option("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS"),
+        click.option(
+            "-X",
+            "options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="any librdkafka setting (overrides SAGAS_KAFKA_* variables)",
+        ),
+        click.option(
+            "--connect-timeout",
+            type=float,
+            help="seconds to wait for a broker at start (default 10, env SAGAS_CONNECT_TIMEOUT)",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def app_dir_option(command: F) -> F:
+    """``--app-dir``: where MODULE is imported from."""
+    return click.option(
+        "--app-dir", help="the folder to import MODULE from (default: the working directory)"
+    )(command)
+
+
+def json_option(command: F) -> F:
+    """``--json``: JSON for scripts instead of a table."""
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(command)
+
+
+def flag_settings(
+    bootstrap_servers: str | None, options: Sequence[str], connect_timeout: float | None
+) -> KafkaSettings:
+    """The environment's settings with the command's flags laid over, checked by librdkafka.
+
+    Raises:
+        ConfigurationError: a flag is malformed or librdkafka refuses a setting.
+    """
     from sagas.runtime.config import KafkaSettings
 
-    return KafkaSettings().with_flags(args.bootstrap_servers, args.option, args.connect_timeout)
+    settings = KafkaSettings().with_flags(bootstrap_servers, options, connect_timeout)
+    settings.validate()
+    return settings
 
 
 def _port(value: str) -> int:
@@ -220,186 +229,613 @@ def _port(value: str) -> int:
     return port
 
 
-def _worker(args: argparse.Namespace) -> int:
+# --------------------------------------------------------------------------- the command group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kafka-sagas", prog_name="sagas")
+def cli() -> None:
+    """Event-sourced sagas over Kafka."""
+
+
+@cli.group()
+def dev() -> None:
+    """Developer tools."""
+
+
+@dev.command("kafka")
+@click.argument(
+    "action", required=False, default="start", type=click.Choice(["start", "stop", "status"])
+)
+@click.option(
+    "--port",
+    type=int,
+    default=9092,
+    envvar="SAGAS_KAFKA_PORT",
+    show_default=True,
+    help="client port on 127.0.0.1 (env SAGAS_KAFKA_PORT)",
+)
+@click.option("--data-dir", help="broker data folder (default: <cache>/broker)")
+@click.option("--cache-dir", help="jar cache (default: $KAFKA_SAGAS_CACHE or ~/.cache/kafka-sagas)")
+@click.option("--kafka-version", help="Apache Kafka 4.x release")
+@click.option("--detach", is_flag=True, help="return once the broker is ready and leave it running")
+def dev_kafka(
+    *,
+    action: str,
+    port: int,
+    data_dir: str | None,
+    cache_dir: str | None,
+    kafka_version: str | None,
+    detach: bool,
+) -> int:
+    """A local single-node Kafka broker (jars from Maven, no Docker)."""
+    from sagas.dev.kafka import (
+        DEFAULT_KAFKA_VERSION,
+        KafkaDistribution,
+        LocalKafka,
+        default_cache_dir,
+    )
+
+    version = kafka_version or DEFAULT_KAFKA_VERSION
+    dist = KafkaDistribution(version=version)
+    if cache_dir:
+        dist = KafkaDistribution(version=version, cache_dir=Path(cache_dir))
+    broker = LocalKafka(
+        data_dir=Path(data_dir) if data_dir else default_cache_dir() / "broker",
+        port=port,
+        distribution=dist,
+        die_with_parent=not (detach or action != "start"),
+    )
+    if action == "stop":
+        if not broker.is_running():
+            click.echo(f"no broker runs from {broker.data_dir}")
+            return 0
+        broker.stop()
+        click.echo("Kafka stopped")
+        return 0
+    if action == "status":
+        running = broker.is_running()
+        click.echo(f"{'running' if running else 'stopped'}: {broker.data_dir}")
+        return 0 if running else 1
+    return _kafka_start(broker, detach)
+
+
+def _kafka_start(broker: LocalKafka, detach: bool) -> int:
+    if broker.is_running():
+        click.echo(f"a broker already runs from {broker.data_dir} (pid file {broker.pid_file})")
+        return 0
+    click.echo(
+        f"starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
+        f"(data in {broker.data_dir}, log in {broker.log_file})"
+    )
+    address = broker.start()
+    click.echo(f"Kafka is ready: KAFKA_BOOTSTRAP_SERVERS={address}")
+    if detach:
+        return 0
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping and broker.is_running():
+        time.sleep(0.5)
+    click.echo("stopping Kafka")
+    broker.stop()
+    return 0
+
+
+@cli.command()
+@click.argument("target", metavar="MODULE:ATTR")
+@click.option("--namespace", help="topic prefix when the target is not an App")
+@click.option(
+    "--worker-id",
+    help="stable id of this worker process (default: host name); each live worker needs its own",
+)
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@click.option(
+    "--query-host",
+    default="127.0.0.1",
+    envvar="SAGAS_QUERY_HOST",
+    show_default=True,
+    help="interface of the query endpoint clients ask for status and list "
+    "(env SAGAS_QUERY_HOST; 0.0.0.0 for all)",
+)
+@click.option(
+    "--query-port",
+    default="0",
+    envvar="SAGAS_QUERY_PORT",
+    help="its port (default: any free one, env SAGAS_QUERY_PORT)",
+)
+@click.option(
+    "--advertise-url",
+    envvar="SAGAS_ADVERTISE_URL",
+    help="the URL clients reach the endpoint at, e.g. http://worker-1:8081 "
+    "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
+)
+@click.option("--no-query", is_flag=True, help="serve no query endpoint (clients read the topic)")
+@app_dir_option
+@kafka_options
+def worker(
+    *,
+    target: str,
+    namespace: str | None,
+    worker_id: str | None,
+    log_level: str,
+    query_host: str,
+    query_port: str,
+    advertise_url: str | None,
+    no_query: bool,
+    app_dir: str | None,
+    bootstrap_servers: str | None,
+    options: tuple[str, ...],
+    connect_timeout: float | None,
+) -> int:
+    """Run the sagas of an app (an App, a compiled saga or a list of them); SIGTERM exits 0."""
     from sagas.runtime.process import run_worker
 
-    _logging(args.log_level)
-    port = _port(args.query_port)
-    settings = _flag_settings(args)
-    settings.validate()
-    app = load_app(args.target, args.namespace, args.app_dir)
-    host = None if args.no_query else args.query_host
+    _logging(log_level)
+    port = _port(query_port)
+    settings = flag_settings(bootstrap_servers, options, connect_timeout)
+    app = load_app(target, namespace, app_dir)
     return run_worker(
         app,
         settings,
-        worker_id=args.worker_id,
-        query_host=host,
+        worker_id=worker_id,
+        query_host=None if no_query else query_host,
         query_port=port,
-        advertise_url=args.advertise_url,
+        advertise_url=advertise_url,
     )
 
 
-def load_participant(target: str, app_dir: str | None = None) -> Participant:
-    """Import ``MODULE:ATTR`` naming a :class:`sagas.participants.Participant`.
-
-    Raises:
-        ConfigurationError: the target is malformed, cannot be imported or is of another kind.
-    """
-    from sagas.participants import Participant
-
-    obj = _import_target(target, "myservice.handlers:participant", app_dir)
-    if not isinstance(obj, Participant):
-        raise ConfigurationError(
-            f"{target} is a {type(obj).__name__}; expected a sagas.participants.Participant"
-        )
-    return obj
-
-
-def _participant(args: argparse.Namespace) -> int:
+@cli.command()
+@click.argument("target", metavar="MODULE:ATTR")
+@click.option(
+    "--instance-id",
+    help="stable id of this instance (default: random); each live instance needs its own",
+)
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@app_dir_option
+@kafka_options
+def participant(
+    *,
+    target: str,
+    instance_id: str | None,
+    log_level: str,
+    app_dir: str | None,
+    bootstrap_servers: str | None,
+    options: tuple[str, ...],
+    connect_timeout: float | None,
+) -> int:
+    """Run a service's command handlers (a sagas.participants.Participant); SIGTERM exits 0."""
     import logging
     import threading
 
     from sagas.runtime.topics import connect
 
-    _logging(args.log_level)
-    flags = _flag_settings(args)
-    flags.validate()
-    participant = load_participant(args.target, args.app_dir)
-    settings = participant.settings.under(flags)
-    for key in sorted(flags.given & participant.settings.given):
+    _logging(log_level)
+    flags = flag_settings(bootstrap_servers, options, connect_timeout)
+    loaded = load_participant(target, app_dir)
+    settings = loaded.settings.under(flags)
+    for key in sorted(flags.given & loaded.settings.given):
         logging.getLogger("sagas.cli").warning(
             "%s: the participant's code sets it, so the flag is not used", key
         )
     settings.validate()
     connect(settings)  # a broker answers, or one line within the connect timeout
-    participant.settings = settings
-    if args.instance_id:
-        participant.instance_id = args.instance_id
+    loaded.settings = settings
+    if instance_id:
+        loaded.instance_id = instance_id
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    participant.run(stop)
+    loaded.run(stop)
     return 0
 
 
-def _kafka_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--app-dir",
-        help="the folder to import MODULE from (default: the working directory)",
-    )
-    parser.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
-    parser.add_argument(
-        "-X",
-        dest="option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any librdkafka setting (overrides SAGAS_KAFKA_* variables)",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        help="seconds to wait for a broker at start (default 10, env SAGAS_CONNECT_TIMEOUT)",
+# --------------------------------------------------------------------------- operating sagas
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Where the operating commands act: a namespace on a cluster (flags over environment)."""
+
+    namespace: str
+    bootstrap_servers: str | None
+    options: tuple[str, ...]
+    connect_timeout: float | None
+
+    @contextmanager
+    def client(self, saga_type: str) -> Iterator[SagaClient]:
+        """A client of the namespace once a broker answered and ``saga_type``'s topics exist.
+
+        Raises:
+            ConfigurationError: a flag is wrong, or the saga type has no topics in the namespace.
+            BrokerUnavailableError: no broker answered within the connect timeout.
+        """
+        from sagas.app import TopicNames
+        from sagas.client import SagaClient
+        from sagas.runtime.kafka_errors import kafka_errors
+        from sagas.runtime.topics import connect
+
+        settings = flag_settings(self.bootstrap_servers, self.options, self.connect_timeout)
+        admin = connect(settings)
+        inbox = TopicNames(self.namespace, saga_type).inbox
+        with kafka_errors("listing topics"):
+            topics = admin.list_topics(timeout=settings.connect_timeout).topics
+        if inbox not in topics:
+            raise ConfigurationError(
+                f"no saga type {saga_type!r} in namespace {self.namespace!r} (topic {inbox} does "
+                "not exist); check the type and --namespace, or start its worker once"
+            )
+        client = SagaClient(settings, self.namespace)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def operator_options(command: Callable[..., int]) -> Callable[..., int]:
+    """``--namespace`` and the Kafka flags, handed to the command as ``op``."""
+
+    @functools.wraps(command)
+    def with_operator(
+        *,
+        namespace: str,
+        bootstrap_servers: str | None,
+        options: tuple[str, ...],
+        connect_timeout: float | None,
+        **kwargs: Any,
+    ) -> int:
+        op = Operator(namespace, bootstrap_servers, tuple(options), connect_timeout)
+        return command(op=op, **kwargs)
+
+    wrapped = kafka_options(with_operator)
+    return click.option(
+        "-n",
+        "--namespace",
+        envvar="SAGAS_NAMESPACE",
+        required=True,
+        help="the app's namespace (topic prefix), e.g. shop (env SAGAS_NAMESPACE)",
+    )(wrapped)
+
+
+def _json_arg(value: str | None, what: str, example: str) -> dict[str, Any]:
+    """A JSON object given on the command line.
+
+    Raises:
+        ConfigurationError: not a JSON object.
+    """
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{what} is not JSON ({exc}); give an object, e.g. {example}"
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f"{what} must be a JSON object, e.g. {example}")
+    return parsed
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _state_json(state: SagaState) -> dict[str, Any]:
+    """A saga's state for scripts, without the secret of its command ids."""
+    raw = state.to_dict()
+    raw.pop("secret", None)
+    return raw
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns aligned for people."""
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``sagas`` command."""
-    parser = argparse.ArgumentParser(prog="sagas", description="Event-sourced sagas over Kafka.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
-    dev = commands.add_parser("dev", help="developer tools")
-    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="TOOL")
-    kafka = dev_commands.add_parser(
-        "kafka", help="a local single-node Kafka broker (jars from Maven, no Docker)"
-    )
-    kafka.add_argument("action", nargs="?", default="start", choices=["start", "stop", "status"])
-    kafka.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("SAGAS_KAFKA_PORT", "9092")),
-        help="client port on 127.0.0.1 (default 9092, env SAGAS_KAFKA_PORT)",
-    )
-    kafka.add_argument("--data-dir", help="broker data folder (default: <cache>/broker)")
-    kafka.add_argument(
-        "--cache-dir", help="jar cache (default: $KAFKA_SAGAS_CACHE or ~/.cache/kafka-sagas)"
-    )
-    kafka.add_argument("--kafka-version", default=None, help="Apache Kafka 4.x release")
-    kafka.add_argument(
-        "--detach", action="store_true", help="return once the broker is ready and leave it running"
-    )
-    kafka.set_defaults(
-        handler={"start": _kafka_start, "stop": _kafka_stop, "status": _kafka_status}
-    )
-    worker = commands.add_parser("worker", help="run the sagas of an app")
-    worker.add_argument(
-        "target", metavar="MODULE:ATTR", help="an App, a compiled saga or a list of them"
-    )
-    worker.add_argument("--namespace", help="topic prefix when the target is not an App")
-    worker.add_argument(
-        "--worker-id",
-        help="stable id of this worker process (default: host "
-        "name); each live worker needs its own",
-    )
-    worker.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    worker.add_argument(
-        "--query-host",
-        default=os.environ.get("SAGAS_QUERY_HOST", "127.0.0.1"),
-        help="interface of the query endpoint clients ask for status and list "
-        "(default 127.0.0.1, env SAGAS_QUERY_HOST; 0.0.0.0 for all)",
-    )
-    worker.add_argument(
-        "--query-port",
-        default=os.environ.get("SAGAS_QUERY_PORT") or "0",
-        help="its port (default: any free one, env SAGAS_QUERY_PORT)",
-    )
-    worker.add_argument(
-        "--advertise-url",
-        default=os.environ.get("SAGAS_ADVERTISE_URL"),
-        help="the URL clients reach the endpoint at, e.g. http://worker-1:8081 "
-        "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
-    )
-    worker.add_argument(
-        "--no-query", action="store_true", help="serve no query endpoint (clients read the topic)"
-    )
-    _kafka_flags(worker)
-    worker.set_defaults(handler=_worker)
-    participant = commands.add_parser(
-        "participant", help="run a service's command handlers (a sagas.participants.Participant)"
-    )
-    participant.add_argument("target", metavar="MODULE:ATTR", help="a Participant")
-    participant.add_argument(
-        "--instance-id",
-        help="stable id of this instance (default: random); each live instance needs its own",
-    )
-    participant.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    _kafka_flags(participant)
-    participant.set_defaults(handler=_participant)
-    return parser
+
+@cli.command()
+@click.argument("saga_type")
+@click.argument("data", required=False)
+@click.option(
+    "--id", "saga_id", help="the saga id (default: a new one); the same id starts nothing new"
+)
+@json_option
+@operator_options
+def start(
+    *,
+    saga_type: str,
+    data: str | None,
+    saga_id: str | None,
+    as_json: bool,
+    op: Operator,
+) -> int:
+    """Start a saga of SAGA_TYPE with DATA (a JSON object); print its id."""
+    payload = _json_arg(data, "DATA", '\'{"customer": "c-1"}\'')
+    with op.client(saga_type) as client:
+        sid = client.start(saga_type, payload, saga_id=saga_id)
+    if as_json:
+        _print_json({"saga_id": sid, "saga_type": saga_type})
+    else:
+        click.echo(sid)
+    return 0
+
+
+@cli.command()
+@click.argument("saga_type")
+@click.argument("saga_id")
+@json_option
+@operator_options
+def status(
+    *,
+    saga_type: str,
+    saga_id: str,
+    as_json: bool,
+    op: Operator,
+) -> int:
+    """Show a saga's committed state."""
+    with op.client(saga_type) as client:
+        state = client.status(saga_type, saga_id)
+    if state is None:
+        raise ConfigurationError(
+            f"no saga {saga_id!r} of type {saga_type!r} in namespace {op.namespace!r}; "
+            f"sagas list {saga_type} -n {op.namespace} shows the ones there are"
+        )
+    if as_json:
+        _print_json(_state_json(state))
+        return 0
+    rows = [
+        ("saga", state.saga_id),
+        ("type", f"{state.saga_type} v{state.version}"),
+        ("status", state.status),
+        ("started", _when(state.started_ms)),
+        ("updated", _when(state.updated_ms)),
+        ("completed", ", ".join(state.completed) or "-"),
+        ("waiting for", ", ".join(sorted(set(state.pending.values()))) or "-"),
+        ("reason", state.reason or "-"),
+        ("data", json.dumps(state.data, sort_keys=True, default=str)),
+    ]
+    click.echo("\n".join(f"{k + ':':<13}{v}" for k, v in rows))
+    return 0
+
+
+@cli.command()
+@click.argument("saga_type")
+@click.argument("saga_id")
+@click.option(
+    "--timeout", type=float, default=60.0, show_default=True, help="seconds to wait for the end"
+)
+@json_option
+@operator_options
+def result(
+    *,
+    saga_type: str,
+    saga_id: str,
+    timeout: float,
+    as_json: bool,
+    op: Operator,
+) -> int:
+    """Wait for a saga to end; print its data if it completed (else one line and exit 2)."""
+    with op.client(saga_type) as client:
+        data = client.result(saga_type, saga_id, timeout=timeout)
+    _print_json(data) if as_json else click.echo(json.dumps(data, sort_keys=True, default=str))
+    return 0
+
+
+@cli.command("list")
+@click.argument("saga_type")
+@click.option(
+    "--status", "status_", help="only sagas in this status (running, completed, compensated, ...)"
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
+@operator_options
+def list_(
+    *,
+    saga_type: str,
+    status_: str | None,
+    limit: int,
+    as_json: bool,
+    op: Operator,
+) -> int:
+    """List sagas of SAGA_TYPE, newest update first."""
+    with op.client(saga_type) as client:
+        states = client.list(saga_type, status=status_, limit=limit)
+    if as_json:
+        _print_json([_state_json(s) for s in states])
+        return 0
+    rows = [(s.saga_id, s.status, s.version, _when(s.updated_ms), s.reason or "") for s in states]
+    click.echo(_table(("SAGA", "STATUS", "VERSION", "UPDATED (UTC)", "REASON"), rows))
+    return 0
+
+
+@cli.command("signal")
+@click.argument("saga_type")
+@click.argument("saga_id")
+@click.argument("name")
+@click.argument("payload", required=False)
+@operator_options
+def signal_(
+    *,
+    saga_type: str,
+    saga_id: str,
+    name: str,
+    payload: str | None,
+    op: Operator,
+) -> int:
+    """Send the signal NAME (with PAYLOAD, a JSON object) to a saga."""
+    body = _json_arg(payload, "PAYLOAD", '\'{"by": "ann"}\'')
+    with op.client(saga_type) as client:
+        client.signal(saga_type, saga_id, name, body)
+    click.echo(f"signal {name!r} sent to {saga_type} {saga_id}")
+    return 0
+
+
+@cli.command()
+@click.argument("saga_type")
+@click.argument("saga_id")
+@click.option("--reason", default="cancelled by an operator", show_default=True)
+@operator_options
+def cancel(
+    *,
+    saga_type: str,
+    saga_id: str,
+    reason: str,
+    op: Operator,
+) -> int:
+    """Cancel a saga: its completed steps are compensated."""
+    with op.client(saga_type) as client:
+        client.cancel(saga_type, saga_id, reason=reason)
+    click.echo(f"cancel sent to {saga_type} {saga_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------- describe
+
+
+def describe_app(app: App) -> dict[str, Any]:
+    """Every saga type and version of ``app``: steps, topics, schemas and Mermaid diagram."""
+    sagas: list[dict[str, Any]] = []
+    for saga_type in app.saga_types:
+        names = app.topics(saga_type)
+        for version in app.versions(saga_type):
+            program = app.program(saga_type, version)
+            steps = []
+            for node in program.nodes.values():
+                block = node.block
+                undo = node.compensation
+                steps.append(
+                    {
+                        "name": node.name,
+                        "block": type(block).__name__,
+                        "kind": getattr(block, "kind", None),
+                        "command": getattr(block, "command", None),
+                        "topic": getattr(block, "to", None),
+                        "compensation": undo.command if undo is not None else None,
+                    }
+                )
+            sagas.append(
+                {
+                    "saga_type": saga_type,
+                    "version": version,
+                    "deadline_ms": program.deadline_ms,
+                    "steps": steps,
+                    "topics": {
+                        "inbox": names.inbox,
+                        "state": names.state,
+                        "journal": names.journal,
+                        "dlq": names.dlq,
+                        "commands": list(program.topics),
+                    },
+                    "schemas": {
+                        "records": list(program.record_types),
+                        "payloads": {
+                            command: _schema_name(schema)
+                            for command, schema in program.payload_schemas.items()
+                        },
+                    },
+                    "mermaid": program.mermaid(),
+                }
+            )
+    return {"namespace": app.namespace, "partitions": app.partitions, "sagas": sagas}
+
+
+def _schema_name(schema: object) -> str:
+    if isinstance(schema, dict):
+        return str(schema.get("name", "record"))
+    if isinstance(schema, type):
+        return f"{schema.__module__}.{schema.__qualname__}"
+    return str(schema)
+
+
+@cli.command()
+@click.argument("target", metavar="MODULE:ATTR")
+@click.option("--namespace", help="topic prefix when the target is not an App")
+@app_dir_option
+@json_option
+def describe(*, target: str, namespace: str | None, app_dir: str | None, as_json: bool) -> int:
+    """Steps, topics, schemas and the Mermaid diagram of each saga in an app."""
+    described = describe_app(load_app(target, namespace, app_dir))
+    if as_json:
+        _print_json(described)
+        return 0
+    out = [f"namespace {described['namespace']} ({described['partitions']} partitions)"]
+    for saga in described["sagas"]:
+        deadline = saga["deadline_ms"]
+        out.append("")
+        out.append(
+            f"{saga['saga_type']} v{saga['version']}"
+            + (f" (deadline {deadline / 1000:g} s)" if deadline else "")
+        )
+        rows = [
+            (
+                s["name"],
+                s["block"],
+                s["kind"] or "",
+                s["command"] or "",
+                s["topic"] or "",
+                s["compensation"] or "",
+            )
+            for s in saga["steps"]
+        ]
+        out.append(_table(("STEP", "BLOCK", "KIND", "COMMAND", "TOPIC", "COMPENSATION"), rows))
+        topics = saga["topics"]
+        out.append(
+            f"topics: {topics['inbox']}, {topics['state']}, {topics['journal']}, {topics['dlq']}"
+            f"; commands to {', '.join(topics['commands']) or '-'}"
+        )
+        payloads = saga["schemas"]["payloads"]
+        out.append(
+            f"schemas: {', '.join(saga['schemas']['records'])}"
+            + "".join(f"; {c}: {n}" for c, n in sorted(payloads.items()))
+        )
+        out.append("```mermaid")
+        out.append(saga["mermaid"].rstrip())
+        out.append("```")
+    click.echo("\n".join(out))
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sagas`` command; return its exit code."""
-    from sagas.dev.kafka import DEFAULT_KAFKA_VERSION
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "kafka_version", "x") is None:
-        args.kafka_version = DEFAULT_KAFKA_VERSION
-    handler = args.handler
-    if isinstance(handler, dict):
-        handler = handler[args.action]
     try:
-        return int(handler(args))
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="sagas",
+            standalone_mode=False,
+        )
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "sagas"
+        click.echo(f"sagas: error: {exc.format_message()} (see {where} --help)", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"sagas: error: {exc.format_message()}", err=True)
+        return 2
+    except click.Abort:
+        return 130
     except SagaError as exc:
-        print(f"sagas: error: {exc}", file=sys.stderr)
+        click.echo(f"sagas: error: {exc}", err=True)
+        return 2
+    except TimeoutError as exc:
+        click.echo(f"sagas: error: {exc}; wait longer with --timeout", err=True)
         return 2
     except KeyboardInterrupt:
         return 130
+    return int(code or 0)
 
 
 if __name__ == "__main__":

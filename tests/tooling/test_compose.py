@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sagas.cli import build_parser
+from sagas.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -91,11 +91,14 @@ def test_worker_commands_parse_and_their_query_ports_are_published() -> None:
     workers = {n: s for n, s in apps().items() if argv(s)[:2] == ["sagas", "worker"]}
     assert len(workers) == 2
     for name, service in workers.items():
-        args = build_parser().parse_args(argv(service)[1:])
-        assert args.query_host == "0.0.0.0", name
+        command = argv(service)[1:]
+        ctx = cli.commands["worker"].make_context("worker", command[1:])
+        args = ctx.params
+        assert args["query_host"] == "0.0.0.0", name
         published = {p.split(":")[-1]: p.split(":")[0] for p in service["ports"]}
-        assert published.get(args.query_port) == args.query_port, f"{name}: publish the port"
-        assert args.advertise_url.endswith(f":{args.query_port}"), name
+        port = args["query_port"]
+        assert published.get(port) == port, f"{name}: publish the port"
+        assert args["advertise_url"].endswith(f":{port}"), name
 
 
 def test_the_image_installs_the_library_once_and_holds_the_reference_apps() -> None:

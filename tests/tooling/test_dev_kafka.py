@@ -88,7 +88,10 @@ def test_cli_rejects_a_wrong_argument_with_usage() -> None:
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == 2
-    assert "invalid int value: 'many'" in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "sagas: error: Invalid value for '--port': 'many' is not a valid integer. "
+        "(see sagas dev kafka --help)"
+    ]
 
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
