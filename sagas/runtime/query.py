@@ -153,7 +153,9 @@ class QueryServer:
         self._listener = socket.create_server((host, port), family=family, backlog=128)
         self._listener.setblocking(False)
         bound_host, bound_port = self._listener.getsockname()[:2]
-        shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else str(bound_host)  # noqa: S104
+        shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(  # noqa: S104
+            bound_host, f"[{bound_host}]" if family == socket.AF_INET6 else str(bound_host)
+        )
         self.url = (advertise or f"http://{shown}:{bound_port}").rstrip("/")
         self._producer = Producer(
             settings.client_config(**{"enable.idempotence": True, "linger.ms": 5})
@@ -198,7 +200,7 @@ class QueryServer:
             self._thread.join(10)
         for conn in list(self._reading.values()):
             self._drop(conn, "the endpoint closes")
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)  # queued requests only close their connections now
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
         self._selector.close()
@@ -359,6 +361,8 @@ class QueryServer:
     def _respond(self, conn: _Connection, request: _Request) -> None:
         """Answer a complete request on a pool thread, then close the connection."""
         try:
+            if self._closing:
+                return
             try:
                 status, body = self.answer(
                     request.method, request.target, request.headers.get("authorization")
@@ -434,6 +438,8 @@ def _response(status: HTTPStatus, body: dict[str, Any]) -> bytes:
 
 
 def _send_now(sock: socket.socket, data: bytes) -> None:
-    """Send what the socket takes without waiting; a client that does not read loses it."""
+    """Send what the socket takes without waiting, then end the stream; a client that does not
+    read loses it."""
     with contextlib.suppress(OSError):
         sock.send(data)
+        sock.shutdown(socket.SHUT_WR)
