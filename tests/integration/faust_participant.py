@@ -42,7 +42,7 @@ app = faust.App(
     datadir=os.environ.get("SAGAS_TEST_DATADIR", "/tmp/sagas-faust-test"),
     web_enabled=False,
     topic_replication_factor=1,
-    broker_session_timeout=10,  # a killed instance leaves the group in 10 s, not 60
+    broker_session_timeout=float(os.environ.get("SAGAS_TEST_SESSION_TIMEOUT", "10")),  # not 60
     broker_heartbeat_interval=1,
 )
 faust_participant = FaustParticipant(

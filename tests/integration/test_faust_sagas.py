@@ -1,0 +1,118 @@
+"""Sagas from a Faust app: an agent starts and awaits them; the worker runs as its service."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka_util import create_topic, read_all
+from sagas_under_test import Participants, make_app
+from test_participants import wait_for
+
+from sagas.client import SagaClient
+from sagas.runtime.config import KafkaSettings
+from sagas.runtime.topics import ensure_topics
+
+pytest.importorskip("faust", reason="needs the faust extra")
+pytestmark = pytest.mark.kafka
+
+HERE = Path(__file__).resolve().parent
+
+
+def spawn(bootstrap: str, ns: str, tmp: Path) -> subprocess.Popen[bytes]:
+    """``faust_orders.py`` (worker service and orders agent) in its own process."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent.parent)]),
+        "SAGAS_TEST_NS": ns,
+        "SAGAS_TEST_PARTS": "3",
+        "SAGAS_TEST_DATADIR": str(tmp / "faust-data"),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+    }
+    with (tmp / "faust.log").open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, str(HERE / "faust_orders.py"), "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def terminate(proc: subprocess.Popen[bytes], tmp: Path) -> None:
+    """SIGTERM: the app, its agent and the worker service stop; the process exits 0."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, (tmp / "faust.log").read_text()[-3000:]
+
+
+@pytest.fixture
+def participants(bootstrap: str, unique: str) -> Iterator[Participants]:
+    ensure_topics(make_app(unique), KafkaSettings(bootstrap))
+    running = Participants(KafkaSettings(bootstrap), unique)
+    yield running
+    running.stop()
+
+
+def test_a_faust_agent_starts_100_sagas_and_awaits_their_results(
+    bootstrap: str, unique: str, tmp_path: Path, participants: Participants
+) -> None:
+    from confluent_kafka import Producer
+
+    create_topic(bootstrap, f"{unique}.orders", 3)
+    create_topic(bootstrap, f"{unique}.results", 3)
+    proc = spawn(bootstrap, unique, tmp_path)
+    try:
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for i in range(100):
+            behaviour = {"ReserveStock": "fail"} if i % 10 == 0 else {}
+            value = json.dumps({"n": i, "behaviour": behaviour}).encode()
+            producer.produce(f"{unique}.orders", key=f"o{i}".encode(), value=value)
+        assert producer.flush(30) == 0
+        wait_for(lambda: len(read_all(bootstrap, f"{unique}.results", timeout=5)) >= 100, 240)
+        terminate(proc, tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    outcomes = {k.decode(): v.decode() for k, v in read_all(bootstrap, f"{unique}.results")}
+    assert len(outcomes) == 100
+    failed = sorted(k for k, v in outcomes.items() if v != "completed")
+    assert failed == sorted(f"o{i}" for i in range(0, 100, 10))
+    assert all("compensated" in outcomes[k] for k in failed)
+
+
+def test_the_saga_worker_service_starts_and_stops_with_the_faust_app(
+    bootstrap: str, unique: str, tmp_path: Path, participants: Participants
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    create_topic(bootstrap, f"{unique}.orders", 3)
+    create_topic(bootstrap, f"{unique}.results", 3)
+    proc = spawn(bootstrap, unique, tmp_path)
+    client = SagaClient(KafkaSettings(bootstrap), unique)
+    try:
+        client.start("order", {"total": 3}, saga_id="one")
+        assert client.result("order", "one", timeout=120) is not None  # the worker runs
+        terminate(proc, tmp_path)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    listed = admin.list_consumer_groups().result(30).valid
+    groups = [g.group_id for g in listed if g.group_id.startswith(f"{unique}.")]
+    groups.remove(participants.participant.group)  # still running, in this process
+    assert len(groups) >= 4  # the Faust app's and the worker's (one per saga type)
+    for group, future in admin.describe_consumer_groups(groups).items():
+        assert future.result(30).members == [], f"{group} still has members after the stop"
+    log = (tmp_path / "faust.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
