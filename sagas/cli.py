@@ -720,8 +720,9 @@ def describe_app(app: App) -> dict[str, Any]:
                         "name": node.name,
                         "block": type(block).__name__,
                         "kind": getattr(block, "kind", None),
-                        "command": getattr(block, "command", None),
-                        "topic": getattr(block, "to", None),
+                        "command": getattr(block, "command", None)
+                        or getattr(getattr(block, "start", None), "command", None),
+                        "topic": getattr(block, "topic", None),
                         "compensation": undo.command if undo is not None else None,
                     }
                 )

@@ -21,7 +21,7 @@ SAGAS = str(Path(sys.executable).parent / "sagas")
 MYAPP = """\
 from datetime import timedelta
 
-from sagas import Saga, step
+from sagas import Saga, step, wait_signal
 from sagas.app import App
 from sagas.participants import Participant
 from sagas.runtime.config import KafkaSettings
@@ -35,7 +35,17 @@ greet = Saga(
     steps=[step("hello", to=f"{{NS}}.hello", command="Hello", payload=lambda d: dict(d),
                kind="pivot")],
 ).compile()
-app = App(NS, [greet], partitions=1)
+approval = Saga(
+    "approval",
+    version=1,
+    deadline=timedelta(minutes=5),
+    steps=[
+        wait_signal("approved", timeout=timedelta(minutes=2)),
+        step("hello", to=f"{{NS}}.hello", command="Hello", payload=lambda d: dict(d),
+             kind="pivot"),
+    ],
+).compile()
+app = App(NS, [greet, approval], partitions=1)
 
 p = Participant(KafkaSettings(), f"{{NS}}.svc")
 
