@@ -124,7 +124,11 @@ class SagaClient:
     # ------------------------------------------------------------------------- reads
 
     def status(self, saga_type: str, saga_id: str) -> SagaState | None:
-        """The saga's latest committed snapshot, or ``None`` if none was written yet."""
+        """The saga's latest committed snapshot, or ``None`` if none was written yet.
+
+        Without the saga's secret, and its command ids without their tags (see
+        :meth:`SagaState.public_dict`), whether a worker answered or the state topic was read.
+        """
         topic = TopicNames(self.namespace, saga_type).state
         p = partition_for(saga_id.encode(), self._partition_count(topic))
         path = f"/sagas/{_quote(saga_type)}/{_quote(saga_id)}?partition={p}"
@@ -276,14 +280,19 @@ class SagaClient:
         return owners
 
     def _scan(self, topic: str, partition: int, key: bytes | None) -> dict[str, SagaState]:
-        """The latest snapshot per saga in one state partition (only ``key``'s, if given)."""
+        """The latest snapshot per saga in one state partition (only ``key``'s, if given), as
+        the query endpoint shows it (:meth:`SagaState.public_dict`)."""
         latest: dict[bytes, bytes | None] = {}
         with self._lock, kafka_errors(f"reading {topic}"):
             for msg in read_to_end(self._reader_consumer(), topic, partition):
                 k = msg.key()
                 if k is not None and (key is None or k == key):
                     latest[k] = msg.value()
-        return {k.decode(): decode_state(v) for k, v in latest.items() if v is not None}
+        return {
+            k.decode(): SagaState.from_dict(decode_state(v).public_dict())
+            for k, v in latest.items()
+            if v is not None
+        }
 
 
 def _outcome(state: SagaState | None) -> dict[str, Any] | None:

@@ -15,6 +15,9 @@ Every worker process serves the sagas of the partitions it owns over HTTP (JSON)
 With a token (``query_token``, default: the ``SAGAS_QUERY_TOKEN`` environment variable), the
 ``/sagas`` paths answer 401 to any request without ``Authorization: Bearer <token>``.
 
+Snapshots are shown as :meth:`SagaState.public_dict` makes them: without the saga's secret, and
+command ids without their tags (with them, a reader could answer the commands).
+
 The store a worker answers from only ever holds committed snapshots (a batch's snapshots enter it
 after its transaction commits), so an answer is what the state changelog holds.
 
@@ -226,7 +229,7 @@ class QueryServer:
         state = store.states.get(saga_id)
         if state is None:
             return HTTPStatus.NOT_FOUND, {"error": "no such saga", "partition": partition}
-        return HTTPStatus.OK, {"partition": partition, "state": state.to_dict()}
+        return HTTPStatus.OK, {"partition": partition, "state": state.public_dict()}
 
     def sagas(self, saga_type: str, status: str | None, limit: int) -> _Answer:
         """The answer to ``GET /sagas/<type>?status=&limit=``: newest updates first, at most
@@ -243,7 +246,7 @@ class QueryServer:
         newest = heapq.nsmallest(limit, found, key=lambda s: (-s.updated_ms, s.saga_id))
         return HTTPStatus.OK, {
             "partitions": sorted(stores),
-            "sagas": [s.to_dict() for s in newest],
+            "sagas": [s.public_dict() for s in newest],
             "total": len(found),
             "limit": limit,
         }

@@ -23,12 +23,13 @@ from sagas_under_test import make_app
 
 from sagas.app import workers_topic
 from sagas.client import SagaClient
+from sagas.engine import public_command_id
 from sagas.engine.model import Start
 from sagas.errors import ConfigurationError
 from sagas.partitioning import partition_for
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.query import TOKEN_ENV, QueryServer
-from sagas.serde.records import decode_payload
+from sagas.serde.records import decode_payload, decode_state
 from sagas.wire import input_record
 
 pytestmark = pytest.mark.kafka
@@ -182,6 +183,30 @@ def test_a_list_answers_at_most_1000_sagas_whatever_the_limit(rt: Running, boots
     assert len(body["sagas"]) == 1000
     assert (body["limit"], body["total"]) == (1000, 1010)
     assert len(rt.client.list("order", limit=5000)) == 1000
+
+
+def test_answers_hold_no_secret_and_no_command_id_a_reply_could_use(
+    rt: Running, bootstrap: str
+) -> None:
+    sid = rt.client.start("order", {"behaviour": {"ReserveCredit": "silent"}})
+    rt.wait_until(lambda: bool(getattr(rt.client.status("order", sid), "pending", None)))
+    url, p = owner_url(rt, bootstrap, sid)
+    shown = get(url, f"/sagas/order/{sid}?partition={p}")[1]["state"]
+    listed = get(url, "/sagas/order")[1]["sagas"]
+    snapshots = read_all(bootstrap, rt.app.topics("order").state)
+    stored = [decode_state(v) for k, v in snapshots if k == sid.encode()][-1]
+    assert stored.secret
+    public = [public_command_id(c) for c in stored.pending]
+    assert public != list(stored.pending)  # the stored ids carry their tags
+    for state in (shown, *listed):
+        assert "secret" not in state
+        assert list(state["pending"]) == public
+        assert all(t["cmd"] is None or t["cmd"] in public for t in state["tokens"].values())
+    rt.shutdown()  # the client now reads the state topic itself, and shows the same
+    with contextlib.closing(SagaClient(rt.settings, rt.app.namespace, http_timeout=0.5)) as c:
+        read = c.status("order", sid)
+    assert read is not None
+    assert (read.secret, list(read.pending)) == ("", public)
 
 
 @pytest.fixture
