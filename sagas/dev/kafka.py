@@ -8,6 +8,10 @@ How it works:
 2. :class:`LocalKafka` formats a single-node KRaft store (``kafka.tools.StorageTool format
    --standalone``) the first time a data folder is used, starts ``kafka.Kafka`` on 127.0.0.1, waits
    until a metadata request succeeds, and stops it with SIGTERM (SIGKILL after a grace period).
+3. :class:`LocalKafkaCluster` runs several such nodes (broker and controller in one process each)
+   with a static controller quorum of all of them, replication factor 3 and
+   ``min.insync.replicas=2`` as the defaults when there are three or more, so that tests can stop,
+   kill and restart single nodes and see what users see on a real cluster.
 
 Rejected alternatives: downloading the release tarball (not reachable from our machines;
 Maven Central is), librdkafka's mock cluster (it neither fences zombie producers nor compacts,
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -27,16 +32,25 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sagas.errors import BrokerUnavailableError, EnvironmentSetupError
+from sagas.errors import BrokerUnavailableError, ConfigurationError, EnvironmentSetupError
 
-__all__ = ["DEFAULT_KAFKA_VERSION", "KafkaDistribution", "LocalKafka", "default_cache_dir"]
+__all__ = [
+    "DEFAULT_KAFKA_VERSION",
+    "KafkaDistribution",
+    "LocalKafka",
+    "LocalKafkaCluster",
+    "default_cache_dir",
+    "free_port",
+]
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 _LOG4J_VERSION = "2.24.3"
 _MIN_JAVA = 17
+_COORDINATOR_PARTITIONS = 10  # of __consumer_offsets and __transaction_state
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -193,6 +207,11 @@ class LocalKafka:
         die_with_parent: stop the broker when this Python process dies (tests); off for
             ``sagas dev kafka start --detach``.
         heap: the JVM's maximum heap.
+        node_id: this node's id in its cluster.
+        voters: the static controller quorum (``1@127.0.0.1:port,...``) of a cluster's node; None
+            for a single node, formatted as a standalone quorum of itself.
+        cluster_id: the cluster's id, shared by its nodes (None: a new random one).
+        overrides: broker settings laid over the single node's.
     """
 
     data_dir: Path
@@ -201,6 +220,10 @@ class LocalKafka:
     distribution: KafkaDistribution = field(default_factory=KafkaDistribution)
     die_with_parent: bool = True
     heap: str = "768m"
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    overrides: Mapping[str, str] = field(default_factory=dict)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -220,10 +243,15 @@ class LocalKafka:
 
     def _properties(self) -> str:
         cport = self.controller_port
+        quorum = (
+            {"controller.quorum.voters": self.voters}
+            if self.voters
+            else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}"}
+        )
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+            "node.id": str(self.node_id),
+            **quorum,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{cport}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -233,14 +261,15 @@ class LocalKafka:
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
             "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
+            "offsets.topic.num.partitions": str(_COORDINATOR_PARTITIONS),
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "10",
+            "transaction.state.log.num.partitions": str(_COORDINATOR_PARTITIONS),
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
+            **self.overrides,
         }
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -259,6 +288,26 @@ class LocalKafka:
 
     def prepare(self) -> None:
         """Resolve the jars, write the config and format the store if it is new."""
+        self.check_environment()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "server.properties"
+        if self.controller_port is None:
+            self.controller_port = self._stored_controller_port() or free_port()
+        config.write_text(self._properties())
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cluster_id = self.cluster_id or self.random_cluster_id()
+            quorum = [] if self.voters else ["--standalone"]
+            self._java(
+                "kafka.tools.StorageTool", "format", *quorum, "-t", cluster_id, "-c", str(config)
+            )
+
+    def check_environment(self) -> None:
+        """Check Java and resolve the jars.
+
+        Raises:
+            EnvironmentSetupError: Java is missing or too old, or Maven could not get the jars.
+        """
         java = _require_tool(
             "java", "to run the Kafka broker", "Debian: apt-get install openjdk-17-jre-headless"
         )
@@ -268,23 +317,10 @@ class LocalKafka:
                 "Java 17 (Debian: apt-get install openjdk-17-jre-headless), put it first on PATH."
             )
         self.distribution.resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.data_dir / "server.properties"
-        if self.controller_port is None:
-            self.controller_port = self._stored_controller_port() or free_port()
-        config.write_text(self._properties())
-        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
-        if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = self._java("kafka.tools.StorageTool", "random-uuid").stdout.strip()
-            self._java(
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-            )
+
+    def random_cluster_id(self) -> str:
+        """A new cluster id, as the storage tool makes them."""
+        return self._java("kafka.tools.StorageTool", "random-uuid").stdout.strip()
 
     def _stored_controller_port(self) -> int | None:
         """The controller port of an existing store: a KRaft voter's address must not change."""
@@ -304,6 +340,16 @@ class LocalKafka:
             BrokerUnavailableError: the broker exited or did not answer within ``timeout``.
         """
         self.prepare()
+        self.launch()
+        try:
+            self.wait_ready(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def launch(self) -> None:
+        """Start the prepared broker's process without waiting for it to answer."""
         out = (self.data_dir / "broker.out").open("ab")
         java = _require_tool(
             "java", "to run the Kafka broker", "Debian: apt-get install openjdk-17-jre-headless"
@@ -329,12 +375,6 @@ class LocalKafka:
         )
         out.close()
         self.pid_file.write_text(str(self._proc.pid))
-        try:
-            self.wait_ready(timeout=timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self.bootstrap_servers
 
     def wait_ready(self, *, timeout: float = 90.0) -> None:
         """Block until a metadata request succeeds."""
@@ -350,7 +390,7 @@ class LocalKafka:
                 )
             try:
                 metadata = admin.list_topics(timeout=2)
-                if metadata.brokers:
+                if self.node_id in metadata.brokers:
                     return
             except Exception:  # noqa: S110 - not up yet; retried until the deadline
                 pass
@@ -378,6 +418,19 @@ class LocalKafka:
             self._proc = None
         self.pid_file.unlink(missing_ok=True)
 
+    def kill(self) -> None:
+        """Kill the broker with SIGKILL, as a crash would (its data stays)."""
+        pid = self._proc.pid if self._proc is not None else self._pid_from_file()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _terminate(pid, 10.0)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+            self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+
     def _pid_from_file(self) -> int | None:
         try:
             return int(self.pid_file.read_text().strip())
@@ -390,6 +443,242 @@ class LocalKafka:
             return self._proc.poll() is None
         pid = self._pid_from_file()
         return pid is not None and _alive(pid)
+
+
+_CLUSTER_FILE = "cluster.json"
+
+
+def java_string_hash(text: str) -> int:
+    """Java's ``String.hashCode`` of ``text`` (over UTF-16 code units, 32-bit signed)."""
+    h = 0
+    data = text.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def coordinator_partition(key: str, partitions: int) -> int:
+    """The partition of ``__consumer_offsets`` or ``__transaction_state`` that holds ``key``
+    (a group id or a transactional id): the broker leading it is that key's coordinator."""
+    h = java_string_hash(key)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+@dataclass
+class LocalKafkaCluster:
+    """Several KRaft nodes on 127.0.0.1, each a broker and a controller, in one quorum.
+
+    With three nodes or more, topics get replication factor 3 and ``min.insync.replicas=2`` by
+    default (the internal topics too), so one node may die without losing a write or stopping
+    one. The layout (cluster id, ports) is kept in ``data_dir/cluster.json``; node ``i`` keeps its
+    data in ``data_dir/node-<i>``.
+
+    Args:
+        data_dir: the cluster's folder.
+        brokers: how many nodes (at least 1).
+        port: the first node's client port, the others follow it; None picks free ports.
+        distribution: where the jars come from.
+        die_with_parent: stop the nodes when this Python process dies.
+        heap: each JVM's maximum heap.
+
+    Raises:
+        ConfigurationError: ``brokers`` is less than 1.
+    """
+
+    data_dir: Path
+    brokers: int = 3
+    port: int | None = None
+    distribution: KafkaDistribution = field(default_factory=KafkaDistribution)
+    die_with_parent: bool = True
+    heap: str = "512m"
+    nodes: list[LocalKafka] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.brokers < 1:
+            raise ConfigurationError(f"a cluster needs at least 1 broker, not {self.brokers}")
+
+    @property
+    def replication_factor(self) -> int:
+        """The default replication factor of the cluster's topics."""
+        return min(3, self.brokers)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """The default ``min.insync.replicas``: 2 where there are 3 replicas, else 1."""
+        return 2 if self.replication_factor >= 3 else 1
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node's address, comma-separated."""
+        return ",".join(node.bootstrap_servers for node in self._nodes())
+
+    def _layout(self) -> dict[str, object]:
+        """The cluster id and ports, chosen once and kept (a voter's address must not change)."""
+        path = self.data_dir / _CLUSTER_FILE
+        if path.exists():
+            stored: dict[str, object] = json.loads(path.read_text())
+            if self.port is not None:
+                stored["ports"] = [self.port + i for i in range(self.brokers)]
+            return stored
+        ports = (
+            [self.port + i for i in range(self.brokers)]
+            if self.port is not None
+            else [free_port() for _ in range(self.brokers)]
+        )
+        return {
+            "cluster_id": None,
+            "ports": ports,
+            "controller_ports": [free_port() for _ in range(self.brokers)],
+        }
+
+    def _overrides(self) -> dict[str, str]:
+        rf, isr = str(self.replication_factor), str(self.min_insync_replicas)
+        return {
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            # A dead node is fenced, and leaves the in-sync replicas, within a few seconds.
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "1000",
+            "replica.lag.time.max.ms": "10000",
+        }
+
+    def _nodes(self) -> list[LocalKafka]:
+        if not self.nodes:
+            self.prepare()
+        return self.nodes
+
+    def prepare(self) -> None:
+        """Choose the layout, then write and format each node's store if it is new."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        layout = self._layout()
+        ports = [int(p) for p in layout["ports"]]  # type: ignore[attr-defined]
+        cports = [int(p) for p in layout["controller_ports"]]  # type: ignore[attr-defined]
+        if len(ports) != self.brokers:
+            raise ConfigurationError(
+                f"{self.data_dir} holds a cluster of {len(ports)} brokers, not {self.brokers}; "
+                "give the same --brokers, or another --data-dir"
+            )
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, c in enumerate(cports))
+        self.nodes = [
+            LocalKafka(
+                data_dir=self.data_dir / f"node-{i + 1}",
+                port=ports[i],
+                controller_port=cports[i],
+                distribution=self.distribution,
+                die_with_parent=self.die_with_parent,
+                heap=self.heap,
+                node_id=i + 1,
+                voters=voters,
+                overrides=self._overrides(),
+            )
+            for i in range(self.brokers)
+        ]
+        if layout["cluster_id"] is None:
+            self.nodes[0].check_environment()
+            layout["cluster_id"] = self.nodes[0].random_cluster_id()
+        for node in self.nodes:
+            node.cluster_id = str(layout["cluster_id"])
+            node.prepare()
+        (self.data_dir / _CLUSTER_FILE).write_text(json.dumps(layout))
+
+    def node(self, node_id: int) -> LocalKafka:
+        """Node ``node_id`` (1, 2, ...)."""
+        nodes = self._nodes()
+        if not 1 <= node_id <= len(nodes):
+            raise ConfigurationError(f"no node {node_id}; the nodes are 1 to {len(nodes)}")
+        return nodes[node_id - 1]
+
+    def start(self, *, timeout: float = 120.0) -> str:
+        """Start every node that is not running, wait until all answer; return the bootstrap
+        addresses.
+
+        Raises:
+            EnvironmentSetupError: Java or Maven is missing.
+            BrokerUnavailableError: a node exited or did not answer within ``timeout``.
+        """
+        self.prepare()
+        started = [node for node in self.nodes if not node.is_running()]
+        for node in started:
+            node.launch()  # all at once: a quorum elects a leader only when most voters run
+        try:
+            for node in started:
+                node.wait_ready(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def start_node(self, node_id: int, *, timeout: float = 90.0) -> None:
+        """Start one stopped or killed node again on its data and wait until it answers."""
+        node = self.node(node_id)
+        node.launch()
+        node.wait_ready(timeout=timeout)
+
+    def stop_node(self, node_id: int, *, grace: float = 30.0) -> None:
+        """Stop one node with SIGTERM (a controlled shutdown)."""
+        self.node(node_id).stop(grace=grace)
+
+    def kill_node(self, node_id: int) -> None:
+        """Kill one node with SIGKILL, as a crash would."""
+        self.node(node_id).kill()
+
+    def stop(self, *, grace: float = 30.0) -> None:
+        """Stop every node, all at once (a node that waits for a quorum gone would hang)."""
+        pids = []
+        for node in self._nodes():
+            pid = node._proc.pid if node._proc is not None else node._pid_from_file()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+        for pid in pids:
+            _terminate(pid, grace)
+        for node in self.nodes:
+            node.stop(grace=1.0)
+
+    def is_running(self) -> bool:
+        """True while any node runs."""
+        return any(node.is_running() for node in self._nodes())
+
+    def running_nodes(self) -> list[int]:
+        """The ids of the nodes whose process lives."""
+        return [n.node_id for n in self._nodes() if n.is_running()]
+
+    def leader(self, topic: str, partition: int, *, timeout: float = 10.0) -> int:
+        """The id of the node leading ``topic``'s ``partition`` now (-1: none, or no such topic).
+
+        Raises:
+            BrokerUnavailableError: no running node answered.
+        """
+        from confluent_kafka.admin import AdminClient
+
+        nodes = [self.node(i).bootstrap_servers for i in self.running_nodes()]
+        admin = AdminClient({"bootstrap.servers": ",".join(nodes), "log_level": 0})
+        try:
+            metadata = admin.list_topics(topic, timeout=timeout)
+        except Exception as exc:
+            raise BrokerUnavailableError(f"no node of {self.data_dir} answered: {exc}") from exc
+        found = metadata.topics.get(topic)
+        if found is None or partition not in found.partitions:
+            return -1  # not created yet: the first producer or group to ask creates it
+        return int(found.partitions[partition].leader)
+
+    def transaction_coordinator(self, transactional_id: str) -> int:
+        """The id of the node coordinating ``transactional_id``'s transactions now."""
+        return self.leader(
+            "__transaction_state", coordinator_partition(transactional_id, _COORDINATOR_PARTITIONS)
+        )
+
+    def group_coordinator(self, group: str) -> int:
+        """The id of the node coordinating consumer group ``group`` now."""
+        return self.leader(
+            "__consumer_offsets", coordinator_partition(group, _COORDINATOR_PARTITIONS)
+        )
 
 
 def _alive(pid: int) -> bool:
