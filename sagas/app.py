@@ -9,23 +9,29 @@ from dataclasses import dataclass, field
 from sagas.dsl.program import Program
 from sagas.errors import ConfigurationError, DefinitionError, UnknownVersionError
 from sagas.protocol import TopicNames, workers_topic
-from sagas.serde.payloads import register_schema
+from sagas.serde.records import Serde
 
 __all__ = ["App", "TopicNames", "workers_topic"]
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-def _register(program: Program) -> dict[str, str]:
+def _register(serde: Serde, program: Program) -> dict[str, str]:
     """Register a program's payload and reply schemas; its payload record name per command.
+
+    The versions of one saga type may evolve one record (registered oldest first, the newest
+    writes and the older stay readable); two saga types may not give one name two schemas.
 
     Raises:
         DefinitionError: a schema is invalid or clashes with another of the same name.
     """
+    owner = program.name
     try:
         for spec in program.reply_schemas:
-            register_schema(spec)
-        return {cmd: register_schema(spec) for cmd, spec in program.payload_schemas.items()}
+            serde.register(spec, owner=owner)
+        return {
+            cmd: serde.register(spec, owner=owner) for cmd, spec in program.payload_schemas.items()
+        }
     except DefinitionError as exc:
         raise DefinitionError(str(exc), saga=program.name) from exc
 
@@ -39,6 +45,8 @@ class App:
         programs: compiled sagas; several versions of one saga type may be given, so that sagas
             started on an old version finish on it. New sagas start on the newest version.
         partitions: partition count for the topics the worker creates.
+        serde: the encodings of its records (default: a new one with fingerprint framing; a
+            worker writes for the schema registry its settings name, through a copy).
 
     Raises:
         ConfigurationError: a bad namespace, or the same saga type and version given twice.
@@ -47,12 +55,20 @@ class App:
     namespace: str
     programs: tuple[Program, ...]
     partitions: int = 6
+    serde: Serde = field(init=False, repr=False, compare=False)
     _index: Mapping[str, Mapping[int, Program]] = field(init=False, repr=False, compare=False)
     _schemas: Mapping[tuple[str, int], Mapping[str, str]] = field(
         init=False, repr=False, compare=False
     )
 
-    def __init__(self, namespace: str, programs: Iterable[Program], *, partitions: int = 6) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        programs: Iterable[Program],
+        *,
+        partitions: int = 6,
+        serde: Serde | None = None,
+    ) -> None:
         if not _NAME.match(namespace):
             raise ConfigurationError(
                 f"namespace {namespace!r} may hold only letters, digits, '.', '_' and '-' "
@@ -80,7 +96,12 @@ class App:
         object.__setattr__(self, "programs", progs)
         object.__setattr__(self, "partitions", partitions)
         object.__setattr__(self, "_index", index)
-        object.__setattr__(self, "_schemas", {(p.name, p.version): _register(p) for p in progs})
+        serde = serde or Serde()
+        object.__setattr__(self, "serde", serde)
+        ordered = sorted(progs, key=lambda p: (p.name, p.version))
+        object.__setattr__(
+            self, "_schemas", {(p.name, p.version): _register(serde, p) for p in ordered}
+        )
 
     def payload_schema(self, program: Program, command_type: str) -> str | None:
         """The Avro record a command type's payload is written as (None: ``sagas.Payload``)."""

@@ -51,8 +51,8 @@ from sagas.errors import CommandFailed, ConfigurationError, DecodeError, Payload
 from sagas.protocol import INBOX_TOPIC, participant_dlq, replies_topic
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.observe import Observer
-from sagas.serde.payloads import from_record, register_schema
-from sagas.serde.records import decode_payload, encode_payload
+from sagas.serde.payloads import from_record
+from sagas.serde.records import Serde
 from sagas.wire import Headers, OutRecord, header_dict, reply_record
 
 __all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
@@ -92,11 +92,13 @@ class CommandContext:
     deadline_ms: int | None
     reply_to: str
     outbox: list[OutRecord] = field(default_factory=list, repr=False, compare=False)
+    serde: Serde | None = field(default=None, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:
-        """The key to pass to an external API: the same for every delivery of this command
-        (a retry of the step is a new command, with a new key)."""
+        """The key to pass to an external API: the command id. It is the same for every
+        delivery of this command and for every resend of it because this participant was silent
+        (same request); only a new attempt after an answered failure has a new one."""
         return self.command_id
 
     def send(
@@ -112,7 +114,8 @@ class CommandContext:
         ``value`` is raw bytes, or a JSON-compatible mapping encoded as ``sagas.Payload``. The key
         defaults to the saga id. Records sent by a handler that then fails are dropped.
         """
-        data = value if isinstance(value, bytes) else encode_payload(dict(value))
+        serde = self.serde or Serde()
+        data = value if isinstance(value, bytes) else serde.encode_payload(dict(value))
         raw_key = (key or self.saga_id).encode() if not isinstance(key, bytes) else key
         self.outbox.append(OutRecord(topic, raw_key, data, list(headers or [])))
 
@@ -178,6 +181,8 @@ class Participant:
             raise ConfigurationError(f"reply_to is not a regular expression: {exc}") from exc
         self.late_commands = late_commands
         self.clock_ms = clock_ms
+        self.serde = Serde.for_settings(settings)
+        """The encodings of this participant's commands and replies (its own schemas)."""
         self.observer = observer
         self.settings = settings
         self.group = group
@@ -230,8 +235,8 @@ class Participant:
             ConfigurationError: the command type on that topic has a handler already.
         """
         if payload_schema is not None:
-            register_schema(payload_schema)
-        reply_name = register_schema(reply_schema) if reply_schema is not None else None
+            self.serde.register(payload_schema)
+        reply_name = self.serde.register(reply_schema) if reply_schema is not None else None
         payload_type = (
             payload_schema
             if isinstance(payload_schema, type) and dataclasses.is_dataclass(payload_schema)
@@ -277,6 +282,7 @@ class Participant:
                 int(h.get("attempt", "1")),
                 int(h["deadline"]) if "deadline" in h else None,
                 h["reply-to"],
+                serde=self.serde,
             )
         except KeyError as exc:
             raise DecodeError(f"not a command: no {exc.args[0]} header", record=value) from None
@@ -288,11 +294,17 @@ class Participant:
                 f"{self.reply_to.pattern!r})",
                 record=value,
             )
-        payload = decode_payload(value)
+        payload = self.serde.decode_payload(value)
 
         def reply(outcome: Outcome, body: dict[str, Any], schema: str | None = None) -> Executed:
             rec = reply_record(
-                ctx.reply_to, ctx.saga_id, ctx.command_id, outcome, body, schema=schema
+                ctx.reply_to,
+                ctx.saga_id,
+                ctx.command_id,
+                outcome,
+                body,
+                schema=schema,
+                serde=self.serde,
             )
             effects = ctx.outbox if outcome == "success" else []
             return Executed(ctx.saga_id, ctx.command_id, rec, effects)
@@ -338,9 +350,8 @@ class Participant:
         if not self._handlers:
             raise ConfigurationError("the participant has no handlers; register some first")
         from sagas.runtime.participant_loop import ParticipantLoop
-        from sagas.serde import configure
 
-        configure(self.settings)  # the schema registry, when one is set
+        self.serde.connect()  # a registry that is down or refuses a schema stops us here
 
         try:
             ParticipantLoop(self).run(stop)

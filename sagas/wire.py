@@ -42,7 +42,7 @@ from sagas.engine.model import (
 )
 from sagas.errors import DecodeError
 from sagas.protocol import dead_letter_headers
-from sagas.serde.records import decode_payload, encode_payload
+from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
     from sagas.app import App
@@ -100,13 +100,17 @@ def _h(**items: str | int | None) -> Headers:
     return [(k.replace("_", "-"), str(v).encode()) for k, v in items.items() if v is not None]
 
 
-def decode_input(key: bytes | None, value: bytes | None, headers: Any) -> Input:
-    """Turn an inbox record into an engine input.
+def decode_input(
+    key: bytes | None, value: bytes | None, headers: Any, serde: Serde | None = None
+) -> Input:
+    """Turn an inbox record into an engine input (payloads read with ``serde``, else the
+    default one).
 
     Raises:
         DecodeError: the record is not a valid input; the reason says what is wrong.
     """
     h = header_dict(headers)
+    decode_payload = (serde or default_serde()).decode_payload
     saga_id = h.get("saga-id") or (key.decode("utf-8", "replace") if key else "")
     if not saga_id:
         raise DecodeError("no saga id: set the record key or the saga-id header", record=value)
@@ -140,8 +144,9 @@ def decode_input(key: bytes | None, value: bytes | None, headers: Any) -> Input:
     )
 
 
-def input_record(topic: str, inp: Input) -> OutRecord:
+def input_record(topic: str, inp: Input, serde: Serde | None = None) -> OutRecord:
     """The inbox record of an input (what the client and the runtime send)."""
+    encode_payload = (serde or default_serde()).encode_payload
     key = inp.saga_id.encode()
     if isinstance(inp, Start):
         p = inp.parent
@@ -154,7 +159,9 @@ def input_record(topic: str, inp: Input) -> OutRecord:
         )
         return OutRecord(topic, key, encode_payload(inp.data), headers)
     if isinstance(inp, Reply):
-        return reply_record(topic, inp.saga_id, inp.command_id, inp.outcome, inp.payload)
+        return reply_record(
+            topic, inp.saga_id, inp.command_id, inp.outcome, inp.payload, serde=serde
+        )
     if isinstance(inp, Signal):
         headers = _h(sagas_input="signal", saga_id=inp.saga_id, signal=inp.name)
         return OutRecord(topic, key, encode_payload(inp.payload), headers)
@@ -172,6 +179,7 @@ def reply_record(
     payload: dict[str, Any],
     *,
     schema: str | None = None,
+    serde: Serde | None = None,
 ) -> OutRecord:
     """A participant's reply to ``command_id``, for the command's ``reply-to`` topic; written
     as the Avro record ``schema`` when given, else as ``sagas.Payload``.
@@ -180,10 +188,13 @@ def reply_record(
         PayloadSchemaError: the payload does not fit ``schema``.
     """
     headers = _h(sagas_input="reply", saga_id=saga_id, command_id=command_id, outcome=outcome)
-    return OutRecord(topic, saga_id.encode(), encode_payload(payload, schema), headers)
+    value = (serde or default_serde()).encode_payload(payload, schema)
+    return OutRecord(topic, saga_id.encode(), value, headers)
 
 
-def command_record(cmd: CommandOut, reply_to: str, schema: str | None = None) -> OutRecord:
+def command_record(
+    cmd: CommandOut, reply_to: str, schema: str | None = None, serde: Serde | None = None
+) -> OutRecord:
     """A command for a participant, with the contract's headers; its payload is written as the
     Avro record ``schema`` when given, else as ``sagas.Payload``.
 
@@ -200,41 +211,44 @@ def command_record(cmd: CommandOut, reply_to: str, schema: str | None = None) ->
         reply_to=reply_to,
         deadline=cmd.deadline_ms,
     )
-    value = encode_payload(cmd.payload, schema)
+    value = (serde or default_serde()).encode_payload(cmd.payload, schema)
     return OutRecord(cmd.topic, cmd.saga_id.encode(), value, headers)
 
 
-def decision_records(app: App, program: Program, decision: Decision) -> list[OutRecord]:
+def decision_records(
+    app: App, program: Program, decision: Decision, serde: Serde | None = None
+) -> list[OutRecord]:
     """Every record a decision sends: its commands (replying to the saga's inbox), child starts
-    and parent replies, all encoded; the one way a decision becomes records, for the worker and
-    for :mod:`sagas.testing` alike.
+    and parent replies, all encoded with ``serde`` (default: the app's); the one way a decision
+    becomes records, for the worker and for :mod:`sagas.testing` alike.
 
     Raises:
         PayloadSchemaError: a command payload does not fit its schema (then nothing is sent: the
             worker dead-letters the input, and the saga stays as it was).
     """
+    serde = serde or app.serde
     reply_to = app.topics(program.name).inbox
     records = [
-        command_record(cmd, reply_to, app.payload_schema(program, cmd.command_type))
+        command_record(cmd, reply_to, app.payload_schema(program, cmd.command_type), serde)
         for cmd in decision.commands
     ]
     records += [
-        child_start_record(child, app.topics(child.saga_type).inbox)
+        child_start_record(child, app.topics(child.saga_type).inbox, serde)
         for child in decision.children
     ]
     records += [
-        parent_reply_record(reply, app.topics(reply.parent.saga_type).inbox)
+        parent_reply_record(reply, app.topics(reply.parent.saga_type).inbox, serde)
         for reply in decision.parent_replies
     ]
     return records
 
 
-def child_start_record(child: ChildStart, inbox: str) -> OutRecord:
+def child_start_record(child: ChildStart, inbox: str, serde: Serde | None = None) -> OutRecord:
     """The start of a child saga, for the child type's inbox."""
-    return input_record(inbox, Start(child.saga_id, child.data, child.parent))
+    return input_record(inbox, Start(child.saga_id, child.data, child.parent), serde)
 
 
-def parent_reply_record(reply: ParentReply, inbox: str) -> OutRecord:
+def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = None) -> OutRecord:
     """A child saga's result, for the parent's inbox."""
     p = reply.parent
-    return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload)
+    return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload, serde=serde)

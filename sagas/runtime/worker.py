@@ -47,8 +47,6 @@ from sagas.runtime.kafka_errors import read_to_end
 from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, position
 from sagas.runtime.observe import Observer
 from sagas.runtime.store import PartitionStore
-from sagas.serde import configure
-from sagas.serde.records import decode_state, encode_event, encode_state
 from sagas.wire import OutRecord, decision_records, decode_input
 
 __all__ = ["SagaWorker", "WorkerMetrics"]
@@ -175,7 +173,8 @@ class SagaWorker:
         self.on_assigned: Callable[[str, list[int]], None] | None = None
         """Called with the saga type and partitions once they are restored (e.g. to advertise)."""
         app.latest(saga_type)  # fails early on an unknown saga type
-        configure(settings)  # the schema registry, when one is set
+        self.serde = app.serde.with_registry(settings.schema_registry_url)
+        self.serde.connect()  # a registry that is down or refuses a schema stops us here
 
     # ------------------------------------------------------------------------- rebalance
 
@@ -231,7 +230,7 @@ class SagaWorker:
                 store.delete(key.decode())
             return
         try:
-            state = decode_state(msg.value())
+            state = self.serde.decode_state(msg.value())
         except DecodeError as exc:
             log.error(
                 "%s[%d]@%d: unreadable snapshot skipped (it stays in the topic): %s",
@@ -298,7 +297,7 @@ class SagaWorker:
         where = position(msg)
         self.metrics.inputs += 1
         try:
-            inp = decode_input(msg.key(), msg.value(), msg.headers())
+            inp = decode_input(msg.key(), msg.value(), msg.headers(), self.serde)
         except DecodeError as exc:
             batch.dead_letter(msg, f"undecodable input: {exc}")
             return
@@ -323,7 +322,7 @@ class SagaWorker:
                     self._apply(batch, p, timer, now, None)
         for saga_id, (partition, state, source) in batch.staged.items():
             batch.write(
-                OutRecord(self.topics.state, saga_id.encode(), encode_state(state), []),
+                OutRecord(self.topics.state, saga_id.encode(), self.serde.encode_state(state), []),
                 source,
                 partition,
             )
@@ -387,7 +386,7 @@ class SagaWorker:
                 batch.dead_letter(msg, f"transition failed: {exc!r}")
             return
         try:
-            records = decision_records(self.app, program, decision)
+            records = decision_records(self.app, program, decision, self.serde)
         except PayloadSchemaError as exc:  # the payload builder and its schema disagree
             log.error("%s: saga %s: %s", self.saga_type, inp.saga_id, exc)
             if msg is not None:
@@ -411,7 +410,7 @@ class SagaWorker:
         version: int,
         source: Position | TimerSource,
     ) -> None:
-        value = encode_event(event, self.saga_type, version)
+        value = self.serde.encode_event(event, self.saga_type, version)
         batch.write(OutRecord(self.topics.journal, event.saga_id.encode(), value, []), source)
 
     def _program_for(self, state: SagaState | None, inp: Input) -> Program:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,14 @@ class SchemaStore:
             self._current[name] = (fp, parsed)
             self._source[name] = dict(schema)
         return name
+
+    def copy(self) -> SchemaStore:
+        """A store with the same schemas, current and past, and no registry."""
+        other = SchemaStore()
+        other._current = dict(self._current)
+        other._source = dict(self._source)
+        other._by_fingerprint = dict(self._by_fingerprint)
+        return other
 
     def load_dir(self, folder: Path) -> None:
         """Register every ``*.avsc`` of ``folder`` as current and of ``folder/history`` as past."""
@@ -218,9 +225,9 @@ class SchemaStore:
         return value
 
 
-@cache
 def default_store() -> SchemaStore:
-    """The store of the schemas shipped in ``schemas/``."""
-    store = SchemaStore()
-    store.load_dir(schema_dir())
-    return store
+    """The store of the default serde (:func:`sagas.serde.records.default_serde`): the schemas
+    shipped in ``schemas/`` and those registered through :func:`register_schema`."""
+    from sagas.serde.records import default_serde
+
+    return default_serde().store

@@ -25,7 +25,14 @@ from typing import Any, Union, get_args, get_origin
 from sagas.dsl.nodes import SchemaSpec
 from sagas.errors import DefinitionError
 
-__all__ = ["SchemaSpec", "avro_schema", "from_record", "load_schema", "register_schema"]
+__all__ = [
+    "SchemaSpec",
+    "avro_schema",
+    "from_record",
+    "full_name",
+    "load_schema",
+    "register_schema",
+]
 
 _PRIMITIVES: dict[Any, str] = {str: "string", int: "long", float: "double", bool: "boolean"}
 
@@ -99,27 +106,18 @@ def load_schema(spec: SchemaSpec) -> dict[str, Any]:
 
 
 def register_schema(spec: SchemaSpec) -> str:
-    """Make ``spec`` known to this process's readers and writers; return its full name.
+    """Make ``spec`` known to the default serde's readers and writers; return its full name.
+    Apps, clients and participants register with their own :class:`~sagas.serde.records.Serde`.
 
     Raises:
         DefinitionError: the schema is invalid, or another schema with its name is registered.
     """
-    from sagas.serde.avro import default_store
+    from sagas.serde.records import default_serde
 
-    schema = load_schema(spec)
-    store = default_store()
-    name = _full_name(schema)
-    if name in store.names() and store.source(name) != schema:
-        raise DefinitionError(
-            f"two different schemas are named {name}; give each payload type its own name"
-        )
-    try:
-        return store.add(schema)
-    except Exception as exc:
-        raise DefinitionError(f"{name} is not a valid Avro schema: {exc}") from exc
+    return default_serde().register(spec)
 
 
-def _full_name(schema: Mapping[str, Any]) -> str:
+def full_name(schema: Mapping[str, Any]) -> str:
     name = str(schema["name"])
     ns = schema.get("namespace")
     return name if "." in name or not ns else f"{ns}.{name}"

@@ -192,3 +192,51 @@ def test_the_test_env_dead_letters_a_payload_that_does_not_fit_as_the_worker_doe
     [(inp, reason)] = env.dead_letters
     assert inp.saga_id == "m1"
     assert "does not fit its schema" in reason
+
+
+def test_an_app_holds_two_versions_whose_payload_dataclass_gained_an_optional_field() -> None:
+    import dataclasses
+
+    from sagas.serde.payloads import avro_schema
+
+    @dataclass
+    class Parcel:
+        sku: str
+
+    v1_schema = avro_schema(Parcel)
+
+    @dataclass
+    class Parcel:  # type: ignore[no-redef]  # the same record, a release later
+        sku: str
+        express: bool = False
+
+    def saga(version: int, schema: Any) -> Any:
+        return Saga[dict[str, Any]](
+            "parcel",
+            version=version,
+            deadline=timedelta(minutes=1),
+            steps=[
+                step(
+                    "ship",
+                    to="t.commands",
+                    command="Ship",
+                    kind="pivot",
+                    payload=lambda d: {"sku": "a"},
+                    payload_schema=schema,
+                )
+            ],
+        ).compile()
+
+    app = App("evolve", [saga(1, v1_schema), saga(2, Parcel)])
+    name = app.payload_schema(app.program("parcel", 1), "Ship")
+    assert name == app.payload_schema(app.program("parcel", 2), "Ship")
+    old = app.serde.encode_payload({"sku": "a"}, name)  # a v1 saga's payload: the default fills in
+    assert app.serde.decode_payload(old) == {"sku": "a", "express": False}
+    assert dataclasses.is_dataclass(Parcel)
+    # Two saga types may not give one record name two schemas.
+    with pytest.raises(DefinitionError, match="two different schemas"):
+        App("clash", [saga(1, v1_schema), Saga[dict[str, Any]](
+            "other", version=1, deadline=timedelta(minutes=1),
+            steps=[step("ship", to="t.commands", command="Ship", kind="pivot",
+                        payload_schema=Parcel)],
+        ).compile()])  # fmt: skip

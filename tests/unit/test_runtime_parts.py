@@ -149,6 +149,7 @@ def test_commands_carry_the_wire_contract_headers() -> None:
         "command-id": "s1:credit:1",
         "command-type": "ReserveCredit",
         "attempt": "1",
+        "send": "1",
         "reply-to": "ns.order.inbox",
         "deadline": "99000",
     }
