@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from confluent_kafka import Producer
 
@@ -262,8 +262,8 @@ class QueryServer:
         """The answer to one request: ``GET`` of ``target`` with that ``Authorization`` header."""
         if method != "GET":
             return HTTPStatus.METHOD_NOT_ALLOWED, {"error": "only GET is served"}
-        url = urlsplit(target)
-        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        path, _, query_string = target.partition("#")[0].partition("?")
+        parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts == ["health"]:
             return HTTPStatus.OK, self.health()
         if parts[0] != "sagas" or len(parts) not in (2, 3):
@@ -275,7 +275,7 @@ class QueryServer:
                 "error": "this endpoint needs 'Authorization: Bearer <token>' "
                 f"(the token the worker has in {TOKEN_ENV})"
             }
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        query = {k: v[-1] for k, v in parse_qs(query_string).items()}
         numbers = {k: _number(query[k]) for k in ("partition", "limit") if k in query}
         bad = [k for k, n in numbers.items() if n is None]
         if bad:
@@ -295,10 +295,15 @@ class QueryServer:
                 oldest = next(iter(self._reading.values()))
                 wait = max(0.0, min(wait, oldest.deadline - time.monotonic()))
             for key, _ in self._selector.select(wait):
-                if key.fileobj is self._listener:
-                    self._accept()
-                elif key.fileobj is not self._wake_r:
-                    self._read(key.data)
+                try:
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif key.fileobj is not self._wake_r:
+                        self._read(key.data)
+                except Exception:  # a bug must not stop the endpoint: drop what it was on
+                    log.exception("query endpoint: unexpected error, connection dropped")
+                    if isinstance(key.data, _Connection):
+                        self._drop(key.data, "unexpected error")
             now = time.monotonic()
             while self._reading:
                 oldest = next(iter(self._reading.values()))
@@ -356,8 +361,12 @@ class QueryServer:
         if not self._answering.acquire(blocking=False):
             _send_now(conn.sock, _response(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "busy"}))
             conn.sock.close()
-            log.debug("query %s %s: 503, %d requests in hand", conn.peer, request.target,
-                      self.max_connections)  # fmt: skip
+            log.debug(
+                "query %s %r: 503, %d requests in hand",
+                conn.peer,
+                request.target,
+                self.max_connections,
+            )
             return
         self._pool.submit(self._respond, conn, request)
 
@@ -371,17 +380,18 @@ class QueryServer:
                     request.method, request.target, request.headers.get("authorization")
                 )
             except Exception:  # a bug here must not cost the client its answer
-                log.exception("query %s %s failed", request.method, request.target)
+                log.exception("query %s %r failed", request.method, request.target)
                 status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"}
             conn.sock.settimeout(self.timeout)
             try:
                 conn.sock.sendall(_response(status, body))
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
-                log.debug("query %s %s: %d not delivered (%s)", conn.peer, request.target,
-                          status, exc)  # fmt: skip
+                log.debug(
+                    "query %s %r: %d not delivered (%s)", conn.peer, request.target, status, exc
+                )
             else:
-                log.debug("query %s %s %s: %d", conn.peer, request.method, request.target, status)
+                log.debug("query %s %s %r: %d", conn.peer, request.method, request.target, status)
         finally:
             conn.sock.close()
             self._answering.release()
