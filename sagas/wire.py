@@ -68,11 +68,12 @@ OUTCOMES: frozenset[str] = frozenset({"success", "failure", "retryable-failure"}
 
 @dataclass(frozen=True)
 class OutRecord:
-    """A record to produce: topic, key, value and headers (partition chosen by the key)."""
+    """A record to produce: topic, key, value and headers (partition chosen by the key). A
+    ``None`` value is a tombstone (it removes the key from a compacted topic)."""
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
     headers: Headers
 
 

@@ -336,11 +336,13 @@ def compile_saga(saga: Saga[Any]) -> Program:
         if isinstance(b, WaitSignal):
             pass
     deadline_ms = None if saga.deadline is None else _ms(saga.deadline.total_seconds())
+    retention_ms = None if saga.retention is None else _ms(saga.retention.total_seconds())
     payload_schemas, reply_schemas = _schemas(s, final)
     return Program(
         name=s,
         version=saga.version,
         deadline_ms=deadline_ms,
+        retention_ms=retention_ms,
         entry=entry,
         nodes=final,
         edges=tuple(edges),

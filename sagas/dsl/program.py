@@ -69,6 +69,7 @@ class Program:
         name: saga type name.
         version: definition version.
         deadline_ms: whole-saga deadline in milliseconds, if any.
+        retention_ms: how long a finished saga is kept (``None``: forever).
         entry: the first block (``None`` only for a program made by hand with no blocks).
         nodes: every block by name.
         edges: (from, to, label) for drawing and analysis.
@@ -91,6 +92,7 @@ class Program:
     record_types: tuple[str, ...] = RECORD_TYPES
     payload_schemas: Mapping[str, Any] = field(default_factory=dict)
     reply_schemas: tuple[Any, ...] = ()
+    retention_ms: int | None = 7 * 24 * 3600 * 1000
 
     def mermaid(self) -> str:
         """The flow as a Mermaid ``flowchart`` (paste it into a Markdown code block)."""

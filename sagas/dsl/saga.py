@@ -35,6 +35,9 @@ class Saga(Generic[D]):
         version: the definition version; in-flight sagas keep the version they started on.
         steps: the blocks run in order (see :mod:`sagas.dsl.nodes`); at least one.
         deadline: when the whole saga must be done; on expiry it compensates (before the pivot).
+        retention: how long a finished saga stays in the state topic and the worker's memory
+            (for ``status`` and ``result``) before it is removed; its journal keeps its history
+            for the journal topic's own retention. ``None`` keeps finished sagas forever.
 
     Raises:
         DefinitionError: the saga or one of its blocks (their ``Retry`` and calls included)
@@ -46,10 +49,15 @@ class Saga(Generic[D]):
     version: int
     steps: Sequence[Node[D]] = field(default=())
     deadline: timedelta | None = None
+    retention: timedelta | None = timedelta(days=7)
 
     def __post_init__(self) -> None:
         saga = str(self.name)
-        problem = _bad_name(self.name, "saga") or _bad_duration(self.deadline, "deadline")
+        problem = (
+            _bad_name(self.name, "saga")
+            or _bad_duration(self.deadline, "deadline")
+            or _bad_duration(self.retention, "retention")
+        )
         if problem is None and (not isinstance(self.version, int) or self.version < 1):
             problem = f"version must be a positive int, e.g. version=1; got {self.version!r}"
         if problem is not None:

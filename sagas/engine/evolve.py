@@ -37,6 +37,9 @@ undo_phase         failures
 undo_done          step
 outcome            outcome, reason
 finished           status, reason — terminal
+parked             reason — written by the worker: no definition of the saga's version here
+expired            retention_ms — written by the worker: a finished saga's retention ran out, and
+                   its snapshot left the state topic (the state is gone)
 =================  =====================================================================
 """
 
@@ -101,8 +104,10 @@ def _set_cmd(state: SagaState, b: dict[str, Any]) -> SagaState:
 def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
     """The state after ``event``. Pure; ``ignored`` events return ``state`` unchanged."""
     t, b = event.type, event.body
-    if t == "ignored":
+    if t in ("ignored", "parked"):
         return state
+    if t == "expired":  # a finished saga's retention ran out: it is gone
+        return None
     if t == "started":
         parent = ParentRef.from_dict(b["parent"]) if b["parent"] else None
         return SagaState(

@@ -426,7 +426,7 @@ class TransactionalLoop(Generic[B]):
             self.transactions.produce(
                 rec.topic,
                 rec.key or None,
-                rec.value or None,
+                rec.value,
                 partition=out.partition,
                 headers=rec.headers,
                 on_delivery=delivered,

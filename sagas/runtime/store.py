@@ -8,11 +8,15 @@ that timer at that due time). Nothing here talks to Kafka; the worker fills and 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sagas.engine.model import SagaState, TimerFired
 
-__all__ = ["PartitionStore"]
+EXPIRE = "@expire"
+"""The timer id of a finished saga's retention running out (kept by the store, not the saga)."""
+
+__all__ = ["EXPIRE", "PartitionStore"]
 
 
 @dataclass
@@ -23,11 +27,14 @@ class PartitionStore:
         partition: the inbox (and state) partition number.
         states: saga id -> latest committed snapshot.
         parked: saga ids whose definition version this worker lacks (their timers are not run).
+        retention: how long a finished saga is kept (ms, ``None``: forever); its expiry is due
+            ``updated_ms`` + retention, so restoring the snapshots restores the expiries.
     """
 
     partition: int
     states: dict[str, SagaState] = field(default_factory=dict)
     parked: set[str] = field(default_factory=set)
+    retention: Callable[[SagaState], int | None] = field(default=lambda state: None)
     _heap: list[tuple[int, str, str]] = field(default_factory=list)
     _indexed: set[tuple[int, str, str]] = field(default_factory=set)
 
@@ -38,11 +45,17 @@ class PartitionStore:
             self.parked.add(state.saga_id)
             return
         self.parked.discard(state.saga_id)
-        for timer_id, due in state.timers.items():
+        for timer_id, due in self._dues(state):
             entry = (due, state.saga_id, timer_id)
             if entry not in self._indexed:
                 self._indexed.add(entry)
                 heapq.heappush(self._heap, entry)
+
+    def _dues(self, state: SagaState) -> list[tuple[str, int]]:
+        if state.terminal:
+            keep = self.retention(state)
+            return [] if keep is None else [(EXPIRE, state.updated_ms + keep)]
+        return list(state.timers.items())
 
     def delete(self, saga_id: str) -> None:
         """Forget a saga (a tombstone in the changelog)."""
@@ -52,7 +65,11 @@ class PartitionStore:
     def _valid(self, entry: tuple[int, str, str]) -> bool:
         due, saga_id, timer_id = entry
         state = self.states.get(saga_id)
-        return state is not None and state.timers.get(timer_id) == due
+        if state is None:
+            return False
+        if timer_id == EXPIRE:
+            return (EXPIRE, due) in self._dues(state)
+        return state.timers.get(timer_id) == due
 
     def next_due(self) -> int | None:
         """The earliest pending due time, or ``None``."""

@@ -46,7 +46,7 @@ from sagas.runtime.config import KafkaSettings
 from sagas.runtime.kafka_errors import read_to_end
 from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, position
 from sagas.runtime.observe import Observer
-from sagas.runtime.store import PartitionStore
+from sagas.runtime.store import EXPIRE, PartitionStore
 from sagas.wire import OutRecord, decision_records, decode_input
 
 __all__ = ["SagaWorker", "WorkerMetrics"]
@@ -66,6 +66,8 @@ class WorkerMetrics:
     ignored_inputs: int = 0
     """Inputs the engine ignored (a reply to no pending command, a start of an existing saga)."""
     parked_sagas: int = 0
+    expired_sagas: int = 0
+    """Finished sagas removed when their retention ran out."""
     restored_sagas: int = 0
     restore_seconds: float = 0.0
     owned_partitions: list[int] = field(default_factory=list)
@@ -95,7 +97,10 @@ TimerSource = tuple[str, str, str]
 class _Batch(Batch):
     """A worker batch: the snapshots to write once the batch is handled, and what to undo."""
 
-    staged: dict[str, tuple[int, SagaState, Position | TimerSource]] = field(default_factory=dict)
+    staged: dict[str, tuple[int, SagaState | None, Position | TimerSource]] = field(
+        default_factory=dict
+    )
+    """The newest state of each saga the batch touched (``None``: expired, to be removed)."""
     events: list[JournalEvent] = field(default_factory=list)
     timers: dict[int, list[TimerFired]] = field(default_factory=dict)
     parked: set[str] = field(default_factory=set)
@@ -204,7 +209,7 @@ class SagaWorker:
     def _restore(self, partition: int) -> PartitionStore:
         """Read the state partition from the start to the end of committed data."""
         started = time.monotonic()
-        store = PartitionStore(partition)
+        store = PartitionStore(partition, retention=self._retention)
         count = 0
         for msg in read_to_end(self.loop.restorer, self.topics.state, partition):
             count += 1
@@ -222,6 +227,13 @@ class SagaWorker:
             elapsed,
         )
         return store
+
+    def _retention(self, state: SagaState) -> int | None:
+        """How long a finished saga of this version is kept (ms; ``None``: forever)."""
+        try:
+            return self.app.program(self.saga_type, state.version).retention_ms
+        except UnknownVersionError:
+            return None
 
     def _restore_record(self, store: PartitionStore, msg: Message) -> None:
         key = msg.key()
@@ -321,10 +333,9 @@ class SagaWorker:
                 for timer in timers:
                     self._apply(batch, p, timer, now, None)
         for saga_id, (partition, state, source) in batch.staged.items():
+            value = None if state is None else self.serde.encode_state(state)
             batch.write(
-                OutRecord(self.topics.state, saga_id.encode(), self.serde.encode_state(state), []),
-                source,
-                partition,
+                OutRecord(self.topics.state, saga_id.encode(), value, []), source, partition
             )
 
     def _caught_up(self, partition: int, batch: _Batch) -> bool:
@@ -361,6 +372,9 @@ class SagaWorker:
             position(msg) if msg is not None else ("timer", inp.saga_id, _timer_id(inp))
         )
         state = self._current(batch, partition, inp.saga_id)
+        if isinstance(inp, TimerFired) and inp.timer_id == EXPIRE:
+            self._expire(batch, partition, state, now, source)
+            return
         if isinstance(inp, TimerFired):
             self.metrics.timers_fired += 1
             self.observer.timer_fired(self.saga_type, lateness_ms=now - inp.due_ms)
@@ -403,6 +417,24 @@ class SagaWorker:
         if decision.state is not None:
             batch.staged[decision.state.saga_id] = (partition, decision.state, source)
 
+    def _expire(
+        self,
+        batch: _Batch,
+        partition: int,
+        state: SagaState | None,
+        now: int,
+        source: Position | TimerSource,
+    ) -> None:
+        """A finished saga's retention ran out: journal it and remove its snapshot."""
+        if state is None or not state.terminal:
+            return
+        retention = self._retention(state)
+        event = JournalEvent("expired", state.saga_id, now, {"retention_ms": retention})
+        self._journal(batch, event, state.version, source)
+        batch.events.append(event)
+        batch.staged[state.saga_id] = (partition, None, source)
+        self.metrics.expired_sagas += 1
+
     def _journal(
         self,
         batch: _Batch,
@@ -424,9 +456,13 @@ class SagaWorker:
         """The batch's snapshots become the store's."""
         if batch.events:
             self.observer.saga_events(self.saga_type, batch.events)
-        for partition, state, _ in batch.staged.values():
+        for saga_id, (partition, state, _) in batch.staged.items():
             store = self.stores.get(partition)
-            if store is not None:
+            if store is None:
+                continue
+            if state is None:
+                store.delete(saga_id)
+            else:
                 store.put(state)
         for saga_id in batch.parked:
             for store in self.stores.values():
