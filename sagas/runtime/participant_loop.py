@@ -32,12 +32,12 @@ from confluent_kafka.admin import AdminClient
 
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.runtime.kafka_errors import read_to_end
-from sagas.runtime.loop import Batch, TransactionalLoop, position
+from sagas.runtime.loop import Batch, Position, TransactionalLoop, position
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.wire import OutRecord, header_dict
 
 if TYPE_CHECKING:
-    from sagas.participants import Participant
+    from sagas.participants import Executed, Participant
 
 __all__ = ["ParticipantLoop", "RecordedReply"]
 
@@ -119,6 +119,9 @@ class ParticipantLoop:
             observer=participant.observer,
         )
         self.observer = self.loop.observer
+        self._unrecorded: dict[tuple[str, int], dict[str, Executed]] = {}
+        """Results of handlers whose transaction has not committed yet, by partition and command
+        id: after an abort they are written again instead of running the handler again."""
         self._known_topics: set[str] = set()
         self._topics_read_at = 0.0
 
@@ -181,6 +184,7 @@ class ParticipantLoop:
         """Forget the recorded replies of partitions that left."""
         for tp in partitions:
             self.replies.pop((tp.topic, tp.partition), None)
+            self._unrecorded.pop((tp.topic, tp.partition), None)
 
     def owns(self, topic: str, partition: int) -> bool:
         """Whether the partition's recorded replies are here."""
@@ -241,12 +245,17 @@ class ParticipantLoop:
         if allowed and not self._topic_exists(reply_to):  # not allowed: execute says why
             batch.dead_letter(msg, f"reply-to {reply_to[:300]!r} is not an existing topic")
             return
+        executed = self._unrecorded.get(tp, {}).get(command_id)
+        if executed is not None:  # handled before an aborted transaction: not run again
+            self._record(batch, where, executed)
+            return
         started = time.monotonic()
         try:
             executed = self.participant.execute(tp[0], msg.value(), headers)
         except DecodeError as exc:
             batch.dead_letter(msg, f"not a command: {exc}")
             return
+        self._unrecorded.setdefault(tp, {})[executed.command_id] = executed
         outcome = "none"
         if executed.reply is not None:
             outcome = header_dict(executed.reply.headers).get("outcome", "")
@@ -258,12 +267,17 @@ class ParticipantLoop:
             headers=headers,
         )
         batch.handled += 1
+        self._record(batch, where, executed)
+
+    def _record(self, batch: _Batch, where: Position, executed: Executed) -> None:
+        """Add a handled command's effects, reply and recorded reply to the batch."""
+        tp = where[:2]
         for effect in executed.effects:
             batch.write(effect, where)
         if executed.reply is not None:
             batch.write(executed.reply, where)
         recorded = RecordedReply(executed.reply)
-        staged[executed.command_id] = recorded
+        batch.recorded.setdefault(tp, {})[executed.command_id] = recorded
         replies = self.participant.replies_topic(tp[0])
         batch.write(recorded.to_record(replies, executed.command_id, tp[1]), where, tp[1])
 
@@ -275,11 +289,16 @@ class ParticipantLoop:
         for where, recorded in batch.recorded.items():
             if where in self.replies:
                 self.replies[where].update(recorded)
+            unrecorded = self._unrecorded.get(where, {})
+            for command_id in recorded:
+                unrecorded.pop(command_id, None)
         self.participant.handled += batch.handled
         self.participant.replayed += batch.replayed
 
     def aborted(self, batch: _Batch) -> None:
-        """Nothing was recorded: the batch is handled again."""
+        """Nothing was recorded: the batch is handled again, but handlers that ran keep their
+        result (:attr:`_unrecorded`): the same command id is the same request, and running it
+        again would only repeat its external effects."""
 
     def poisoned(self, source: object, reason: str) -> None:
         """Every output of a participant comes from a command (never called)."""

@@ -266,3 +266,48 @@ def test_a_command_with_a_header_that_is_not_utf8_is_dead_lettered_and_the_loop_
     [(key, _, headers)] = read_all(bootstrap, participant.dlq, expect=1, with_headers=True)
     assert key == b"s8"
     assert "not UTF-8" in headers["dlq-reason"]
+
+
+def test_an_aborted_transaction_does_not_run_its_handlers_again(
+    bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that fails (the broker went away mid-commit) rewinds the batch; the handlers
+    that ran keep their results, so each command's handler runs once and its reply goes once."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from sagas.runtime.transactions import Transactions
+
+    topic, inbox = f"{unique}.billing", f"{unique}.billing.inbox"
+    create_topic(bootstrap, topic, partitions=2)
+    create_topic(bootstrap, inbox)
+    real_commit = Transactions.commit
+    failures = [2]  # the first two commits fail as a coordinator loss would
+
+    def flaky_commit(self: Transactions, offsets: Any, meta: Any) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker went away"))
+        real_commit(self, offsets, meta)
+
+    monkeypatch.setattr(Transactions, "commit", flaky_commit)
+    participant = Participant(KafkaSettings(bootstrap), f"{unique}.svc", partitions=2)
+    runs: collections.Counter[str] = collections.Counter()
+
+    @participant.handler(topic, "Charge")
+    def charge(payload: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
+        runs[ctx.command_id] += 1
+        return {"charged": payload["amount"]}
+
+    thread, stop = participant.start()
+    try:
+        send_commands(
+            bootstrap, [command(topic, f"s{i}", 1, "Charge", amount=i) for i in range(20)], inbox
+        )
+        replies = replies_by_command(bootstrap, inbox, expect=20)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert failures == [0]
+    assert len(replies) == 20
+    assert all(len(r) == 1 for r in replies.values())
+    assert set(runs.values()) == {1}, runs
