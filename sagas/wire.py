@@ -13,6 +13,9 @@ reply        ``saga-id``, ``command-id``, ``outcome`` (success | failure | retry
              is a reply too: participants written with a plain Kafka client need not set it.
 signal       ``saga-id``, ``signal``: the signal's name. Value: its payload.
 cancel       ``saga-id``, ``reason``.
+terminate    ``saga-id``, ``terminated-by`` (who), ``reason``: end without compensating.
+resume       ``saga-id``, ``step`` (the top-level block to enter again), ``resumed-by``: run a
+             failed saga on.
 ===========  =================================================================================
 
 Commands (to the participant's topic): headers ``saga-id``, ``saga-type``, ``command-id``,
@@ -37,8 +40,10 @@ from sagas.engine.model import (
     ParentRef,
     ParentReply,
     Reply,
+    Resume,
     Signal,
     Start,
+    Terminate,
 )
 from sagas.errors import DecodeError
 from sagas.protocol import dead_letter_headers
@@ -138,9 +143,15 @@ def decode_input(
         return Signal(saga_id, h["signal"], decode_payload(value))
     if kind == "cancel":
         return Cancel(saga_id, h.get("reason") or "cancelled")
+    if kind == "terminate":
+        return Terminate(saga_id, h.get("terminated-by") or "unknown", h.get("reason") or "")
+    if kind == "resume":
+        if not h.get("step"):
+            raise DecodeError("resume without a step header naming the block", record=value)
+        return Resume(saga_id, h["step"], h.get("resumed-by") or "unknown")
     raise DecodeError(
-        f"unknown input kind {kind!r}: the sagas-input header must be start, reply, signal or "
-        "cancel (or a reply must carry command-id and outcome headers)",
+        f"unknown input kind {kind!r}: the sagas-input header must be start, reply, signal, "
+        "cancel, terminate or resume (or a reply must carry command-id and outcome headers)",
         record=value,
     )
 
@@ -168,6 +179,14 @@ def input_record(topic: str, inp: Input, serde: Serde | None = None) -> OutRecor
         return OutRecord(topic, key, encode_payload(inp.payload), headers)
     if isinstance(inp, Cancel):
         headers = _h(sagas_input="cancel", saga_id=inp.saga_id, reason=inp.reason)
+        return OutRecord(topic, key, encode_payload({}), headers)
+    if isinstance(inp, Terminate):
+        headers = _h(
+            sagas_input="terminate", saga_id=inp.saga_id, terminated_by=inp.by, reason=inp.reason
+        )
+        return OutRecord(topic, key, encode_payload({}), headers)
+    if isinstance(inp, Resume):
+        headers = _h(sagas_input="resume", saga_id=inp.saga_id, step=inp.step, resumed_by=inp.by)
         return OutRecord(topic, key, encode_payload({}), headers)
     raise TypeError(f"timer firings are not sent to the inbox: {inp!r}")
 

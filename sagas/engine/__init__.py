@@ -22,10 +22,12 @@ from sagas.engine.model import (
     ParentRef,
     ParentReply,
     Reply,
+    Resume,
     SagaState,
     Signal,
     Start,
     Status,
+    Terminate,
     TimerFired,
     Token,
 )
@@ -37,6 +39,8 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "Reply",
     "Signal",
     "Start",
+    "Terminate",
+    "Resume",
     "TimerFired",
     "ParentRef",
     # outputs

@@ -30,9 +30,11 @@ from sagas.engine.flow import (
     go,
     ms,
     pump,
+    resume,
     send_cancel,
     send_undo,
     start_cancel,
+    terminate,
 )
 from sagas.engine.jsonvalue import build_payload
 from sagas.engine.model import (
@@ -44,9 +46,11 @@ from sagas.engine.model import (
     ParentRef,
     ParentReply,
     Reply,
+    Resume,
     SagaState,
     Signal,
     Start,
+    Terminate,
     TimerFired,
     Token,
 )
@@ -249,6 +253,8 @@ def _ignore(ctx: Ctx, inp: Input, reason: str) -> None:
         body["timer_id"] = inp.timer_id
     elif isinstance(inp, Signal):
         body["name"] = inp.name
+    elif isinstance(inp, Resume):
+        body["step"] = inp.step
     ctx.emit("ignored", **body)
 
 
@@ -276,6 +282,8 @@ def _decide(ctx: Ctx, inp: Input) -> None:
         return
     if isinstance(inp, Start):
         _ignore(ctx, inp, "the saga already exists (start is idempotent)")
+    elif isinstance(inp, Resume):
+        _on_resume(ctx, inp)
     elif st.terminal:
         _ignore(ctx, inp, f"the saga already ended {st.status}")
     elif isinstance(inp, Reply):
@@ -306,6 +314,21 @@ def _decide(ctx: Ctx, inp: Input) -> None:
             _ignore(ctx, inp, f"refused: the saga passed its pivot {pivot!r} and cannot be undone")
         else:
             compensate(ctx, f"cancelled: {inp.reason}", "cancelled")
+    elif isinstance(inp, Terminate):
+        terminate(ctx, inp.by, inp.reason)
+
+
+def _on_resume(ctx: Ctx, inp: Resume) -> None:
+    st = ctx.st
+    node = ctx.p.nodes.get(inp.step)
+    if st.status != "failed":
+        _ignore(ctx, inp, f"only a failed saga resumes; this one is {st.status}")
+    elif node is None:
+        _ignore(ctx, inp, f"no step {inp.step!r} in {ctx.p.name} v{ctx.p.version}")
+    elif node.scopes:
+        _ignore(ctx, inp, f"step {inp.step!r} is inside a parallel: resume its parallel block")
+    else:
+        resume(ctx, inp.step, inp.by)
 
 
 def _is_pivot(program: Program, step: str) -> bool:

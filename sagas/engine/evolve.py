@@ -37,6 +37,9 @@ undo_phase         failures
 undo_done          step
 outcome            outcome, reason
 finished           status, reason — terminal
+terminated         by, reason — an operator ended the saga without compensating (``finished``
+                   with status ``terminated`` follows)
+resumed            step, by, previous_reason — a failed saga runs again from ``step``
 parked             reason — written by the worker: no definition of the saga's version here
 expired            retention_ms — written by the worker: a finished saga's retention ran out, and
                    its snapshot left the state topic (the state is gone)
@@ -129,8 +132,10 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
     match t:
         case "secret_set":
             return replace(s, secret=b["secret"])
-        case "note" | "branch_taken" | "signal_received":
+        case "note" | "branch_taken" | "signal_received" | "terminated":
             return s
+        case "resumed":
+            return replace(s, status="running", outcome=None, reason=None)
         case "entered":
             return replace(s, tokens={**s.tokens, b["step"]: Token(b["step"], b["phase"])})
         case "phase":

@@ -52,9 +52,11 @@ __all__ = [
     "go",
     "ms",
     "pump",
+    "resume",
     "send_cancel",
     "send_undo",
     "start_cancel",
+    "terminate",
 ]
 
 SAGA_DEADLINE = "@saga:deadline:1"
@@ -393,6 +395,20 @@ def _terminate(ctx: Ctx, status: str, reason: str | None) -> None:
     for timer_id in list(ctx.st.timers):
         ctx.emit("timer_cleared", timer_id=timer_id)
     ctx.emit("finished", status=status, reason=reason)
+
+
+def terminate(ctx: Ctx, by: str, reason: str) -> None:
+    """End the saga now without compensating: an operator's ``terminated`` (who and why), its
+    blocks abandoned, its timers cleared, then ``finished`` with status ``terminated``."""
+    ctx.emit("terminated", by=by, reason=reason)
+    _terminate(ctx, "terminated", f"terminated by {by}: {reason}")
+
+
+def resume(ctx: Ctx, step: str, by: str) -> None:
+    """Run a failed saga on from top-level block ``step``: ``resumed`` sets it running again
+    (no outcome, no reason), then the block is entered anew (new attempt, new command id)."""
+    ctx.emit("resumed", step=step, by=by, previous_reason=ctx.st.reason)
+    _enter(ctx, step)
 
 
 # ------------------------------------------------------------------------------ steps and replies

@@ -25,18 +25,24 @@ __all__ = [
     "ParentRef",
     "ParentReply",
     "Reply",
+    "Resume",
     "SagaState",
     "Signal",
     "Start",
     "Status",
+    "Terminate",
     "TimerFired",
     "Token",
 ]
 
 JsonDict: TypeAlias = dict[str, Any]
 Outcome = Literal["success", "failure", "retryable-failure"]
-Status = Literal["running", "compensating", "completed", "compensated", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "compensated", "failed", "cancelled"})
+Status = Literal[
+    "running", "compensating", "completed", "compensated", "failed", "cancelled", "terminated"
+]
+TERMINAL: frozenset[str] = frozenset(
+    {"completed", "compensated", "failed", "cancelled", "terminated"}
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,27 @@ class Cancel:
     reason: str
 
 
-Input: TypeAlias = Start | Reply | TimerFired | Signal | Cancel
+@dataclass(frozen=True)
+class Terminate:
+    """End the saga at once without compensating (an operator's decision): its timers and
+    pending commands are dropped; what its steps did stays done."""
+
+    saga_id: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Run a failed saga on from ``step`` (a top-level block): the step is entered again, with
+    a new attempt and a new command id, as if the saga had just reached it."""
+
+    saga_id: str
+    step: str
+    by: str
+
+
+Input: TypeAlias = Start | Reply | TimerFired | Signal | Cancel | Terminate | Resume
 
 # ---------------------------------------------------------------------------------------- outputs
 
@@ -248,7 +274,7 @@ class SagaState:
 
     @property
     def terminal(self) -> bool:
-        """The saga has ended: completed, compensated, failed or cancelled."""
+        """The saga has ended: completed, compensated, failed, cancelled or terminated."""
         return self.status in TERMINAL
 
     def to_dict(self) -> JsonDict:
