@@ -24,13 +24,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from sagas.app import App, workers_topic
 from sagas.errors import ConfigurationError
-from sagas.runtime.config import KafkaSettings
+from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.query import QueryServer
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.worker import SagaWorker
+from sagas.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from sagas.observe.metrics import PrometheusObserver
 
 __all__ = ["Worker", "WorkerHandle", "default_worker_id", "run_worker"]
 
@@ -48,6 +53,8 @@ class WorkerHandle:
 
     url: str | None
     """Where the query endpoint is reached (None when it is off)."""
+    metrics_url: str | None = field(default=None, init=False)
+    """Where Prometheus scrapes this worker (None without ``metrics_port``)."""
     _stop: threading.Event
     _threads: list[threading.Thread]
     _failures: list[BaseException]
@@ -93,9 +100,15 @@ class Worker:
             (see :mod:`sagas.runtime.query`); None turns it off.
         query_port: its port (0: any free one).
         advertise_url: the URL clients reach the endpoint at (default ``http://<host>:<port>``).
+        observer: told of every saga type's transactions, events and restores
+            (:mod:`sagas.runtime.observe`; metrics, traces, logs).
+        metrics_port: serve Prometheus metrics (:mod:`sagas.observe.metrics`, the ``observe``
+            extra) at ``http://<metrics_host>:<port>/metrics`` (0: any free port; None: off).
+        metrics_host: the interface of the metrics endpoint.
 
     Raises:
-        ConfigurationError: ``query_port`` is not a port number.
+        ConfigurationError: ``query_port`` is not a port number, or metrics are asked for
+            without prometheus-client.
     """
 
     def __init__(
@@ -107,6 +120,9 @@ class Worker:
         query_host: str | None = "127.0.0.1",
         query_port: int = 0,
         advertise_url: str | None = None,
+        observer: Observer | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if not 0 <= query_port <= 65535:
             raise ConfigurationError(
@@ -119,6 +135,15 @@ class Worker:
         self.query_host = query_host
         self.query_port = query_port
         self.advertise_url = advertise_url
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.observer = observer
+        self.metrics: PrometheusObserver | None = None
+        if metrics_port is not None:
+            from sagas.observe.metrics import PrometheusObserver
+
+            self.metrics = PrometheusObserver(settings=self.settings)
+            self.observer = Observers([self.metrics, *([observer] if observer else [])])
 
     @contextmanager
     def _listening(self) -> Iterator[None]:
@@ -157,6 +182,21 @@ class Worker:
                 advertise=self.advertise_url,
             )
 
+    def _serve_metrics(self, workers: list[SagaWorker]) -> Any:
+        if self.metrics is None or self.metrics_port is None:
+            return None
+        from sagas.observe.metrics import serve_metrics
+
+        for worker in workers:
+            self.metrics.track(worker)
+        try:
+            return serve_metrics(self.metrics, self.metrics_port, self.metrics_host)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {self.metrics_host}:{self.metrics_port} "
+                f"({exc.strerror or exc}); pick a free port, or 0 for any (--metrics-port)"
+            ) from exc
+
     def start(self) -> WorkerHandle:
         """Check the settings, create or check the topics, then run on background threads.
 
@@ -167,14 +207,18 @@ class Worker:
         self._check_endpoint()
         ensure_topics(self.app, self.settings)  # a broker answers, in connect_timeout seconds
         workers = [
-            SagaWorker(self.app, t, self.settings, worker_id=self.worker_id)
+            SagaWorker(self.app, t, self.settings, worker_id=self.worker_id, observer=self.observer)
             for t in self.app.saga_types
         ]
+        metrics_server = self._serve_metrics(workers)
         query = self._query_server()
         stop = threading.Event()
         failures: list[BaseException] = []
         threads: list[threading.Thread] = []
         handle = WorkerHandle(None if query is None else query.url, stop, threads, failures)
+        if metrics_server is not None:
+            host, port = metrics_server.server_address[:2]
+            handle.metrics_url = f"http://{host}:{port}/metrics"
 
         def run(worker: SagaWorker) -> None:
             try:
@@ -189,6 +233,11 @@ class Worker:
                 thread.join()
             if query is not None:
                 query.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            if self.metrics is not None:
+                self.metrics.close()
             handle._done.set()
 
         for worker in workers:
@@ -253,13 +302,15 @@ def run_worker(
     query_host: str | None = "127.0.0.1",
     query_port: int = 0,
     advertise_url: str | None = None,
+    observer: Observer | None = None,
+    metrics_port: int | None = None,
 ) -> int:
     """Create or check the topics, then run every saga type of ``app`` until stopped: by
     ``stop``, or by SIGTERM or Ctrl-C when ``install_signal_handlers``.
 
     The query endpoint (:mod:`sagas.runtime.query`) listens on ``query_host:query_port`` and is
     advertised as ``advertise_url``; ``query_host=None`` turns it off (clients then read the state
-    topic, which is slow on big ones).
+    topic, which is slow on big ones). ``observer`` and ``metrics_port``: see :class:`Worker`.
 
     Returns 0 after a clean stop (the transaction in flight committed, the group left), 1 when a
     saga type's loop died of an error (logged).
@@ -272,6 +323,9 @@ def run_worker(
         query_host=query_host,
         query_port=query_port,
         advertise_url=advertise_url,
+        observer=observer,
+        metrics_port=metrics_port,
+        metrics_host=query_host or "127.0.0.1",
     )
     if install_signal_handlers:
 

@@ -1,0 +1,177 @@
+"""Logs for people (text, the default) or machines (``--log-format json``), standard library.
+
+:func:`configure_logging` is the one setup the CLI and embedding services call. In JSON, each line
+is one object: ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, and the saga's
+``saga_id``, ``saga_type``, ``step`` and ``command_id`` when the line is about one (any other
+``extra=`` fields a caller gives come along too).
+
+:class:`SagaLogObserver` writes the lines about sagas: each journal event a worker commits
+(``started``, ``step_completed``, ``compensating``, ``finished`` at INFO; the rest at DEBUG) and
+each command a participant handles, with those fields set. Command ids are logged without their
+tags: a log reader cannot answer a command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any, Literal
+
+from sagas.engine.ids import public_command_id
+from sagas.engine.model import JournalEvent
+from sagas.runtime.observe import Observer
+
+__all__ = [
+    "LOG_FORMATS",
+    "SAGA_FIELDS",
+    "JsonFormatter",
+    "SagaLogObserver",
+    "configure_logging",
+    "saga_fields",
+]
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+SAGA_FIELDS = ("saga_id", "saga_type", "step", "command_id")
+"""The fields every line about a saga carries (when known)."""
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# What every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_INFO_EVENTS = frozenset(
+    {"started", "step_completed", "step_failed", "compensating", "finished", "parked", "expired"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (see the module docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure_logging(
+    level: str | int = "info", log_format: str = "text", stream: IO[str] | None = None
+) -> None:
+    """Send the process's logs to ``stream`` (default stderr) at ``level``, as text or JSON;
+    replaces what an earlier call set up.
+
+    Raises:
+        ConfigurationError: an unknown format.
+    """
+    if log_format not in LOG_FORMATS:
+        from sagas.errors import ConfigurationError
+
+        raise ConfigurationError(f"log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    logging.basicConfig(
+        level=level.upper() if isinstance(level, str) else level, handlers=[handler], force=True
+    )
+
+
+def saga_fields(
+    saga_id: str, saga_type: str, step: str | None = None, command_id: str | None = None
+) -> dict[str, str]:
+    """The ``extra=`` of a log line about a saga (command id shown without its tag)."""
+    fields = {"saga_id": saga_id, "saga_type": saga_type}
+    if step:
+        fields["step"] = step
+    if command_id:
+        fields["command_id"] = public_command_id(command_id)
+    return fields
+
+
+class SagaLogObserver(Observer):
+    """Logs what happens to each saga, with its fields (see the module docstring).
+
+    Args:
+        logger: where the lines go (default ``sagas.saga``).
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or logging.getLogger("sagas.saga")
+
+    def saga_events(self, saga_type: str, events: Sequence[JournalEvent]) -> None:
+        """One line per event."""
+        for event in events:
+            level = logging.INFO if event.type in _INFO_EVENTS else logging.DEBUG
+            if not self.log.isEnabledFor(level):
+                continue
+            body = event.body
+            step = body.get("step")
+            fields = saga_fields(
+                event.saga_id,
+                saga_type,
+                step if isinstance(step, str) else None,
+                str(body.get("command_id") or "") or None,
+            )
+            detail = _detail(event)
+            self.log.log(
+                level,
+                "%s %s: %s%s",
+                saga_type,
+                event.saga_id,
+                event.type.replace("_", " "),
+                f" ({detail})" if detail else "",
+                extra={**fields, "event": event.type},
+            )
+
+    def command_handled(
+        self, group: str, command_type: str, *, outcome: str, seconds: float, headers: Any
+    ) -> None:
+        """One line per handled command: DEBUG when it succeeded, INFO otherwise."""
+        level = logging.DEBUG if outcome == "success" else logging.INFO
+        if not self.log.isEnabledFor(level) or not isinstance(headers, dict):
+            return
+        fields = saga_fields(
+            str(headers.get("saga-id", "")),
+            str(headers.get("saga-type", "")),
+            headers.get("step") or None,
+            headers.get("command-id") or None,
+        )
+        self.log.log(
+            level,
+            "%s: %s for saga %s: %s in %.3fs",
+            group,
+            command_type,
+            fields["saga_id"],
+            outcome,
+            seconds,
+            extra={**fields, "command_type": command_type, "outcome": outcome},
+        )
+
+
+def _detail(event: JournalEvent) -> str:
+    body = event.body
+    if event.type == "command_sent":
+        return f"{body.get('command_type')} to {body.get('topic')}, attempt {body.get('attempt')}"
+    if event.type in ("finished", "compensating", "step_failed", "parked"):
+        return str(body.get("reason") or body.get("status") or "")
+    if event.type == "reply_accepted":
+        return str(body.get("outcome", ""))
+    return ""
