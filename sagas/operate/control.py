@@ -1,0 +1,143 @@
+"""Terminate and resume sagas: the inputs an operator sends, and what resume replays.
+
+``terminate`` ends a saga without compensating; the worker journals who and why (``terminated``)
+and finishes it with status ``terminated``. ``resume`` brings back a saga in one of two states:
+
+- parked: its definition version was missing on the worker, so its inputs went to the saga
+  type's DLQ with reason ``unknown-definition-version``. Once that version is deployed again,
+  resume replays those dead letters of that saga to the inbox, in their order (see
+  :func:`sagas.operate.dlq.replay`: once each).
+- failed: resume sends a ``resume`` input naming the step to run again (default: the last step
+  that failed, from the saga's history); the engine enters it anew with a new attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from sagas.engine.model import Input, Resume, SagaState, Terminate
+from sagas.errors import BrokerError, ConfigurationError
+from sagas.kafka_io import kafka_errors
+from sagas.operate.dlq import PARKED, ReplayReport, list_dead_letters, replay
+from sagas.operate.history import read_history
+from sagas.protocol import TopicNames
+from sagas.serde.records import Serde
+from sagas.settings import KafkaSettings
+from sagas.wire import input_record
+
+__all__ = ["Resumed", "failed_step", "resume", "send_input", "terminate"]
+
+
+def send_input(settings: KafkaSettings, namespace: str, saga_type: str, inp: Input) -> None:
+    """Write one input to the saga type's inbox and wait for its acknowledgement.
+
+    Raises:
+        BrokerError: it was not acknowledged.
+    """
+    rec = input_record(TopicNames(namespace, saga_type).inbox, inp, Serde.for_settings(settings))
+    producer = Producer(
+        settings.client_config(partitioner="murmur2_random", **{"enable.idempotence": True})
+    )
+    errors: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    with kafka_errors(f"sending to {rec.topic}"):
+        producer.produce(
+            rec.topic, key=rec.key, value=rec.value, headers=rec.headers, on_delivery=delivered
+        )
+        remaining = producer.flush(30)
+    if errors or remaining:
+        reason = errors[0].str() if errors else "not acknowledged within 30 s"
+        raise BrokerError(f"could not write to {rec.topic}: {reason}", retriable=True)
+
+
+def terminate(
+    settings: KafkaSettings, namespace: str, saga_type: str, saga_id: str, *, by: str, reason: str
+) -> None:
+    """Ask the worker to end a saga without compensating (ignored once it has ended).
+
+    Raises:
+        BrokerError: the input was not written.
+    """
+    send_input(settings, namespace, saga_type, Terminate(saga_id, by, reason))
+
+
+def failed_step(settings: KafkaSettings, namespace: str, state: SagaState) -> str:
+    """The last step that failed, from a failed saga's history.
+
+    Raises:
+        ConfigurationError: its history names no failed step.
+    """
+    history = read_history(
+        settings,
+        namespace,
+        state.saga_type,
+        state.saga_id,
+        started_ms=state.started_ms,
+        updated_ms=state.updated_ms,
+    )
+    failed = [e.step for e in history.entries if e.event == "step_failed" and e.step]
+    if not failed:
+        raise ConfigurationError(
+            f"saga {state.saga_id!r} failed but its history names no failed step; "
+            "give the step to run again (--step)"
+        )
+    return failed[-1]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What resume did: ``"replayed"`` parked inputs (``report``) or ``"resumed"`` a failed saga
+    at ``step``."""
+
+    action: str
+    step: str | None = None
+    report: ReplayReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-compatible primitives."""
+        return {
+            "action": self.action,
+            "step": self.step,
+            "report": self.report.to_dict() if self.report else None,
+        }
+
+
+def resume(
+    settings: KafkaSettings,
+    namespace: str,
+    state: SagaState,
+    *,
+    by: str,
+    step: str | None = None,
+) -> Resumed:
+    """Resume a failed saga at ``step`` (default: its last failed step), or replay the parked
+    inputs of a saga whose definition version was missing.
+
+    Raises:
+        ConfigurationError: the saga is neither failed nor parked (nothing to resume).
+        BrokerError: Kafka refused a read or a write.
+    """
+    if state.status == "failed":
+        chosen = step or failed_step(settings, namespace, state)
+        send_input(settings, namespace, state.saga_type, Resume(state.saga_id, chosen, by))
+        return Resumed("resumed", step=chosen)
+    dlq = TopicNames(namespace, state.saga_type).dlq
+    parked = [
+        d
+        for d in list_dead_letters(settings, dlq, saga_id=state.saga_id, reason=PARKED)
+        if not d.replayed
+    ]
+    if state.terminal or not parked:
+        raise ConfigurationError(
+            f"saga {state.saga_id!r} is {state.status} with no parked inputs in {dlq}: only a "
+            "failed saga or a parked one (inputs dead-lettered for an unknown definition "
+            "version) resumes"
+        )
+    return Resumed("replayed", report=replay(settings, parked))
