@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any, Literal
 
-from sagas.engine.ids import public_command_id
+from sagas.engine.ids import parse_command_id, public_command_id
 from sagas.engine.model import JournalEvent
 from sagas.runtime.observe import Observer
 
@@ -97,8 +97,11 @@ def configure_logging(
 def saga_fields(
     saga_id: str, saga_type: str, step: str | None = None, command_id: str | None = None
 ) -> dict[str, str]:
-    """The ``extra=`` of a log line about a saga (command id shown without its tag)."""
+    """The ``extra=`` of a log line about a saga (command id shown without its tag; the step
+    read from the command id when not given)."""
     fields = {"saga_id": saga_id, "saga_type": saga_type}
+    if not step and command_id and (ref := parse_command_id(command_id)) is not None:
+        step = ref.step
     if step:
         fields["step"] = step
     if command_id:

@@ -121,7 +121,7 @@ class PrometheusObserver(Observer):
         self, registry: CollectorRegistry | None = None, *, settings: KafkaSettings | None = None
     ) -> None:
         try:
-            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+            from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError as exc:
             from sagas.errors import ConfigurationError
 
@@ -192,9 +192,6 @@ class PrometheusObserver(Observer):
             "Saga snapshots (or recorded replies) read back from changelogs.",
             ["loop"],
             registry=r,
-        )
-        self.owned_partitions = Gauge(
-            "sagas_owned_partitions", "Input partitions this process owns.", ["loop"], registry=r
         )
         self.dead_letters = Counter(
             "sagas_dead_letters",
@@ -267,9 +264,8 @@ class PrometheusObserver(Observer):
         self.restored_records.labels(name).inc(records)
 
     def partitions(self, loop: str, owned: Sequence[tuple[str, int]]) -> None:
-        """Remember the owned partitions (their lag is read at scrape)."""
+        """Remember the owned partitions (their count and lag are read at scrape)."""
         self._owned[loop] = list(owned)
-        self.owned_partitions.labels(self._label("loop", loop)).set(len(owned))
 
     def saga_events(self, saga_type: str, events: Sequence[JournalEvent]) -> None:
         """Count starts, ends, parkings and commands; time steps."""
@@ -348,6 +344,14 @@ class PrometheusObserver(Observer):
                     counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def owned(self) -> dict[str, list[tuple[str, int]]]:
+        """The input partitions of each loop: a tracked worker's as its stores say, others' as
+        last reported."""
+        owned = dict(self._owned)
+        for worker in list(self._workers):
+            owned[worker.name] = [(worker.topics.inbox, p) for p in sorted(worker.stores)]
+        return owned
+
     def lag(self) -> Iterator[tuple[str, str, int, int]]:
         """(loop, topic, partition, records behind) of each owned partition."""
         if self.settings is None:
@@ -355,7 +359,7 @@ class PrometheusObserver(Observer):
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         with self._lag_lock:
-            for loop, owned in list(self._owned.items()):
+            for loop, owned in self.owned().items():
                 if not owned:
                     continue
                 consumer = self._lag_consumers.get(loop)
@@ -404,6 +408,12 @@ class _Collector:
         for (saga_type, status), n in sorted(self.observer.in_flight().items()):
             flight.add_metric([saga_type, status], n)
         yield flight
+        owned = GaugeMetricFamily(
+            "sagas_owned_partitions", "Input partitions this process owns.", labels=["loop"]
+        )
+        for loop, partitions in sorted(self.observer.owned().items()):
+            owned.add_metric([loop], len(partitions))
+        yield owned
         lag = GaugeMetricFamily(
             "sagas_consumer_lag_records",
             "Records in an owned input partition after the group's committed offset.",
