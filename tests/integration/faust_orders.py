@@ -22,7 +22,8 @@ from sagas.runtime.config import KafkaSettings
 
 NS = os.environ.get("SAGAS_TEST_NS", "test")
 settings = KafkaSettings()
-sagas_app = make_app(NS, partitions=int(os.environ.get("SAGAS_TEST_PARTS", "3")))
+PARTS = int(os.environ.get("SAGAS_TEST_PARTS", "3"))
+sagas_app = make_app(NS, partitions=PARTS)
 
 app = faust.App(
     f"{NS}.orders-app",
@@ -37,7 +38,7 @@ worker = SagaWorkerService(sagas_app, settings, query_host="127.0.0.1").attach(a
 client = AsyncSagaClient(settings, NS)
 orders = app.topic(f"{NS}.orders", key_type=bytes, value_type=bytes, value_serializer="raw")
 results = app.topic(f"{NS}.results", key_type=bytes, value_type=bytes, value_serializer="raw")
-outcomes = app.Table("outcomes", key_type=bytes, value_type=bytes)
+outcomes = app.Table("outcomes", key_type=bytes, value_type=bytes, partitions=PARTS)
 
 
 @app.agent(orders, concurrency=20)
