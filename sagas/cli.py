@@ -808,6 +808,8 @@ def describe(*, target: str, namespace: str | None, app_dir: str | None, as_json
     return 0
 
 
+from sagas import cli_operate  # noqa: E402, F401 - registers history, terminate, resume, dlq, topics
+
 # --------------------------------------------------------------------------- entry point
 
 
