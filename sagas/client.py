@@ -29,15 +29,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from sagas.app import TopicNames, workers_topic
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start
 from sagas.errors import BrokerError, ConfigurationError, DecodeError, SagaFailedError
+from sagas.kafka_io import kafka_errors, read_to_end
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import kafka_errors, read_to_end
-from sagas.runtime.query import MAX_LIMIT, TOKEN_ENV, owner_key, token_from
-from sagas.serde import configure
-from sagas.serde.records import decode_payload, decode_state
+from sagas.protocol import MAX_LIMIT, TOKEN_ENV, TopicNames, owner_key, token_from, workers_topic
+from sagas.serde.records import Serde
+from sagas.settings import KafkaSettings
 from sagas.wire import input_record
 
 __all__ = ["AsyncSagaClient", "SagaClient"]
@@ -72,7 +70,8 @@ class SagaClient:
         self.owners_ttl = owners_ttl
         self.http_timeout = http_timeout
         self._headers = {"Authorization": f"Bearer {t}"} if (t := token_from(query_token)) else {}
-        configure(settings)  # the schema registry, when one is set
+        self.serde = Serde.for_settings(settings)
+        """The encodings this client writes and reads (its own; the registry its settings name)."""
         self._producer = Producer(
             settings.client_config(
                 **{"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 1}
@@ -87,7 +86,7 @@ class SagaClient:
     # ------------------------------------------------------------------------- writes
 
     def _send(self, saga_type: str, inp: Input) -> None:
-        rec = input_record(TopicNames(self.namespace, saga_type).inbox, inp)
+        rec = input_record(TopicNames(self.namespace, saga_type).inbox, inp, self.serde)
         errors: list[KafkaError] = []
 
         def on_delivery(err: KafkaError | None, msg: object) -> None:
@@ -181,14 +180,10 @@ class SagaClient:
             SagaFailedError: it ended compensated, failed or cancelled.
             TimeoutError: it did not end within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            outcome = _outcome(self.status(saga_type, saga_id))
-            if outcome is not None:
-                return outcome
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"saga {saga_id!r} did not end within {timeout:.0f}s")
+        wait = _Wait(saga_id, timeout)
+        while (outcome := wait.outcome(self.status(saga_type, saga_id))) is None:
             time.sleep(poll)
+        return outcome
 
     def close(self) -> None:
         """Flush pending writes and release the clients."""
@@ -276,7 +271,7 @@ class SagaClient:
         for msg in read_to_end(reader, topic, 0):
             key, value = msg.key(), msg.value()
             if key is not None and value:
-                owners[key] = str(decode_payload(value).get("url", ""))
+                owners[key] = str(self.serde.decode_payload(value).get("url", ""))
         return owners
 
     def _scan(self, topic: str, partition: int, key: bytes | None) -> dict[str, SagaState]:
@@ -289,23 +284,42 @@ class SagaClient:
                 if k is not None and (key is None or k == key):
                     latest[k] = msg.value()
         return {
-            k.decode(): SagaState.from_dict(decode_state(v).public_dict())
+            k.decode(): SagaState.from_dict(self.serde.decode_state(v).public_dict())
             for k, v in latest.items()
             if v is not None
         }
 
 
-def _outcome(state: SagaState | None) -> dict[str, Any] | None:
-    """A finished saga's data; ``None`` while it runs.
+class _Wait:
+    """The one rule of ``result()``, sync and async: a finished saga's data, ``None`` while it
+    runs, an error once it failed or the time is up."""
 
-    Raises:
-        SagaFailedError: it ended compensated, failed or cancelled.
-    """
-    if state is None or not state.terminal:
+    def __init__(self, saga_id: str, timeout: float) -> None:
+        self.saga_id = saga_id
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.seen = False
+
+    def outcome(self, state: SagaState | None) -> dict[str, Any] | None:
+        """The data of a completed saga, or ``None`` to look again.
+
+        Raises:
+            SagaFailedError: it ended compensated, failed, cancelled or terminated.
+            TimeoutError: it did not end in time.
+        """
+        self.seen = self.seen or state is not None
+        if state is not None and state.terminal:
+            if state.status == "completed":
+                return dict(state.data)
+            raise SagaFailedError(state.saga_id, state.status, state.reason)
+        if time.monotonic() > self.deadline:
+            why = (
+                ""
+                if self.seen
+                else " (no such saga: never started, or it ended longer ago than its retention)"
+            )
+            raise TimeoutError(f"saga {self.saga_id!r} did not end within {self.timeout:.0f}s{why}")
         return None
-    if state.status == "completed":
-        return dict(state.data)
-    raise SagaFailedError(state.saga_id, state.status, state.reason)
 
 
 def _quote(part: str) -> str:
@@ -355,14 +369,10 @@ class AsyncSagaClient:
         self, saga_type: str, saga_id: str, *, timeout: float = 60.0, poll: float = 0.5
     ) -> dict[str, Any]:
         """See :meth:`SagaClient.result`; waits with ``asyncio.sleep`` between looks."""
-        deadline = time.monotonic() + timeout
-        while True:
-            outcome = _outcome(await self.status(saga_type, saga_id))
-            if outcome is not None:
-                return outcome
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"saga {saga_id!r} did not end within {timeout:.0f}s")
+        wait = _Wait(saga_id, timeout)
+        while (outcome := wait.outcome(await self.status(saga_type, saga_id))) is None:
             await asyncio.sleep(poll)
+        return outcome
 
     async def close(self) -> None:
         """See :meth:`SagaClient.close`."""

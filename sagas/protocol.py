@@ -19,6 +19,7 @@ key = command id) and ``g.dlq``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,15 @@ from sagas.partitioning import partition_for
 __all__ = [
     "DLQ_HEADERS",
     "INBOX_TOPIC",
+    "MAX_LIMIT",
+    "TOKEN_ENV",
     "TopicNames",
     "dead_letter_headers",
     "inbox_check",
+    "owner_key",
     "participant_dlq",
     "replies_topic",
+    "token_from",
     "workers_topic",
 ]
 
@@ -84,6 +89,25 @@ class TopicNames:
 def workers_topic(namespace: str) -> str:
     """The compacted topic where workers advertise their query endpoint per owned partition."""
     return f"{namespace}.workers"
+
+
+def owner_key(saga_type: str, partition: int) -> bytes:
+    """The key of a partition's owner record in ``<ns>.workers``."""
+    return f"{saga_type}/{partition}".encode()
+
+
+MAX_LIMIT = 1000
+"""The most sagas one list answer of a worker's query endpoint holds; a larger ``limit`` is
+lowered to it."""
+
+TOKEN_ENV = "SAGAS_QUERY_TOKEN"  # noqa: S105 - the variable's name, not a token
+"""The environment variable the query endpoint and the client read the bearer token from."""
+
+
+def token_from(value: str | None) -> str | None:
+    """The bearer token to use: ``value`` if given (``""``: none), else ``$SAGAS_QUERY_TOKEN``."""
+    token = os.environ.get(TOKEN_ENV) if value is None else value
+    return token or None
 
 
 def replies_topic(group: str, topic: str) -> str:

@@ -42,7 +42,6 @@ import heapq
 import hmac
 import json
 import logging
-import os
 import selectors
 import socket
 import threading
@@ -58,6 +57,7 @@ from confluent_kafka import Producer
 
 from sagas.errors import ConfigurationError
 from sagas.partitioning import partition_for
+from sagas.protocol import MAX_LIMIT, TOKEN_ENV, owner_key, token_from
 from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import encode_payload
 
@@ -65,31 +65,14 @@ if TYPE_CHECKING:
     from sagas.engine.model import SagaState
     from sagas.runtime.worker import SagaWorker
 
-__all__ = ["MAX_LIMIT", "TOKEN_ENV", "QueryServer", "owner_key"]
+__all__ = ["MAX_LIMIT", "TOKEN_ENV", "QueryServer", "owner_key", "token_from"]
 
 log = logging.getLogger(__name__)
-
-MAX_LIMIT = 1000
-"""The most sagas one list answer holds; a larger ``limit`` is lowered to it."""
-
-TOKEN_ENV = "SAGAS_QUERY_TOKEN"  # noqa: S105 - the variable's name, not a token
-"""The environment variable the server and the client read the bearer token from."""
 
 MAX_HEAD = 16 * 1024
 """The largest request head (request line and headers) read, in bytes."""
 
 _Answer = tuple[HTTPStatus, dict[str, Any]]
-
-
-def owner_key(saga_type: str, partition: int) -> bytes:
-    """The key of a partition's owner record in ``<ns>.workers``."""
-    return f"{saga_type}/{partition}".encode()
-
-
-def token_from(value: str | None) -> str | None:
-    """The bearer token to use: ``value`` if given (``""``: none), else ``$SAGAS_QUERY_TOKEN``."""
-    token = os.environ.get(TOKEN_ENV) if value is None else value
-    return token or None
 
 
 @dataclass

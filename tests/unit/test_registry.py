@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject_name_strategy
@@ -206,3 +207,28 @@ def test_the_registry_url_setting_code_then_env_then_flags() -> None:
     assert "schema.registry.url" not in flags.client_config()  # never given to librdkafka
     assert flags.with_options({"acks": "1"}).schema_registry_url == "http://flag:8081"
     assert KafkaSettings().with_env({"SAGAS_SCHEMA_REGISTRY_URL": ""}).schema_registry_url is None
+
+
+def test_a_client_with_plain_settings_leaves_a_registry_worker_serde_alone(
+    registry: RegistryDouble,
+) -> None:
+    from sagas.app import App
+    from sagas.client import SagaClient
+    from sagas.dsl import Saga, step
+
+    program = Saga(
+        "ping",
+        1,
+        deadline=timedelta(minutes=1),
+        steps=[step("ping", to="t.commands", command="Ping", kind="pivot")],
+    ).compile()
+    app = App("reg", [program])
+    worker_serde = app.serde.with_registry(registry.url)
+    worker_serde.connect()
+    client = SagaClient(KafkaSettings("127.0.0.1:1"), "reg")  # no registry: fingerprints
+    try:
+        assert worker_serde.encode_state(STATE)[0] == 0  # still the registry's framing
+        assert client.serde.encode_payload({"x": 1})[:2] == b"\xc3\x01"
+        assert app.serde.encode_payload({"x": 1})[:2] == b"\xc3\x01"  # the app's own: untouched
+    finally:
+        client.close()
