@@ -1,10 +1,14 @@
 """kafka-sagas: event-sourced sagas over Kafka.
 
-Define a saga with the DSL, compile it, and run it with a worker (``sagas.runtime``) or in memory
-for tests (``sagas.testing``). Services start and watch sagas with ``sagas.client`` and execute
-their commands with ``sagas.participants`` (long-running operations: ``sagas.operations``). The
-pure engine is ``sagas.engine``. Nothing runs at import.
+One import place for what a user touches: the DSL (``Saga``, ``step``...), ``App``, the
+``Worker`` that runs an app, ``SagaClient`` / ``AsyncSagaClient`` to start and watch sagas,
+``Participant`` to execute their commands, ``KafkaSettings``, and the errors. In-memory tests use
+``sagas.testing``; long-running operations ``sagas.operations``; the pure engine is
+``sagas.engine``. The Kafka-facing names load on first use, so ``import sagas`` imports no Kafka
+client, and nothing runs at import.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from sagas.dsl import (
     Program,
@@ -14,6 +18,7 @@ from sagas.dsl import (
     call,
     child,
     compile,
+    compile_saga,
     goto,
     long_running,
     parallel,
@@ -50,6 +55,7 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "child",
     "Retry",
     # compiler
+    "compile_saga",
     "compile",
     "Program",
     # errors (sagas.errors)
@@ -66,3 +72,44 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "PayloadSchemaError",
     "RegistryError",
 ]
+__all__ += [  # noqa: RUF022 - grouped by role; loaded on first use (they bring the Kafka client)
+    # running sagas
+    "App",
+    "Worker",
+    "KafkaSettings",
+    # services
+    "SagaClient",
+    "AsyncSagaClient",
+    "Participant",
+    "CommandContext",
+    "NO_REPLY",
+]
+
+_LAZY = {
+    "App": "sagas.app",
+    "Worker": "sagas.runtime.process",
+    "KafkaSettings": "sagas.settings",
+    "SagaClient": "sagas.client",
+    "AsyncSagaClient": "sagas.client",
+    "Participant": "sagas.participants",
+    "CommandContext": "sagas.participants",
+    "NO_REPLY": "sagas.participants",
+}
+
+if TYPE_CHECKING:
+    from sagas.app import App
+    from sagas.client import AsyncSagaClient, SagaClient
+    from sagas.participants import NO_REPLY, CommandContext, Participant
+    from sagas.runtime.process import Worker
+    from sagas.settings import KafkaSettings
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagas' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
