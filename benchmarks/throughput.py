@@ -53,6 +53,8 @@ class SagaFigures:
     alone_ms: list[float] = field(default_factory=list)
     starts: dict[str, float] = field(default_factory=dict)
     """Wall-clock ms at which each one-alone saga's start was written (for the hop analysis)."""
+    saturation_ms: float = 0.0
+    """Wall-clock ms at which the saturation run began."""
 
     @property
     def per_second(self) -> float:
@@ -114,6 +116,7 @@ def run_sagas(
         inbox_before = _inputs(bootstrap, app)
         ids = [f"s{i:07d}" for i in range(sagas)]
         stop_profile = on_saturation(worker.pid) if on_saturation else None
+        figures.saturation_ms = time.time_ns() / 1e6
         began = time.monotonic()
         for i, sid in enumerate(ids):
             start(sid, i)
