@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -104,9 +105,9 @@ def hops(trace: Path, starts: dict[str, float], end_ms: float) -> list[dict[str,
     """
     rows = [json.loads(line) for line in trace.read_text(encoding="utf-8").splitlines() if line]
     rows.sort(key=lambda r: r["got"])
-    bounds = sorted(starts.values())[1:] + [end_ms]
+    bounds = [*sorted(starts.values())[1:], end_ms]
     per_hop: dict[int, dict[str, list[float]]] = {}
-    for begin, end in zip(bounds, bounds[1:], strict=False):
+    for begin, end in itertools.pairwise(bounds):
         visible = begin
         path = [r for r in rows if begin <= r["got"] < end and "commit" in r]
         for i, r in enumerate(path):

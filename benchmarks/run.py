@@ -30,13 +30,13 @@ MILLION = 1_000_000
 
 
 def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
-    """``a`` or ``a–b`` over the repeats."""
+    """``a``, or ``a-b`` (low to high) over the repeats."""
     if not values:
         return "—"
     low, high = min(values), max(values)
     if fmt.format(low) == fmt.format(high):
         return fmt.format(low)
-    return f"{fmt.format(low)}–{fmt.format(high)}"
+    return f"{fmt.format(low)}-{fmt.format(high)}"
 
 
 def _optional(what: str, run: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -126,10 +126,10 @@ def table(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
     ratio = [a / b for a, b in zip(records, bare_rate, strict=True)]
     vs_t = [a / b.per_second for a, b in zip(rate, tmp, strict=False) if b.per_second]
     vs_d = [a / b.per_second for a, b in zip(rate, dbos, strict=False) if b.per_second]
-    per_saga, snapshot = r["memory"]
+    per_saga, _snapshot = r["memory"]
     seconds, rss = r["restore"]
     late = [float(x) for x in r["lateness"]]
-    lines = [
+    return [
         "| figure | kafka-sagas | Temporal | DBOS + Postgres | bare loop | target |",
         "|---|---|---|---|---|---|",
         f"| sagas/s at saturation | {_span(rate)} ({args.sagas:,} sagas) "
@@ -157,7 +157,6 @@ def table(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f"| p50 {percentile(late, 0.5):.0f} ms, p99 {percentile(late, 0.99):.0f} ms | — | — "
         f"| — | p99 ≤ 100 ms (100,000) |",
     ]
-    return lines
 
 
 SIZES = {
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-dbos", action="store_true")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    for name, (full, _) in SIZES.items():
+    for name in SIZES:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args(argv)
     for name, (full, tiny) in SIZES.items():
