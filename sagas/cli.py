@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from sagas.errors import ConfigurationError, SagaError
+from sagas.observe.cli import observe_options
+from sagas.observe.cli import register as register_observe
 
 if TYPE_CHECKING:
     from sagas.app import App
@@ -155,12 +157,10 @@ def load_participant(target: str, app_dir: str | None = None) -> Participant:
 # --------------------------------------------------------------------------- shared options
 
 
-def _logging(level: str) -> None:
-    import logging
+def _logging(level: str, log_format: str = "text") -> None:
+    from sagas.observe.logs import configure_logging
 
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(level, log_format)
 
 
 def kafka_options(command: F) -> F:
@@ -356,6 +356,7 @@ def _kafka_start(broker: LocalKafka, detach: bool) -> int:
     "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
 )
 @click.option("--no-query", is_flag=True, help="serve no query endpoint (clients read the topic)")
+@observe_options
 @app_dir_option
 @kafka_options
 def worker(
@@ -368,15 +369,18 @@ def worker(
     query_port: str,
     advertise_url: str | None,
     no_query: bool,
+    log_format: str,
+    metrics_port: str | None,
     app_dir: str | None,
     bootstrap_servers: str | None,
     options: tuple[str, ...],
     connect_timeout: float | None,
 ) -> int:
     """Run the sagas of an app (an App, a compiled saga or a list of them); SIGTERM exits 0."""
+    from sagas.observe.cli import metrics_port_of, worker_observer
     from sagas.runtime.process import run_worker
 
-    _logging(log_level)
+    _logging(log_level, log_format)
     port = _port(query_port)
     settings = flag_settings(bootstrap_servers, options, connect_timeout)
     app = load_app(target, namespace, app_dir)
@@ -387,6 +391,8 @@ def worker(
         query_host=None if no_query else query_host,
         query_port=port,
         advertise_url=advertise_url,
+        observer=worker_observer(),
+        metrics_port=metrics_port_of(metrics_port),
     )
 
 
@@ -397,6 +403,7 @@ def worker(
     help="stable id of this instance (default: random); each live instance needs its own",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@observe_options
 @app_dir_option
 @kafka_options
 def participant(
@@ -404,6 +411,8 @@ def participant(
     target: str,
     instance_id: str | None,
     log_level: str,
+    log_format: str,
+    metrics_port: str | None,
     app_dir: str | None,
     bootstrap_servers: str | None,
     options: tuple[str, ...],
@@ -413,9 +422,10 @@ def participant(
     import logging
     import threading
 
+    from sagas.observe.cli import participant_observer
     from sagas.runtime.topics import connect
 
-    _logging(log_level)
+    _logging(log_level, log_format)
     flags = flag_settings(bootstrap_servers, options, connect_timeout)
     loaded = load_participant(target, app_dir)
     settings = loaded.settings.under(flags)
@@ -428,10 +438,13 @@ def participant(
     loaded.settings = settings
     if instance_id:
         loaded.instance_id = instance_id
+    metrics = participant_observer(loaded, metrics_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     loaded.run(stop)
+    if metrics is not None:
+        metrics.shutdown()
     return 0
 
 
@@ -809,6 +822,8 @@ def describe(*, target: str, namespace: str | None, app_dir: str | None, as_json
 
 
 from sagas import cli_operate  # noqa: E402, F401 - registers history, terminate, resume, dlq, topics
+
+register_observe(cli)
 
 # --------------------------------------------------------------------------- entry point
 

@@ -1,0 +1,153 @@
+"""A saga definition's step graph as SVG, drawn here (no JavaScript, nothing fetched).
+
+The layout is layered: each block sits one row below the latest block that leads to it, a
+parallel's branches side by side, their join one row below the longest branch. Blocks the saga
+is in are marked ``current``, those it finished ``done``, a compensation in progress
+``undoing``. The same graph as Mermaid text is :meth:`sagas.dsl.program.Program.mermaid`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from html import escape
+
+from sagas.dsl.nodes import Branch, Child, LongRunning, Parallel, Sleep, Step, WaitSignal
+from sagas.dsl.program import Program, ProgramNode
+
+__all__ = ["diagram_svg"]
+
+_W, _H, _GAP_X, _GAP_Y = 210, 46, 30, 34
+_START, _END = "(start)", "(end)"
+
+
+def _subtitle(node: ProgramNode) -> str:
+    b = node.block
+    if isinstance(b, Step):
+        return f"{b.command} → {b.topic}"
+    if isinstance(b, LongRunning):
+        return f"{b.start.command}, poll {b.status.command}"
+    if isinstance(b, WaitSignal):
+        return f"wait for signal {b.signal}"
+    if isinstance(b, Sleep):
+        return f"sleep {b.duration}"
+    if isinstance(b, Parallel):
+        return f"parallel, join {b.join}"
+    if isinstance(b, Branch):
+        return "branch"
+    if isinstance(b, Child):
+        return f"child saga {b.saga}"
+    return ""
+
+
+def _graph(program: Program) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """Vertices (start, blocks, joins, end) and edges, as the Mermaid drawing has them."""
+    names = list(program.nodes)
+    joins = [f"{n} (join)" for n, node in program.nodes.items() if isinstance(node.block, Parallel)]
+    edges: list[tuple[str, str, str]] = [(_START, program.entry or _END, "")]
+    for src, dst, label in program.edges:
+        edges.append((f"{src} (join)" if label == "joined" else src, dst, label))
+    for name, node in program.nodes.items():
+        if node.next is not None:
+            continue
+        if isinstance(node.block, Branch) and None not in node.targets:
+            continue
+        edges.append((name, f"{node.scopes[-1][0]} (join)" if node.scopes else _END, ""))
+    return [_START, *names, *joins, _END], edges
+
+
+def _layers(vertices: list[str], edges: list[tuple[str, str, str]]) -> dict[str, int]:
+    layer = dict.fromkeys(vertices, 0)
+    for _ in range(len(vertices) + 1):  # longest path; a cycle stops growing at the cap
+        changed = False
+        for src, dst, _label in edges:
+            want = min(layer[src] + 1, len(vertices))
+            if dst != _START and layer.get(dst, 0) < want and src in layer:
+                layer[dst] = want
+                changed = True
+        if not changed:
+            break
+    return layer
+
+
+def diagram_svg(
+    program: Program,
+    *,
+    current: Collection[str] = (),
+    done: Collection[str] = (),
+    undoing: Collection[str] = (),
+) -> str:
+    """The step graph of ``program`` as an ``<svg>`` element, blocks marked by state."""
+    vertices, edges = _graph(program)
+    layer = _layers(vertices, edges)
+    rows: dict[int, list[str]] = {}
+    for v in vertices:
+        rows.setdefault(layer[v], []).append(v)
+    widest = max(len(r) for r in rows.values())
+    width = widest * (_W + _GAP_X) + _GAP_X
+    pos: dict[str, tuple[float, float]] = {}
+    for row, members in rows.items():
+        span = len(members) * (_W + _GAP_X) - _GAP_X
+        left = (width - span) / 2
+        for i, v in enumerate(members):
+            pos[v] = (left + i * (_W + _GAP_X) + _W / 2, _GAP_Y / 2 + row * (_H + _GAP_Y))
+    height = (max(rows) + 1) * (_H + _GAP_Y)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="diagram" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(program.name)} steps">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z"/></marker></defs>',
+    ]
+    for src, dst, label in edges:
+        if src not in pos or dst not in pos:
+            continue
+        (x1, y1), (x2, y2) = pos[src], pos[dst]
+        y1 += _small(src) or _H
+        if y2 > y1:
+            path = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{y2 - 12:.0f} {x2:.0f},{y1 + 12:.0f} "
+            path += f"{x2:.0f},{y2:.0f}"
+        else:  # back to an earlier row: around the side
+            side = width - 8
+            path = f"M{x1 + _W / 2:.0f},{y1 - _H / 2:.0f} C{side},{y1:.0f} {side},{y2:.0f} "
+            path += f"{x2 + _W / 2:.0f},{y2 + _H / 2:.0f}"
+        parts.append(f'<path class="edge" d="{path}" marker-end="url(#arrow)"/>')
+        if label and label != "joined":
+            parts.append(
+                f'<text class="edge-label" x="{(x1 + x2) / 2 + 6:.0f}" y="{(y1 + y2) / 2:.0f}">'
+                f"{escape(label)}</text>"
+            )
+    for v in vertices:
+        x, y = pos[v]
+        if _small(v):
+            text = "join" if v.endswith("(join)") else v.strip("()")
+            parts.append(
+                '<g class="node terminal">'
+                f'<ellipse cx="{x:.0f}" cy="{y + 13:.0f}" rx="34" ry="13"/>'
+                f'<text x="{x:.0f}" y="{y + 17:.0f}">{escape(text)}</text></g>'
+            )
+            continue
+        marks = " ".join(
+            m
+            for m, names in (("current", current), ("done", done), ("undoing", undoing))
+            if v in names
+        )
+        node = program.nodes[v]
+        parts.append(
+            f'<g class="node {marks}" data-step="{escape(v)}"><title>{escape(v)}</title>'
+            f'<rect x="{x - _W / 2:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6"/>'
+            f'<text class="name" x="{x:.0f}" y="{y + 19:.0f}">{escape(_fit(v, 28))}</text>'
+            f'<text class="sub" x="{x:.0f}" y="{y + 36:.0f}">'
+            f"{escape(_fit(_subtitle(node), 34))}</text>"
+            "</g>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _small(vertex: str) -> int:
+    """The height of a round vertex (start, end, a join); 0 for a block."""
+    return 26 if vertex in (_START, _END) or vertex.endswith("(join)") else 0
+
+
+def _fit(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
