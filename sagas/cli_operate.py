@@ -33,10 +33,11 @@ from sagas.cli import (
 from sagas.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
     from rich.console import Console
     from rich.progress import Progress
 
-    from sagas.operate import AppSpec, DeadLetter, History
+    from sagas.operate import AppSpec, Change, DeadLetter, History
     from sagas.settings import KafkaSettings
 
 __all__ = ["dlq", "history", "parse_time", "resume", "terminate", "topics"]
@@ -457,7 +458,7 @@ def topics_plan(
         write_spec(spec, path)
         click.echo(f"wrote {path} ({len(spec.topics)} topics)")
         return 0
-    changes = _plan(spec, kafka)
+    _, changes = _plan(spec, kafka)
     if as_json:
         _print_json([c.to_dict() for c in changes])
         return 0
@@ -465,7 +466,7 @@ def topics_plan(
     return 0
 
 
-def _plan(spec: AppSpec, kafka: dict[str, Any]) -> Any:
+def _plan(spec: AppSpec, kafka: dict[str, Any]) -> tuple[AdminClient, list[Change]]:
     from sagas.operate import plan_changes
     from sagas.runtime.topics import connect
 
@@ -474,8 +475,7 @@ def _plan(spec: AppSpec, kafka: dict[str, Any]) -> Any:
     return admin, plan_changes(admin, spec)
 
 
-def _print_changes(planned: Any) -> None:
-    _, changes = planned
+def _print_changes(changes: Sequence[Change]) -> None:
     _table(
         f"{sum(c.action in ('create', 'alter') for c in changes)} to change",
         ("TOPIC", "ACTION", "DETAIL"),
@@ -513,7 +513,7 @@ def topics_apply(
     if as_json:
         _print_json([c.to_dict() for c in changes])
         return 0
-    _print_changes((admin, changes))
+    _print_changes(changes)
     click.echo(
         f"applied: {sum(c.action == 'create' for c in todo)} created, "
         f"{sum(c.action == 'alter' for c in todo)} altered"
