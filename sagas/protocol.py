@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sagas.partitioning import partition_for
 
@@ -31,6 +31,8 @@ __all__ = [
     "INBOX_TOPIC",
     "MAX_LIMIT",
     "TOKEN_ENV",
+    "Headers",
+    "RawHeaders",
     "TopicNames",
     "dead_letter_headers",
     "inbox_check",
@@ -42,6 +44,10 @@ __all__ = [
 ]
 
 Headers = list[tuple[str, str | bytes | None]]
+"""Record headers as the library writes them (values UTF-8)."""
+
+RawHeaders = Headers | Mapping[str, str | bytes | None] | None
+"""Headers as a consumed record gives them (a list of pairs, or none), or already parsed."""
 
 DLQ_HEADERS = ("dlq-reason", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset")
 """The headers a dead letter carries besides its source's (when they could be kept)."""
@@ -121,11 +127,11 @@ def participant_dlq(group: str) -> str:
 
 
 def dead_letter_headers(
-    headers: Any, reason: str, topic: str, partition: int, offset: int
+    headers: RawHeaders, reason: str, topic: str, partition: int, offset: int
 ) -> Headers:
     """A record's headers (``None``: none kept) plus where it came from and why it is
     dead-lettered."""
-    kept = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    kept = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     values = (reason, topic, str(partition), str(offset))
     return [*kept, *((name, v.encode()) for name, v in zip(DLQ_HEADERS, values, strict=True))]
 

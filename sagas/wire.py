@@ -27,6 +27,7 @@ when it waits forever).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,7 +47,7 @@ from sagas.engine.model import (
     Terminate,
 )
 from sagas.errors import DecodeError
-from sagas.protocol import dead_letter_headers
+from sagas.protocol import Headers, RawHeaders, dead_letter_headers
 from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
@@ -67,7 +68,6 @@ __all__ = [
     "reply_record",
 ]
 
-Headers = list[tuple[str, str | bytes | None]]
 OUTCOMES: frozenset[str] = frozenset({"success", "failure", "retryable-failure"})
 
 
@@ -82,17 +82,18 @@ class OutRecord:
     headers: Headers
 
 
-def header_dict(headers: Any) -> dict[str, str]:
+def header_dict(headers: RawHeaders) -> dict[str, str]:
     """Headers as a dict of strings (the last value of a repeated header wins); a dict of
     strings (headers parsed already) is returned as it is.
 
     Raises:
         DecodeError: a header value is not UTF-8.
     """
-    if isinstance(headers, dict):
+    if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
         return headers
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     out: dict[str, str] = {}
-    for name, value in headers or ():
+    for name, value in pairs:
         if value is None:
             continue
         try:
@@ -107,7 +108,7 @@ def _h(**items: str | int | None) -> Headers:
 
 
 def decode_input(
-    key: bytes | None, value: bytes | None, headers: Any, serde: Serde | None = None
+    key: bytes | None, value: bytes | None, headers: RawHeaders, serde: Serde | None = None
 ) -> Input:
     """Turn an inbox record into an engine input (payloads read with ``serde``, else the
     default one).

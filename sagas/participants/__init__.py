@@ -48,7 +48,7 @@ from typing import Any, Literal
 from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.model import Outcome
 from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
-from sagas.protocol import INBOX_TOPIC, participant_dlq, replies_topic
+from sagas.protocol import INBOX_TOPIC, RawHeaders, participant_dlq, replies_topic
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.observe import Observer
 from sagas.serde.payloads import from_record
@@ -265,7 +265,7 @@ class Participant:
 
         return loop.run_until_complete(wait())
 
-    def execute(self, topic: str, value: bytes | None, headers: Any) -> Executed:
+    def execute(self, topic: str, value: bytes | None, headers: RawHeaders) -> Executed:
         """Run the handler of one command record; never raises for a handler's failure.
 
         Raises:
@@ -349,7 +349,7 @@ class Participant:
         """
         if not self._handlers:
             raise ConfigurationError("the participant has no handlers; register some first")
-        from sagas.runtime.participant_loop import ParticipantLoop
+        from sagas.participants.loop import ParticipantLoop
 
         self.serde.connect()  # a registry that is down or refuses a schema stops us here
 
