@@ -152,6 +152,11 @@ def timeline(entries: Sequence[Mapping[str, Any]]) -> list[Row]:
         elif cid and cid in sent:
             step, attempt = step or sent[cid][0], attempt or sent[cid][1]
         at = int(e["at_ms"])
+        reason = e.get("reason")
+        body = e.get("body") or {}
+        if not reason and "timer_id" in body:  # which timer, and when it is due
+            due = body.get("due_ms")
+            reason = f"timer {body['timer_id']}" + (f", due +{span(due - at)}" if due else "")
         rows.append(
             Row(
                 at,
@@ -161,7 +166,7 @@ def timeline(entries: Sequence[Mapping[str, Any]]) -> list[Row]:
                 attempt,
                 cid,
                 e.get("outcome"),
-                e.get("reason"),
+                reason,
             )
         )
         previous = at
@@ -219,7 +224,7 @@ def saga_page(
         head += f"{when(state.started_ms)}, updated {when(state.updated_ms)}"
         head += f"{' · ' + _e(state.reason) if state.reason else ''}</p>"
     body_rows = "".join(
-        f'<tr class="ev-{_e(r.event)}"><td>{when(r.at_ms)}</td>'
+        f'<tr class="ev-{_e(r.event)}"><td title="{when(r.at_ms)}">{when(r.at_ms)[11:]}</td>'
         f"<td class=gap>{'' if r.gap_ms is None else '+' + span(r.gap_ms)}</td>"
         f"<td class=event>{_e(r.event)}</td><td>{_e(r.step)}</td><td>{_e(r.attempt)}</td>"
         f"<td><code>{_e(r.command_id)}</code></td><td>{_e(r.outcome)}</td><td>{_e(r.reason)}</td></tr>"
