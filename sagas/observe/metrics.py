@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sagas.engine.model import TERMINAL, JournalEvent
+from sagas.observe.steps import OpenSteps
 from sagas.runtime.observe import Observer
 
 if TYPE_CHECKING:
@@ -64,9 +64,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 MAX_LABEL_VALUES = 200
 """Most values one label of one metric takes; more count as ``other``."""
-
-MAX_OPEN_STEPS = 100_000
-"""Most steps whose start is remembered to time them (the oldest are forgotten first)."""
 
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600)
 _LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -131,7 +128,7 @@ class PrometheusObserver(Observer):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.settings = settings
         self._label = _Bounded(MAX_LABEL_VALUES)
-        self._open_steps: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._steps = OpenSteps()
         self._workers: list[SagaWorker] = []
         self._owned: dict[str, list[tuple[str, int]]] = {}
         self._lag_consumers: dict[str, Any] = {}
@@ -277,7 +274,6 @@ class PrometheusObserver(Observer):
             elif kind == "finished":
                 status = str(body.get("status", ""))
                 self.finished.labels(st, status if status in TERMINAL else "other").inc()
-                self._forget(saga_type, event.saga_id)
             elif kind == "parked":
                 self.parked.labels(st).inc()
             elif kind == "expired":
@@ -285,29 +281,10 @@ class PrometheusObserver(Observer):
             elif kind == "command_sent":
                 command = self._label("command_type", str(body.get("command_type", "")))
                 self.commands_sent.labels(st, command).inc()
-            elif kind == "entered":
-                self._enter(saga_type, event)
-            elif kind in ("step_completed", "step_failed", "abandoned"):
-                self._leave(saga_type, event, "completed" if kind == "step_completed" else kind)
-
-    def _enter(self, saga_type: str, event: JournalEvent) -> None:
-        key = (saga_type, event.saga_id, str(event.body.get("step", "")))
-        self._open_steps[key] = event.at_ms
-        self._open_steps.move_to_end(key)
-        while len(self._open_steps) > MAX_OPEN_STEPS:
-            self._open_steps.popitem(last=False)
-
-    def _leave(self, saga_type: str, event: JournalEvent, result: str) -> None:
-        step = str(event.body.get("step", ""))
-        entered = self._open_steps.pop((saga_type, event.saga_id, step), None)
-        if entered is None or result == "abandoned":
-            return
-        labels = (self._label("saga_type", saga_type), self._label("step", step), result)
-        self.step_duration.labels(*labels).observe(max(0, event.at_ms - entered) / 1000)
-
-    def _forget(self, saga_type: str, saga_id: str) -> None:
-        for key in [k for k in self._open_steps if k[0] == saga_type and k[1] == saga_id]:
-            del self._open_steps[key]
+            ended = self._steps.see(saga_type, event)
+            if ended is not None and ended.result != "abandoned":
+                labels = (st, self._label("step", ended.step), ended.result)
+                self.step_duration.labels(*labels).observe(ended.seconds)
 
     def timer_fired(self, saga_type: str, *, lateness_ms: int) -> None:
         """Observe the lateness."""
