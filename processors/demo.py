@@ -27,14 +27,21 @@ from processors import orders, provisioning
 from processors.broker import broker_for_demo
 from sagas.app import App
 from sagas.client import SagaClient
-from sagas.engine.model import TERMINAL, SagaState
+from sagas.engine.model import TERMINAL, SagaState, Status
 from sagas.participants import Participant
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_state
 
-STATUSES = ("completed", "compensated", "failed", "cancelled", "running", "compensating")
+STATUSES: tuple[Status, ...] = (
+    "completed",
+    "compensated",
+    "failed",
+    "cancelled",
+    "running",
+    "compensating",
+)
 
 
 def read_states(settings: KafkaSettings, topic: str, ids: set[str]) -> dict[str, SagaState]:
@@ -270,7 +277,21 @@ def main() -> int:
         time.sleep(1.0)  # let the last compensation replies land in the books
         for run in runs:
             run.shutdown()
-    return report(runs, books, elapsed)
+        code = report(runs, books, elapsed)
+        print_history(shop, bootstrap)
+    return code
+
+
+def print_history(run: AppRun, bootstrap: str) -> None:
+    """One saga's timeline, as ``sagas history`` prints it (a compensated one if any)."""
+    from sagas.cli import main as sagas_main
+
+    ids = sorted(run.states, key=lambda sid: run.states[sid].status != "compensated")
+    if not ids:
+        return
+    args = [run.saga_type, ids[0], "-n", run.app.namespace, "--bootstrap-servers", bootstrap]
+    print(f"\n$ sagas history {' '.join(args[:4])}", flush=True)
+    sagas_main(["history", *args])
 
 
 def report(runs: list[AppRun], books: provisioning.Books, elapsed: float) -> int:

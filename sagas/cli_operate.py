@@ -98,7 +98,10 @@ def _table(title: str | None, headers: Sequence[str], rows: Sequence[Sequence[ob
         table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*("" if c is None else str(c) for c in row))
-    _console().print(table)
+    console = _console()
+    with console.capture() as captured:
+        console.print(table)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()).strip("\n"))
 
 
 @contextmanager

@@ -48,7 +48,7 @@ class HistoryEntry:
     Attributes:
         at_ms: when it happened (the engine's clock, epoch ms).
         event: the event type (see :mod:`sagas.engine.evolve`).
-        step: the block it concerns, if any.
+        step: the block it concerns, or the timer (``<step>:<kind>:<n>``), if any.
         attempt: the request number of a command, if any.
         command_id: the command it concerns, without its tag.
         outcome: a reply's outcome, or a saga's outcome or final status.
@@ -149,7 +149,7 @@ def entry(event: JournalEvent, offset: int) -> HistoryEntry:
     return HistoryEntry(
         at_ms=event.at_ms,
         event=event.type,
-        step=body.get("step"),
+        step=body.get("step") or body.get("timer_id"),
         attempt=int(attempt) if isinstance(attempt, int) else None,
         command_id=body.get("command_id"),
         outcome=str(outcome) if outcome is not None else None,
