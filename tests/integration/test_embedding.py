@@ -31,7 +31,7 @@ from sagas.participants import CommandContext, Participant
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import Worker
 
-DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "readme" / "deploy.md"
+DEPLOY = Path(__file__).resolve().parents[2] / "README.md"
 
 pytestmark = pytest.mark.kafka
 
@@ -149,7 +149,7 @@ def test_the_documented_service_runs_as_written(
     tmp_path: Path, bootstrap: str, unique: str
 ) -> None:
     blocks = re.findall(r"```python\n(.*?)```", DEPLOY.read_text(), re.DOTALL)
-    [shop] = [b for b in blocks if b.startswith("# shop.py")]
+    [shop] = [b for b in blocks if b.startswith("# file: shop_service.py")]
     (tmp_path / "shop.py").write_text(shop)
     port = free_port()
     env = user_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, SHOP_NAMESPACE=unique, PORT=str(port))
