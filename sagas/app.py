@@ -78,13 +78,13 @@ class App:
             raise ConfigurationError(f"partitions must be at least 1, got {partitions}")
         progs = tuple(programs)
         if not progs:
-            raise ConfigurationError("an App needs at least one compiled saga (sagas.compile(...))")
+            raise ConfigurationError("an App needs at least one compiled saga (saga.compile())")
         index: dict[str, dict[int, Program]] = {}
         for program in progs:
             if not isinstance(program, Program):
                 raise ConfigurationError(
                     f"App takes compiled sagas; got {type(program).__name__}: pass "
-                    "sagas.compile(saga) instead"
+                    "saga.compile() instead"
                 )
             versions = index.setdefault(program.name, {})
             if program.version in versions:

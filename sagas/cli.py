@@ -134,7 +134,7 @@ def load_app(target: str, namespace: str | None, app_dir: str | None = None) -> 
         return App(namespace or "sagas", programs)
     raise ConfigurationError(
         f"{target} is a {type(obj).__name__}; expected a sagas.App, a compiled saga "
-        "(sagas.compile(...)) or a list of them"
+        "(saga.compile()) or a list of them"
     )
 
 

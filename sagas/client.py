@@ -104,7 +104,7 @@ class SagaClient:
             remaining = self._producer.flush(30)
         if errors or remaining:
             reason = errors[0].str() if errors else "not acknowledged within 30 s"
-            raise BrokerError(f"could not write to {rec.topic}: {reason}", retriable=True)
+            raise BrokerError(f"could not write to {rec.topic}: {reason}", retryable=True)
 
     def start(self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
         """Start a saga; return its id. A second start with the same id starts nothing new."""

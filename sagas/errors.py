@@ -6,7 +6,7 @@
     ├── DefinitionError          a saga definition is wrong (raised by the DSL and the compiler)
     ├── ConfigurationError       a setting, a CLI argument or a topic layout is wrong
     ├── EnvironmentSetupError    a tool the project needs (Java, Maven) is missing or fails
-    ├── BrokerError              Kafka said no; ``retriable`` tells whether trying again may help
+    ├── BrokerError              Kafka said no; ``retryable`` tells whether trying again may help
     │   └── BrokerUnavailableError   no broker answers at the configured address
     ├── DecodeError              a record could not be decoded; keeps the raw record
     ├── PayloadSchemaError       a payload does not fit the Avro schema it is written with
@@ -20,6 +20,8 @@ Errors never shadow built-ins, and errors translated from another library keep t
 """
 
 from __future__ import annotations
+
+import warnings
 
 __all__ = [
     "BrokerError",
@@ -64,17 +66,44 @@ class EnvironmentSetupError(SagaError):
     """A tool the project needs is missing or failed; the message says how to install it."""
 
 
-class BrokerError(SagaError):
+class _RetryableError(SagaError):
+    """An error that says whether trying again may help (``retryable``; ``retriable`` is the
+    former spelling, still accepted with a warning)."""
+
+    retryable: bool
+
+    @property
+    def retriable(self) -> bool:
+        """Deprecated spelling of :attr:`retryable`."""
+        warnings.warn("use .retryable, not .retriable", DeprecationWarning, stacklevel=2)
+        return self.retryable
+
+
+def _spelling(retryable: bool | None, retriable: bool | None, default: bool) -> bool:
+    if retriable is not None:
+        warnings.warn("use retryable=, not retriable=", DeprecationWarning, stacklevel=3)
+        return retriable
+    return default if retryable is None else retryable
+
+
+class BrokerError(_RetryableError):
     """Kafka refused an operation.
 
     Attributes:
-        retriable: trying the same operation again may succeed.
+        retryable: trying the same operation again may succeed.
         fatal: the client instance is unusable (e.g. a fenced transactional producer).
     """
 
-    def __init__(self, message: str, *, retriable: bool = False, fatal: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        fatal: bool = False,
+        retriable: bool | None = None,
+    ) -> None:
         super().__init__(message)
-        self.retriable = retriable
+        self.retryable = _spelling(retryable, retriable, False)
         self.fatal = fatal
 
 
@@ -82,7 +111,7 @@ class BrokerUnavailableError(BrokerError):
     """No broker answered at the configured bootstrap address."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, retriable=True)
+        super().__init__(message, retryable=True)
 
 
 class DecodeError(SagaError):
@@ -136,13 +165,15 @@ class PayloadSchemaError(SagaError):
     payload builder and the schema disagree)."""
 
 
-class RegistryError(SagaError):
+class RegistryError(_RetryableError):
     """The schema registry did not answer, or refused a request.
 
     Attributes:
-        retriable: trying again may succeed (the registry was unreachable or busy).
+        retryable: trying again may succeed (the registry was unreachable or busy).
     """
 
-    def __init__(self, message: str, *, retriable: bool) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool | None = None, retriable: bool | None = None
+    ) -> None:
         super().__init__(message)
-        self.retriable = retriable
+        self.retryable = _spelling(retryable, retriable, False)

@@ -48,7 +48,7 @@ def translate(exc: KafkaException, doing: str) -> BrokerError:
             f"{doing}: no Kafka broker answers ({err.str()}); check bootstrap.servers "
             "(KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers) and that the broker runs"
         )
-    return BrokerError(f"{doing}: {err.str()}", retriable=err.retriable(), fatal=err.fatal())
+    return BrokerError(f"{doing}: {err.str()}", retryable=err.retriable(), fatal=err.fatal())
 
 
 @contextmanager

@@ -54,7 +54,7 @@ def send_input(settings: KafkaSettings, namespace: str, saga_type: str, inp: Inp
         remaining = producer.flush(30)
     if errors or remaining:
         reason = errors[0].str() if errors else "not acknowledged within 30 s"
-        raise BrokerError(f"could not write to {rec.topic}: {reason}", retriable=True)
+        raise BrokerError(f"could not write to {rec.topic}: {reason}", retryable=True)
 
 
 def terminate(

@@ -94,7 +94,7 @@ class ConfluentRegistry:
         if schema.schema_type not in (None, "AVRO"):
             raise RegistryError(
                 f"schema id {schema_id} at {self.url} is {schema.schema_type}, not AVRO",
-                retriable=False,
+                retryable=False,
             )
         return str(schema.schema_str)
 
@@ -106,11 +106,11 @@ class ConfluentRegistry:
             return RegistryError(
                 f"schema registry at {self.url} refused {doing}: HTTP {status}, error "
                 f"{exc.error_code}: {exc.error_message}",
-                retriable=status >= 500 or status == 429,
+                retryable=status >= 500 or status == 429,
             )
         return RegistryError(
             f"schema registry at {self.url} did not answer {doing}: {type(exc).__name__}: {exc}",
-            retriable=True,
+            retryable=True,
         )
 
 

@@ -154,7 +154,7 @@ def test_a_registry_that_refuses_a_schema_stops_the_start(registry: RegistryDoub
     client.register_schema("sagas.Payload", Schema(json.dumps(other), "AVRO"))
     with pytest.raises(RegistryError, match=r"refused registering sagas\.Payload: HTTP 409") as e:
         _store(registry)
-    assert not e.value.retriable
+    assert not e.value.retryable
 
 
 def test_a_registry_that_does_not_answer_is_a_retriable_registry_error() -> None:
@@ -163,7 +163,7 @@ def test_a_registry_that_does_not_answer_is_a_retriable_registry_error() -> None
     store = _store(None)
     with pytest.raises(RegistryError, match=f"at {url} did not answer registering") as e:
         store.set_registry(ConfluentRegistry(url, {"max.retries": 0}))
-    assert e.value.retriable
+    assert e.value.retryable
     assert store.registry_url is None  # still writing fingerprints
 
 
