@@ -82,14 +82,8 @@ def diagram_svg(
     rows: dict[int, list[str]] = {}
     for v in vertices:
         rows.setdefault(layer[v], []).append(v)
-    widest = max(len(r) for r in rows.values())
-    width = widest * (_W + _GAP_X) + _GAP_X
-    pos: dict[str, tuple[float, float]] = {}
-    for row, members in rows.items():
-        span = len(members) * (_W + _GAP_X) - _GAP_X
-        left = (width - span) / 2
-        for i, v in enumerate(members):
-            pos[v] = (left + i * (_W + _GAP_X) + _W / 2, _GAP_Y / 2 + row * (_H + _GAP_Y))
+    pos = _place(rows, edges)
+    width = max(x for x, _ in pos.values()) + _W / 2 + _GAP_X + 40
     height = (max(rows) + 1) * (_H + _GAP_Y)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="diagram" width="{width}" '
@@ -103,9 +97,15 @@ def diagram_svg(
             continue
         (x1, y1), (x2, y2) = pos[src], pos[dst]
         y1 += _small(src) or _H
-        if y2 > y1:
-            path = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{y2 - 12:.0f} {x2:.0f},{y1 + 12:.0f} "
+        skips = layer[dst] - layer[src] > 1 and x1 == x2  # would cross the rows between
+        if y2 > y1 and skips:  # bulge to the right of what lies between
+            bulge = x1 + _W / 2 + 60
+            path = f"M{x1:.0f},{y1:.0f} C{bulge:.0f},{y1 + 20:.0f} {bulge:.0f},{y2 - 20:.0f} "
             path += f"{x2:.0f},{y2:.0f}"
+            x1 = x2 = bulge - 40
+        elif y2 > y1:
+            mid = (y1 + y2) / 2
+            path = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{mid:.0f} {x2:.0f},{mid:.0f} {x2:.0f},{y2:.0f}"
         else:  # back to an earlier row: around the side
             side = width - 8
             path = f"M{x1 + _W / 2:.0f},{y1 - _H / 2:.0f} C{side},{y1:.0f} {side},{y2:.0f} "
@@ -142,6 +142,38 @@ def diagram_svg(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _place(
+    rows: dict[int, list[str]], edges: list[tuple[str, str, str]]
+) -> dict[str, tuple[float, float]]:
+    """Centres of the vertices: each row top-down, each vertex under the mean of its
+    predecessors, pushed right where it would overlap its left neighbour."""
+    preds: dict[str, list[str]] = {}
+    for src, dst, _label in edges:
+        preds.setdefault(dst, []).append(src)
+    pos: dict[str, tuple[float, float]] = {}
+    step = _W + _GAP_X
+    for row in sorted(rows):
+        y = _GAP_Y / 2 + row * (_H + _GAP_Y)
+        wanted = []
+        for i, v in enumerate(rows[row]):
+            xs = [pos[p][0] for p in preds.get(v, []) if p in pos]
+            wanted.append((sum(xs) / len(xs) if xs else _W / 2 + _GAP_X + i * step, i, v))
+        wanted.sort()
+        if len(wanted) > 1:  # spread siblings around their parents' centre
+            centre = sum(w for w, _, _ in wanted) / len(wanted)
+            wanted = [
+                (centre + (k - (len(wanted) - 1) / 2) * step, i, v)
+                for k, (_, i, v) in enumerate(wanted)
+            ]
+        last = None
+        for want, _, v in wanted:
+            x = want if last is None else max(want, last + step)
+            pos[v] = (x, y)
+            last = x
+    shift = _W / 2 + _GAP_X - min(x for x, _ in pos.values())
+    return {v: (x + shift, y) for v, (x, y) in pos.items()}
 
 
 def _small(vertex: str) -> int:
