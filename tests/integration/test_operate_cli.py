@@ -5,7 +5,6 @@ plan/apply."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from test_cli import SAGAS, sagas, stop, user_env
+from test_cli import sagas, stop
+from test_cli_operate import Shop
 
 from sagas.engine.model import Start
 from sagas.partitioning import partition_for
@@ -69,40 +69,12 @@ def mail(payload, ctx):
 """
 
 
-class Ops:
+class Ops(Shop):
     """A folder with ``opsapp.py``, its worker and participant running, and the CLI to call."""
 
     def __init__(self, folder: Path, ns: str, bootstrap: str) -> None:
-        self.folder = folder
-        self.ns = ns
+        super().__init__(folder, ns, bootstrap)
         self.bootstrap = bootstrap
-        self.env = user_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, SAGAS_NAMESPACE=ns)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [SAGAS, *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        proc = self.run(*args)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json"))
-
-    def error(self, *args: str) -> str:
-        proc = self.run(*args)
-        assert proc.returncode == 2, (proc.stdout, proc.stderr)
-        [line] = proc.stderr.splitlines()
-        assert line.startswith("sagas: error: ")
-        return line
 
     def until(self, saga_type: str, saga_id: str, *statuses: str) -> dict[str, Any]:
         deadline = time.monotonic() + 60
