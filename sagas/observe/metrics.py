@@ -23,7 +23,9 @@ or command id. A label fed from outside (a command type in a header) keeps at mo
 ``sagas_restored_total``                   loop: snapshots (or recorded replies) read back
 ``sagas_owned_partitions``                 loop
 ``sagas_consumer_lag_records``             loop, topic, partition: end offset minus the
-                                           group's committed one, read at scrape
+                                           group's committed one, read at scrape (a
+                                           transaction's commit marker counts: an idle
+                                           partition may show 1)
 ``sagas_dead_letters_total``               loop, reason
 ``sagas_isolated_total``                   loop
 ``sagas_handler_duration_seconds``        group, command_type, outcome

@@ -219,6 +219,7 @@ class Worker:
         if metrics_server is not None:
             host, port = metrics_server.server_address[:2]
             handle.metrics_url = f"http://{host}:{port}/metrics"
+            log.info("metrics at %s", handle.metrics_url)
 
         def run(worker: SagaWorker) -> None:
             try:

@@ -114,7 +114,7 @@ class UiServer:
             target=self._http.serve_forever, name="sagas-ui", daemon=True
         )
         self._thread.start()
-        log.info("sagas UI at %s%s", self.url, "" if self.token else " (read-only: no token)")
+        log.debug("sagas UI at %s%s", self.url, "" if self.token else " (read-only: no token)")
         return self.url
 
     def close(self) -> None:
