@@ -155,6 +155,8 @@ class SagaWorker:
         self.clock_ms = clock_ms
         self.report_every = 10.0
         self.stores: dict[int, PartitionStore] = {}
+        self._parked_noted: set[str] = set()
+        """Parked sagas whose ``parked`` journal event this worker wrote."""
         self.inbox_partitions = 0
         """The inbox topic's real partition count (read at each assignment)."""
         self.loop: TransactionalLoop[_Batch] = TransactionalLoop(
@@ -382,12 +384,9 @@ class SagaWorker:
             program = self._program_for(state, inp)
         except UnknownVersionError as exc:
             version = state.version if state else 0
-            self._journal(
-                batch,
-                JournalEvent("parked", inp.saga_id, now, {"reason": str(exc)}),
-                version,
-                source,
-            )
+            if inp.saga_id not in self._parked_noted | batch.parked:  # journaled once per saga
+                event = JournalEvent("parked", inp.saga_id, now, {"reason": str(exc)})
+                self._journal(batch, event, version, source)
             if msg is not None:
                 batch.dead_letter(msg, f"unknown-definition-version: {exc}")
             batch.parked.add(inp.saga_id)
@@ -464,6 +463,7 @@ class SagaWorker:
                 store.delete(saga_id)
             else:
                 store.put(state)
+        self._parked_noted |= batch.parked
         for saga_id in batch.parked:
             for store in self.stores.values():
                 if saga_id in store.states and saga_id not in store.parked:
