@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from sagas.client import SagaClient
 from sagas.runtime.process import Worker
@@ -65,7 +66,8 @@ def browser_page() -> Iterator[Any]:
 @pytest.fixture
 def ui_url(bootstrap: str, unique: str) -> Iterator[str]:
     """A UI over a worker and services that ran three sagas: s-ok completed, s-fail
-    compensated on a refusal, s-late compensated on its step deadline."""
+    compensated on a refusal, s-late compensated on its step deadline; and one record of the
+    inbox that is no input went to the dead-letter topic."""
     settings = KafkaSettings(bootstrap)
     app = shop_app(unique)
     ensure_topics(app, settings)
@@ -77,6 +79,9 @@ def ui_url(bootstrap: str, unique: str) -> Iterator[str]:
     try:
         for saga_id, charge in (("s-ok", "ok"), ("s-fail", "fail"), ("s-late", "silent")):
             client.start("shop", {"charge": charge, "item": "book"}, saga_id=saga_id)
+        junk = Producer({"bootstrap.servers": bootstrap})
+        junk.produce(f"{unique}.shop.inbox", key=b"junk", value=b"\x00not avro")
+        junk.flush(10)
         assert wait_ended(client, "shop", "s-ok") == "completed"
         assert wait_ended(client, "shop", "s-fail") == "compensated"
         assert wait_ended(client, "shop", "s-late") == "compensated"
@@ -139,6 +144,7 @@ def test_the_list_and_a_saga_page_show_what_happened(browser_page: Any, ui_url: 
 
     page.goto(ui_url + "/dlq")
     assert page.locator("h1").inner_text() == "Dead letters"
+    assert "undecodable input" in page.locator("#dlq tbody").inner_text()
     page.screenshot(path=str(SHOTS / "dlq.png"), full_page=True)
 
 
