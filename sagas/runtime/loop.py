@@ -83,6 +83,9 @@ _RECORD_TIED = frozenset(
     }
 )
 
+QUIET_REASONS = ("unknown-definition-version",)
+"""Dead-letter reasons logged at debug level: their cause is logged once elsewhere."""
+
 # A dead letter bigger than this goes without its value: the broker's default message limit is
 # 1 MiB, and a dead letter must never fail for its size.
 DLQ_VALUE_LIMIT = 900_000
@@ -468,7 +471,11 @@ class TransactionalLoop(Generic[B]):
         for letter in batch.dead_letters:
             self._poison.pop(position(letter.msg), None)
             self.observer.dead_lettered(self.group, self.hooks.dlq, letter.reason)
-            log.warning("%s[%d]@%d -> %s: %s", *position(letter.msg), self.hooks.dlq, letter.reason)
+            # An input of a parked saga is expected: the worker said once that it is parked.
+            quiet = letter.reason.startswith(QUIET_REASONS)
+            where = "%s[%d]@%d -> %s: %s"
+            level = logging.DEBUG if quiet else logging.WARNING
+            log.log(level, where, *position(letter.msg), self.hooks.dlq, letter.reason)
         self.hooks.committed(batch)
 
     def _abort(self, batch: B, exc: Exception, failures: dict[Source, str]) -> None:

@@ -157,6 +157,8 @@ class SagaWorker:
         self.stores: dict[int, PartitionStore] = {}
         self._parked_noted: set[str] = set()
         """Parked sagas whose ``parked`` journal event this worker wrote."""
+        self._parked_seen: set[str] = set()
+        """Parked sagas this worker has met (counted and logged once each, across restores)."""
         self.inbox_partitions = 0
         """The inbox topic's real partition count (read at each assignment)."""
         self.loop: TransactionalLoop[_Batch] = TransactionalLoop(
@@ -255,15 +257,18 @@ class SagaWorker:
             )
             return
         parked = state.version not in self.app.versions(self.saga_type)
-        if parked and state.saga_id not in store.parked:
-            self.metrics.parked_sagas += 1
+        if parked and state.saga_id not in self._parked_seen:
+            self._parked_seen.add(state.saga_id)
+            self.metrics.parked_sagas = len(self._parked_seen)
             log.warning(
-                "%s: saga %s: %s",
+                "%s: saga %s is parked: %s; deploy that version, then `sagas resume %s %s`",
                 self.saga_type,
                 state.saga_id,
                 UnknownVersionError(
                     self.saga_type, state.version, self.app.versions(self.saga_type)
                 ),
+                self.saga_type,
+                state.saga_id,
             )
         store.put(state, parked=parked)
 
@@ -464,11 +469,12 @@ class SagaWorker:
             else:
                 store.put(state)
         self._parked_noted |= batch.parked
+        self._parked_seen |= batch.parked
+        self.metrics.parked_sagas = len(self._parked_seen)
         for saga_id in batch.parked:
             for store in self.stores.values():
-                if saga_id in store.states and saga_id not in store.parked:
+                if saga_id in store.states:
                     store.parked.add(saga_id)
-                    self.metrics.parked_sagas += 1
 
     def aborted(self, batch: _Batch) -> None:
         """Drop the staged snapshots; the taken timers go back into the index."""

@@ -277,3 +277,40 @@ def test_a_flood_of_bad_records_leaves_every_real_saga_finished(rt: Running) -> 
         f"records, ignored {len(ignored)}, valid after all {len(accepted)}; {len(real)} real "
         f"sagas finished in {took:.1f}s"
     )
+
+
+def test_a_participant_isolates_a_command_whose_effect_cannot_be_written(
+    bootstrap: str, unique: str
+) -> None:
+    """A handler's record too large to produce aborts one transaction; the command goes to the
+    DLQ and every other command of the partition is answered."""
+    from kafka_util import create_topic
+
+    settings = KafkaSettings(bootstrap)
+    participant = Participant(settings, f"{unique}.svc", partitions=1)
+    inbox = f"{unique}.order.inbox"
+    create_topic(bootstrap, inbox)
+
+    @participant.handler(f"{unique}.commands", "Ping")
+    def ping(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        if payload.get("huge"):
+            ctx.send(f"{unique}.effects", b"x" * 1_500_000)
+        return {"pong": True}
+
+    create_topic(bootstrap, f"{unique}.effects")
+    thread, stop = participant.start()
+    try:
+        producer = _producer(bootstrap)
+        for i in range(10):
+            value = encode_payload({"huge": i == 3})
+            _send(producer, f"{unique}.commands", b"s-1", value, _command(inbox, f"c-{i}"))
+        producer.flush(30)
+        replies = _dead_letters(bootstrap, inbox, 9)
+        letters = _dead_letters(bootstrap, participant.dlq, 1)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert sorted(h["command-id"] for h in replies) == sorted(f"c-{i}" for i in range(10) if i != 3)
+    [letter] = letters
+    assert letter["command-id"] == "c-3"
+    assert "too large" in letter["dlq-reason"].lower()
