@@ -25,11 +25,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from sagas.engine.model import Cancel, Input, SagaState, Signal, Start
+from sagas.engine.model import Cancel, Input, SagaState, Signal, Start, Terminate
 from sagas.errors import BrokerError, ConfigurationError, DecodeError, SagaFailedError
 from sagas.kafka_io import kafka_errors, read_to_end
 from sagas.partitioning import partition_for
@@ -37,6 +37,10 @@ from sagas.protocol import MAX_LIMIT, TOKEN_ENV, TopicNames, owner_key, token_fr
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import input_record
+
+if TYPE_CHECKING:
+    from sagas.operate.control import Resumed
+    from sagas.operate.history import History
 
 __all__ = ["AsyncSagaClient", "SagaClient"]
 
@@ -85,7 +89,13 @@ class SagaClient:
 
     # ------------------------------------------------------------------------- writes
 
-    def _send(self, saga_type: str, inp: Input) -> None:
+    def send(self, saga_type: str, inp: Input) -> None:
+        """Write one engine input (``Start``, ``Signal``, ``Cancel``, ``Terminate``, ``Resume``)
+        to the saga type's inbox and wait until Kafka has it.
+
+        Raises:
+            BrokerError: it was not acknowledged.
+        """
         rec = input_record(TopicNames(self.namespace, saga_type).inbox, inp, self.serde)
         errors: list[KafkaError] = []
 
@@ -109,18 +119,65 @@ class SagaClient:
     def start(self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
         """Start a saga; return its id. A second start with the same id starts nothing new."""
         sid = saga_id or uuid.uuid4().hex
-        self._send(saga_type, Start(sid, data))
+        self.send(saga_type, Start(sid, data))
         return sid
 
     def signal(self, saga_type: str, saga_id: str, name: str, payload: dict[str, Any]) -> None:
         """Send a signal to a saga waiting for it (or about to)."""
-        self._send(saga_type, Signal(saga_id, name, payload))
+        self.send(saga_type, Signal(saga_id, name, payload))
 
     def cancel(self, saga_type: str, saga_id: str, reason: str = "cancelled by client") -> None:
         """Ask a saga to stop and compensate (it refuses after its pivot; see its journal)."""
-        self._send(saga_type, Cancel(saga_id, reason))
+        self.send(saga_type, Cancel(saga_id, reason))
 
     # ------------------------------------------------------------------------- reads
+
+    def terminate(self, saga_type: str, saga_id: str, reason: str, *, by: str) -> None:
+        """End a saga without compensating; the worker journals ``by`` and ``reason``."""
+        self.send(saga_type, Terminate(saga_id, by, reason))
+
+    def resume(self, saga_type: str, saga_id: str, *, by: str, step: str | None = None) -> Resumed:
+        """Resume a failed saga at ``step`` (default: the step that failed), or replay the
+        dead-lettered inputs of a parked one (see :func:`sagas.operate.control.resume`).
+
+        Raises:
+            ConfigurationError: no such saga, or it is neither failed nor parked.
+        """
+        from sagas.operate.control import resume
+
+        state = self.status(saga_type, saga_id)
+        if state is None:
+            raise ConfigurationError(f"no saga {saga_id!r} of type {saga_type!r}")
+        return resume(self.settings, self.namespace, state, by=by, step=step)
+
+    def history(
+        self,
+        saga_type: str,
+        saga_id: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> History:
+        """Every journal event of one saga, oldest first, read from the one journal partition
+        it lives in, around its lifetime (give ``since_ms`` for a saga that expired).
+
+        Raises:
+            ConfigurationError: no such saga and no ``since_ms`` to search from.
+        """
+        from sagas.operate.history import read_history
+
+        state = self.status(saga_type, saga_id)
+        return read_history(
+            self.settings,
+            self.namespace,
+            saga_type,
+            saga_id,
+            started_ms=state.started_ms if state else None,
+            updated_ms=state.updated_ms if state else None,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            serde=self.serde,
+        )
 
     def status(self, saga_type: str, saga_id: str) -> SagaState | None:
         """The saga's latest committed snapshot, or ``None`` if none was written yet.
@@ -354,6 +411,14 @@ class AsyncSagaClient:
     ) -> None:
         """See :meth:`SagaClient.cancel`."""
         await asyncio.to_thread(self.sync.cancel, saga_type, saga_id, reason)
+
+    async def terminate(self, saga_type: str, saga_id: str, reason: str, *, by: str) -> None:
+        """See :meth:`SagaClient.terminate`."""
+        await asyncio.to_thread(self.sync.terminate, saga_type, saga_id, reason, by=by)
+
+    async def history(self, saga_type: str, saga_id: str, **window: int | None) -> History:
+        """See :meth:`SagaClient.history`."""
+        return await asyncio.to_thread(self.sync.history, saga_type, saga_id, **window)
 
     async def status(self, saga_type: str, saga_id: str) -> SagaState | None:
         """See :meth:`SagaClient.status`."""

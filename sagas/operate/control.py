@@ -16,17 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
-
 from sagas.engine.model import Input, Resume, SagaState, Terminate
-from sagas.errors import BrokerError, ConfigurationError
-from sagas.kafka_io import kafka_errors
+from sagas.errors import ConfigurationError
 from sagas.operate.dlq import PARKED, ReplayReport, list_dead_letters, replay
 from sagas.operate.history import read_history
 from sagas.protocol import TopicNames
-from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
-from sagas.wire import input_record
 
 __all__ = ["Resumed", "failed_step", "resume", "send_input", "terminate"]
 
@@ -37,24 +32,13 @@ def send_input(settings: KafkaSettings, namespace: str, saga_type: str, inp: Inp
     Raises:
         BrokerError: it was not acknowledged.
     """
-    rec = input_record(TopicNames(namespace, saga_type).inbox, inp, Serde.for_settings(settings))
-    producer = Producer(
-        settings.client_config(partitioner="murmur2_random", **{"enable.idempotence": True})
-    )
-    errors: list[KafkaError] = []
+    from sagas.client import SagaClient
 
-    def delivered(err: KafkaError | None, msg: object) -> None:
-        if err is not None:
-            errors.append(err)
-
-    with kafka_errors(f"sending to {rec.topic}"):
-        producer.produce(
-            rec.topic, key=rec.key, value=rec.value, headers=rec.headers, on_delivery=delivered
-        )
-        remaining = producer.flush(30)
-    if errors or remaining:
-        reason = errors[0].str() if errors else "not acknowledged within 30 s"
-        raise BrokerError(f"could not write to {rec.topic}: {reason}", retryable=True)
+    client = SagaClient(settings, namespace)
+    try:
+        client.send(saga_type, inp)
+    finally:
+        client.close()
 
 
 def terminate(

@@ -178,3 +178,16 @@ def test_a_saga_on_a_version_the_worker_lacks_is_parked_not_lost(
     assert (state.version, state.status) == (2, "running")  # kept as it was
     events = [decode_event(v)[0] for _, v in read_all(bootstrap, rt.app.topics("order").journal)]
     assert [e.type for e in events if e.saga_id == sid].count("parked") == 1  # said once
+
+
+def test_the_client_terminates_a_saga_and_reads_its_history(rt: Running) -> None:
+    sid = rt.client.start("order", {"behaviour": {"ReserveStock": "silent"}})
+    rt.wait_until(lambda: "ReserveStock" in rt.participants.commands_of(sid))
+    rt.client.terminate("order", sid, "stuck supplier", by="ops@example")
+    state = rt.wait_terminal("order", sid)
+    assert state.status == "terminated"
+    assert "ReleaseCredit" not in rt.participants.commands_of(sid)  # nothing compensated
+    events = [e.event for e in rt.client.history("order", sid).entries]
+    assert events[0] == "started"
+    assert "terminated" in events
+    assert events[-1] == "finished"
