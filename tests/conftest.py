@@ -4,6 +4,10 @@ The broker comes from, in this order: ``KAFKA_BOOTSTRAP_SERVERS`` when set; a te
 when a Docker engine answers; else a local broker started from Maven Central jars
 (:mod:`sagas.dev.kafka`). Tests that need it are marked ``kafka``. Without a broker they are skipped
 on a laptop, but when ``CI`` is set a broker that cannot start fails the run.
+
+Tests that stop or kill brokers use ``kafka_cluster``: three local KRaft nodes of their own
+(:class:`sagas.dev.kafka.LocalKafkaCluster`), started once per session and whole again after each
+test.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +92,31 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Broker]:
         yield _Broker(broker.bootstrap_servers, broker)
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def _cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from sagas.dev.kafka import LocalKafkaCluster
+
+    cluster = LocalKafkaCluster(Path(tmp_path_factory.mktemp("cluster")), brokers=3, heap="384m")
+    try:
+        cluster.start()
+    except SagaError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"no local Kafka cluster for the tests: {exc}", pytrace=False)
+        pytest.skip(f"no local Kafka cluster (install Java+Maven): {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kafka_cluster(_cluster_session: Any) -> Iterator[Any]:
+    """Three local KRaft nodes (a :class:`sagas.dev.kafka.LocalKafkaCluster`) that the test may
+    stop and kill; every node runs again when the test ends."""
+    yield _cluster_session
+    _cluster_session.start()
 
 
 @pytest.fixture
