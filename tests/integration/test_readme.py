@@ -93,8 +93,10 @@ def test_the_walkthrough_and_the_scripts_run_as_written(tmp_path: Path, bootstra
             logs = "".join(p.read_text() for p in tmp_path.glob("bg*.log"))
             assert done.returncode == 0, done.stdout + done.stderr + logs
             outputs.append(done.stdout)
-        assert "completed: {" in outputs[-1]
-        assert "compensated:" in outputs[-1]
+        printed = "".join(outputs)
+        assert "completed: {" in printed
+        assert "compensated:" in printed
+        assert "finished" in outputs[-1]  # the history's last event
         for code in scripts:
             script = tmp_path / "script.py"
             script.write_text(code)
