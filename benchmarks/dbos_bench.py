@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sagas.dev.kafka import free_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -63,16 +64,10 @@ def postgres_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def postgres() -> Iterator[str]:
     """A Postgres server in a temporary folder; yields its URL."""
-    port = _free_port()
+    port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="dbos-bench-"))
     data = folder / "data"
     prefix: list[str] = []
