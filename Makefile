@@ -53,3 +53,9 @@ kafka-stop: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+# The chaos scenario at full size (tests/chaos/scenario.py): worker kills, a broker restart, then
+# its invariants and figures. Sizes: CHAOS_SAGAS, CHAOS_DURATION... or ARGS="--sagas 500".
+.PHONY: chaos
+chaos: install
+	$(BIN)/python -m benchmarks.chaos $(ARGS)
