@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from sagas.errors import ConfigurationError, SagaError
-from sagas.observe.cli import observe_options
+from sagas.observe.cli import metrics_option, observe_options
 from sagas.observe.cli import register as register_observe
 
 if TYPE_CHECKING:
@@ -356,6 +356,7 @@ def _kafka_start(broker: LocalKafka, detach: bool) -> int:
     "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
 )
 @click.option("--no-query", is_flag=True, help="serve no query endpoint (clients read the topic)")
+@metrics_option
 @observe_options
 @app_dir_option
 @kafka_options
@@ -369,6 +370,7 @@ def worker(
     query_port: str,
     advertise_url: str | None,
     no_query: bool,
+    metrics: bool,
     log_format: str,
     metrics_port: str | None,
     app_dir: str | None,
@@ -392,6 +394,7 @@ def worker(
         query_port=port,
         advertise_url=advertise_url,
         observer=worker_observer(),
+        metrics=metrics,
         metrics_port=metrics_port_of(metrics_port),
     )
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TOKEN_ENV",
+    "metrics_option",
     "metrics_port_of",
     "observe_options",
     "participant_observer",
@@ -63,6 +64,17 @@ def observe_options(command: F) -> F:
         envvar="SAGAS_LOG_FORMAT",
         show_default=True,
         help="json: one object per line with saga_id, saga_type, step, command_id",
+    )(command)
+
+
+def metrics_option(command: F) -> F:
+    """Add ``--metrics`` (metrics on the query endpoint) to the worker command."""
+    return click.option(
+        "--metrics",
+        is_flag=True,
+        envvar="SAGAS_METRICS",
+        help="serve Prometheus metrics at /metrics of the query endpoint (needs the observe "
+        "extra; --metrics-port serves them on a port of their own)",
     )(command)
 
 

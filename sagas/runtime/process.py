@@ -54,7 +54,7 @@ class WorkerHandle:
     url: str | None
     """Where the query endpoint is reached (None when it is off)."""
     metrics_url: str | None = field(default=None, init=False)
-    """Where Prometheus scrapes this worker (None without ``metrics_port``)."""
+    """Where Prometheus scrapes this worker (None without metrics)."""
     _stop: threading.Event
     _threads: list[threading.Thread]
     _failures: list[BaseException]
@@ -102,9 +102,11 @@ class Worker:
         advertise_url: the URL clients reach the endpoint at (default ``http://<host>:<port>``).
         observer: told of every saga type's transactions, events and restores
             (:mod:`sagas.runtime.observe`; metrics, traces, logs).
-        metrics_port: serve Prometheus metrics (:mod:`sagas.observe.metrics`, the ``observe``
-            extra) at ``http://<metrics_host>:<port>/metrics`` (0: any free port; None: off).
-        metrics_host: the interface of the metrics endpoint.
+        metrics: count Prometheus metrics (:mod:`sagas.observe.metrics`, the ``observe``
+            extra) and serve them at ``/metrics`` of the query endpoint.
+        metrics_port: serve them at ``http://<metrics_host>:<port>/metrics`` instead (0: any
+            free port; implies ``metrics``).
+        metrics_host: the interface of that port.
 
     Raises:
         ConfigurationError: ``query_port`` is not a port number, or metrics are asked for
@@ -121,6 +123,7 @@ class Worker:
         query_port: int = 0,
         advertise_url: str | None = None,
         observer: Observer | None = None,
+        metrics: bool = False,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
     ) -> None:
@@ -139,7 +142,7 @@ class Worker:
         self.metrics_host = metrics_host
         self.observer = observer
         self.metrics: PrometheusObserver | None = None
-        if metrics_port is not None:
+        if metrics or metrics_port is not None:
             from sagas.observe.metrics import PrometheusObserver
 
             self.metrics = PrometheusObserver(settings=self.settings)
@@ -183,12 +186,14 @@ class Worker:
             )
 
     def _serve_metrics(self, workers: list[SagaWorker]) -> Any:
-        if self.metrics is None or self.metrics_port is None:
+        if self.metrics is None:
+            return None
+        for worker in workers:
+            self.metrics.track(worker)
+        if self.metrics_port is None:
             return None
         from sagas.observe.metrics import serve_metrics
 
-        for worker in workers:
-            self.metrics.track(worker)
         try:
             return serve_metrics(self.metrics, self.metrics_port, self.metrics_host)
         except OSError as exc:
@@ -219,6 +224,10 @@ class Worker:
         if metrics_server is not None:
             host, port = metrics_server.server_address[:2]
             handle.metrics_url = f"http://{host}:{port}/metrics"
+        elif query is not None and self.metrics is not None:
+            query.metrics = self.metrics.exposition
+            handle.metrics_url = f"{query.url}/metrics"
+        if handle.metrics_url is not None:
             log.info("metrics at %s", handle.metrics_url)
 
         def run(worker: SagaWorker) -> None:
@@ -304,6 +313,7 @@ def run_worker(
     query_port: int = 0,
     advertise_url: str | None = None,
     observer: Observer | None = None,
+    metrics: bool = False,
     metrics_port: int | None = None,
 ) -> int:
     """Create or check the topics, then run every saga type of ``app`` until stopped: by
@@ -311,7 +321,8 @@ def run_worker(
 
     The query endpoint (:mod:`sagas.runtime.query`) listens on ``query_host:query_port`` and is
     advertised as ``advertise_url``; ``query_host=None`` turns it off (clients then read the state
-    topic, which is slow on big ones). ``observer`` and ``metrics_port``: see :class:`Worker`.
+    topic, which is slow on big ones). ``observer``, ``metrics`` and ``metrics_port``: see
+    :class:`Worker`.
 
     Returns 0 after a clean stop (the transaction in flight committed, the group left), 1 when a
     saga type's loop died of an error (logged).
@@ -325,6 +336,7 @@ def run_worker(
         query_port=query_port,
         advertise_url=advertise_url,
         observer=observer,
+        metrics=metrics,
         metrics_port=metrics_port,
         metrics_host=query_host or "127.0.0.1",
     )

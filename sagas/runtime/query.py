@@ -10,6 +10,8 @@ Every worker process serves the sagas of the partitions it owns over HTTP (JSON)
                                                    most ``limit``, capped at 1000), ``total`` and
                                                    ``partitions``: which ones were searched.
 ``GET /health``                                    200 with the owned partitions per saga type.
+``GET /metrics``                                   Prometheus metrics, when the worker counts
+                                                   them (:attr:`QueryServer.metrics`); else 404.
 =================================================  =============================================
 
 With a token (``query_token``, default: the ``SAGAS_QUERY_TOKEN`` environment variable), the
@@ -46,7 +48,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -132,6 +134,8 @@ class QueryServer:
         self.owners_topic = owners_topic
         self.worker_id = worker_id
         self.workers: dict[str, SagaWorker] = {}
+        self.metrics: Callable[[], bytes] | None = None
+        """What ``GET /metrics`` answers (Prometheus text format), if anything."""
         self.timeout = timeout
         self.max_connections = max_connections
         self._token = token_from(query_token)
@@ -359,15 +363,19 @@ class QueryServer:
             if self._closing:
                 return
             try:
-                status, body = self.answer(
-                    request.method, request.target, request.headers.get("authorization")
-                )
+                status, data = self._metrics_answer(request)
+                if not data:
+                    status, body = self.answer(
+                        request.method, request.target, request.headers.get("authorization")
+                    )
+                    data = _response(status, body)
             except Exception:  # a bug here must not cost the client its answer
                 log.exception("query %s %r failed", request.method, request.target)
-                status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"}
+                status = HTTPStatus.INTERNAL_SERVER_ERROR
+                data = _response(status, {"error": "internal error"})
             conn.sock.settimeout(self.timeout)
             try:
-                conn.sock.sendall(_response(status, body))
+                conn.sock.sendall(data)
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
                 log.debug(
@@ -378,6 +386,13 @@ class QueryServer:
         finally:
             conn.sock.close()
             self._answering.release()
+
+    def _metrics_answer(self, request: _Request) -> tuple[HTTPStatus, bytes]:
+        """The whole response to ``GET /metrics`` (empty for any other request)."""
+        path = request.target.partition("?")[0]
+        if request.method != "GET" or path != "/metrics" or self.metrics is None:
+            return HTTPStatus.OK, b""
+        return HTTPStatus.OK, _raw(HTTPStatus.OK, self.metrics(), _PROMETHEUS_TEXT)
 
     def _reject(self, conn: _Connection, status: HTTPStatus, why: str) -> None:
         """Answer ``status`` without waiting (best effort) and close."""
@@ -425,9 +440,16 @@ def _response(status: HTTPStatus, body: dict[str, Any]) -> bytes:
     data = json.dumps(body, separators=(",", ":")).encode()
     extra = "WWW-Authenticate: Bearer\r\n" if status == HTTPStatus.UNAUTHORIZED else ""
     extra += "Allow: GET\r\n" if status == HTTPStatus.METHOD_NOT_ALLOWED else ""
+    return _raw(status, data, "application/json", extra)
+
+
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _raw(status: HTTPStatus, data: bytes, content_type: str, extra: str = "") -> bytes:
     head = (
         f"HTTP/1.1 {int(status)} {status.phrase}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
         f"Connection: close\r\n{extra}\r\n"
     )
     return head.encode() + data

@@ -111,9 +111,7 @@ def shop(bootstrap: str, unique: str) -> Iterator[tuple[WorkerHandle, str, SagaC
     ensure_topics(app, settings)
     stream = io.StringIO()
     configure_logging("info", "json", stream)
-    handle = Worker(
-        app, settings, worker_id="w1", metrics_port=0, observer=SagaLogObserver()
-    ).start()
+    handle = Worker(app, settings, worker_id="w1", metrics=True, observer=SagaLogObserver()).start()
     services_metrics = PrometheusObserver(settings=settings)
     services = shop_services(settings, unique, Observers([services_metrics, SagaLogObserver()]))
     server = serve_metrics(services_metrics, 0)
@@ -136,7 +134,7 @@ def test_metrics_and_json_logs_after_sagas_complete_compensate_and_time_out(
     shop: tuple[WorkerHandle, str, SagaClient, io.StringIO], bootstrap: str, unique: str
 ) -> None:
     handle, services_url, client, logs = shop
-    assert handle.metrics_url is not None
+    assert handle.metrics_url == f"{handle.url}/metrics"  # on the query endpoint
     client.start("shop", {"charge": "ok"}, saga_id="s-ok")
     client.start("shop", {"charge": "fail"}, saga_id="s-fail")
     client.start("shop", {"charge": "silent"}, saga_id="s-late")
