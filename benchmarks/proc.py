@@ -3,8 +3,8 @@
 Runs the order saga's worker or its participant for namespace ``NS`` until SIGTERM. With
 ``--trace``, every transaction of the loop is timed (wall clock, ms) and appended to ``FILE`` as
 one JSON line: when the poll began and returned a record, when the batch was handled, produced,
-its offsets sent and the commit returned. The timing wraps the library's classes in this process
-only; nothing in the library changes.
+its offsets sent and the commit returned; SIGUSR1 ends the timing. The timing wraps the
+library's classes in this process only; nothing in the library changes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ class _Tracer:
         from sagas.runtime.transactions import Transactions
 
         tracer = self
+        wrapped = ("begin", "produce", "_send_offsets", "commit")
+        plain = {"consumer": TransactionalLoop.consumer}
+        plain.update({name: getattr(Transactions, name) for name in wrapped})
+
+        def uninstall(*_: object) -> None:
+            """SIGUSR1: time no more (the saturation run goes unwrapped)."""
+            TransactionalLoop.consumer = plain["consumer"]  # type: ignore[method-assign]
+            for name in wrapped:
+                setattr(Transactions, name, plain[name])
+
+        signal.signal(signal.SIGUSR1, uninstall)
         plain_consumer = TransactionalLoop.consumer.fget  # type: ignore[attr-defined]
 
         class Timed:

@@ -16,6 +16,7 @@ broker is started unless ``KAFKA_BOOTSTRAP_SERVERS`` is set. Figures are printed
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -115,6 +116,9 @@ def run_sagas(
         before = records_written(bootstrap, order_topics(app))
         inbox_before = _inputs(bootstrap, app)
         ids = [f"s{i:07d}" for i in range(sagas)]
+        if trace:  # the saturation run goes untimed
+            for proc in (worker, services):
+                proc.send_signal(signal.SIGUSR1)
         stop_profile = on_saturation(worker.pid) if on_saturation else None
         figures.saturation_ms = time.time_ns() / 1e6
         began = time.monotonic()
