@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,9 +386,9 @@ def _run(
     return check(
         app,
         bootstrap,
-        kinds,
+        {sid: PLANS[kind][2] for sid, kind in kinds.items()},
         states,
-        workdir / "ledger",
+        read_ledger(workdir / "ledger"),
         chaos_start_ms,
         chaos_end_ms,
         kills,
@@ -414,36 +415,54 @@ def _wait_terminal(
 # ---------------------------------------------------------------------------------- checks
 
 
+def read_ledger(folder: Path) -> list[dict[str, Any]]:
+    """Every call the participants made to the external API (see :mod:`chaos_app`)."""
+    return [
+        json.loads(line)
+        for path in sorted(folder.glob("external-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
 def check(
     app: App,
     bootstrap: str,
-    kinds: dict[str, str],
+    allowed: dict[str, tuple[str, ...]],
     states: dict[str, Any],
-    ledger: Path,
-    chaos_start_ms: int,
-    chaos_end_ms: int,
-    kills: list[int],
-    restart_s: float | None,
-    violations: list[str],
+    calls: list[dict[str, Any]],
+    chaos_start_ms: int = 0,
+    chaos_end_ms: int = 0,
+    kills: list[int] | None = None,
+    restart_s: float | None = None,
+    violations: list[str] | None = None,
 ) -> Report:
-    """Check every invariant of the module docstring; return the figures and what broke."""
-    statuses = collections.Counter(states[s].status if s in states else "missing" for s in kinds)
-    for sid, kind in kinds.items():
+    """Check every invariant of the module docstring for the sagas of ``allowed`` (saga id ->
+    the statuses it may end in) and the external ``calls`` (dicts with ``key``, ``saga_id``,
+    ``type`` and ``at_ms``); return the figures and what broke.
+
+    The app's participants write ``{"command_id": ...}`` records to ``<namespace>.effects``, and
+    its compensatable steps are ``reserve_credit`` and ``reserve_stock`` (undone by
+    ``ReleaseCredit`` and ``ReleaseStock``), as in :mod:`chaos_app`.
+    """
+    violations = [] if violations is None else violations
+    kills = kills or []
+    statuses = collections.Counter(states[s].status if s in states else "missing" for s in allowed)
+    for sid, may_end in allowed.items():
         status = states[sid].status if sid in states else "missing"
-        if status not in PLANS[kind][2]:
-            violations.append(f"saga {sid} ({kind}) ended {status}, not {PLANS[kind][2]}")
+        if status not in may_end:
+            violations.append(f"saga {sid} ended {status}, not {' or '.join(may_end)}")
     commands = _check_commands(app, bootstrap, violations)
     _check_kafka_effects(app, bootstrap, violations)
-    external, reruns = _external_effects(ledger, violations)
+    external, reruns = _external_effects(calls, violations)
     journal = _journal(app, bootstrap)
     fired = _check_timers(journal, violations)
-    compensations = _check_compensations(kinds, states, journal, external, violations)
+    compensations = _check_compensations(allowed, states, journal, external, violations)
     finished = [e.at_ms for _, _, e in journal if e.type == "finished"]
     during = sum(chaos_start_ms <= at <= chaos_end_ms for at in finished)
     stall, where = _longest_stall(journal)
     last = (max(finished) - kills[-1]) / 1000 if kills and finished else 0.0
     return Report(
-        sagas=len(kinds),
+        sagas=len(allowed),
         statuses=dict(statuses),
         finished_during_chaos=during,
         longest_stall_s=stall,
@@ -485,20 +504,16 @@ def _check_kafka_effects(app: App, bootstrap: str, violations: list[str]) -> Non
 
 
 def _external_effects(
-    ledger: Path, violations: list[str]
+    calls: list[dict[str, Any]], violations: list[str]
 ) -> tuple[dict[str, list[tuple[int, str]]], int]:
     """The effects the world saw: per saga, (first time, command type) of each key, in time
     order; and how many calls repeated a key (handler re-runs the key made harmless). An effect
     (saga, command type) made under two keys happened twice in the world."""
     first: dict[str, dict[str, Any]] = {}
-    calls = 0
-    for path in sorted(ledger.glob("external-*.jsonl")):
-        for line in path.read_text().splitlines():
-            call = json.loads(line)
-            calls += 1
-            seen = first.get(call["key"])
-            if seen is None or call["at_ms"] < seen["at_ms"]:
-                first[call["key"]] = call
+    for call in calls:
+        seen = first.get(call["key"])
+        if seen is None or call["at_ms"] < seen["at_ms"]:
+            first[call["key"]] = call
     keys: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
     per_saga: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
     for key, call in first.items():
@@ -512,7 +527,7 @@ def _external_effects(
         )
     for effects in per_saga.values():
         effects.sort()
-    return per_saga, calls - len(first)
+    return per_saga, len(calls) - len(first)
 
 
 def _journal(app: App, bootstrap: str) -> list[tuple[str, int, Any]]:
@@ -541,7 +556,7 @@ def _check_timers(journal: list[tuple[str, int, Any]], violations: list[str]) ->
 
 
 def _check_compensations(
-    kinds: dict[str, str],
+    sagas: Iterable[str],
     states: dict[str, Any],
     journal: list[tuple[str, int, Any]],
     external: dict[str, list[tuple[int, str]]],
@@ -557,7 +572,7 @@ def _check_compensations(
         elif event.type == "compensating":
             queue[event.saga_id] = list(event.body["queue"])
     undos = 0
-    for sid in kinds:
+    for sid in sagas:
         done_undos = [t for _, t in external.get(sid, []) if t.startswith("Release")]
         undos += len(done_undos)
         status = states[sid].status if sid in states else "missing"

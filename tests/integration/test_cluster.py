@@ -4,25 +4,25 @@ transaction coordinator of the worker.
 Topics get three replicas and ``min.insync.replicas=2`` (the cluster's defaults), so one node may
 die without a committed write being lost. What must hold: every saga ends as planned, each send
 of a command is once in the command topics, each Kafka effect of a participant is once per
-command id, each external effect is made under one idempotency key, and the worker and the
-participants carry on by themselves (no restart).
+command id, each external effect is made under one idempotency key, a compensated saga undoes in
+the world exactly what it did, newest first, and the worker and the participants carry on by
+themselves (no restart). The checks are the chaos scenario's (:mod:`tests.chaos.scenario`).
 """
 
 from __future__ import annotations
 
-import collections
+import time
 from typing import Any
 
 import pytest
-from kafka_util import read_all
 from runtime_util import Running, start_runtime
 from sagas_under_test import Participants, make_app
-from test_resilience import MIX, PLAN, check_outcome, command_log, wait_all_terminal
+from test_resilience import MIX, PLAN, wait_all_terminal
 
 from sagas.client import SagaClient
 from sagas.participants import CommandContext
 from sagas.runtime.config import KafkaSettings
-from sagas.serde.records import decode_payload
+from tests.chaos.scenario import check
 
 pytestmark = pytest.mark.kafka
 
@@ -33,14 +33,15 @@ class LedgerParticipants(Participants):
 
     def __init__(self, settings: KafkaSettings, ns: str) -> None:
         self.effects_topic = f"{ns}.effects"
-        self.external: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
+        self.calls: list[dict[str, Any]] = []
         super().__init__(settings, ns)
 
     def _handle(self, payload: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-        reply = super()._handle(payload, ctx)
+        reply = super()._handle(payload, ctx)  # raises for a failure: no effect then
         ctx.send(self.effects_topic, {"command_id": ctx.command_id, "type": ctx.command_type})
+        call = {"key": ctx.idempotency_key, "saga_id": ctx.saga_id, "type": ctx.command_type}
         with self._lock:
-            self.external[ctx.idempotency_key].append((ctx.saga_id, ctx.command_type))
+            self.calls.append({**call, "at_ms": int(time.time() * 1000)})
         return reply
 
 
@@ -67,28 +68,6 @@ def start_ledger_runtime(bootstrap: str, ns: str) -> Running:
     return rt
 
 
-def check_effects(bootstrap: str, rt: Running) -> None:
-    """Kafka effects once per command id; one idempotency key per external effect."""
-    participants = rt.participants
-    assert isinstance(participants, LedgerParticipants)
-    records = read_all(bootstrap, participants.effects_topic)
-    ids = collections.Counter(decode_payload(value)["command_id"] for _, value in records)
-    twice = [c for c, n in ids.items() if n > 1]
-    assert not twice, f"{len(twice)} Kafka effects written twice: {twice[:5]}"
-    keys_per_effect: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
-    for key, calls in participants.external.items():
-        for saga_id, command_type in calls:
-            keys_per_effect[(saga_id, command_type)].add(key)
-    split = {e: k for e, k in keys_per_effect.items() if len(k) > 1 and e[1] != "Status"}
-    # A step retried after an answered failure is a new request with a new key; here only
-    # ReserveCredit of the "retry" sagas is, and only its second attempt has an effect (the
-    # first fails before doing anything), so any other split is an effect made twice.
-    split = {e: k for e, k in split.items() if e[1] != "ReserveCredit"}
-    assert not split, f"{len(split)} effects made under two keys: {list(split.items())[:3]}"
-    reruns = sum(len(calls) - 1 for calls in participants.external.values())
-    print(f"handler re-runs absorbed by the idempotency key: {reruns}")
-
-
 def run_through_a_node_death(
     cluster: Any, ns: str, victim: Any, *, count: int = 40
 ) -> tuple[int, Running]:
@@ -108,8 +87,11 @@ def run_through_a_node_death(
         finally:
             later.close()
         states = wait_all_terminal(bootstrap, rt.app, set(kinds), timeout=120)
-        check_outcome(kinds, states, command_log(bootstrap, rt.app), rt.participants)
-        check_effects(bootstrap, rt)
+        assert isinstance(rt.participants, LedgerParticipants)
+        allowed = {sid: (PLAN[kind][1],) for sid, kind in kinds.items()}
+        report = check(rt.app, bootstrap, allowed, states, list(rt.participants.calls))
+        print("\n".join(report.lines()))
+        assert not report.violations, "\n".join(report.lines())
         assert rt.thread.is_alive(), "the worker died on the node's death"
         assert rt.participants._thread.is_alive(), "the participant died on the node's death"
         return node, rt
