@@ -205,7 +205,8 @@ class LocalKafka:
         port: the client port; the controller listens on ``controller_port``.
         distribution: where the jars come from.
         die_with_parent: stop the broker when this Python process dies (tests); off for
-            ``sagas dev kafka start --detach``.
+            ``sagas dev kafka start --detach``. Linux ties this to the thread that started the
+            broker: start it from a thread that outlives it (e.g. the main one).
         heap: the JVM's maximum heap.
         node_id: this node's id in its cluster.
         voters: the static controller quorum (``1@127.0.0.1:port,...``) of a cluster's node; None
@@ -548,13 +549,9 @@ class LocalKafkaCluster:
         }
 
     def _nodes(self) -> list[LocalKafka]:
-        if not self.nodes:
-            self.prepare()
-        return self.nodes
-
-    def prepare(self) -> None:
-        """Choose the layout, then write and format each node's store if it is new."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """The nodes of the layout (nothing is written or formatted here)."""
+        if self.nodes:
+            return self.nodes
         layout = self._layout()
         ports = [int(p) for p in layout["ports"]]  # type: ignore[attr-defined]
         cports = [int(p) for p in layout["controller_ports"]]  # type: ignore[attr-defined]
@@ -564,6 +561,7 @@ class LocalKafkaCluster:
                 "give the same --brokers, or another --data-dir"
             )
         voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, c in enumerate(cports))
+        cluster_id = layout["cluster_id"]
         self.nodes = [
             LocalKafka(
                 data_dir=self.data_dir / f"node-{i + 1}",
@@ -574,16 +572,28 @@ class LocalKafkaCluster:
                 heap=self.heap,
                 node_id=i + 1,
                 voters=voters,
+                cluster_id=None if cluster_id is None else str(cluster_id),
                 overrides=self._overrides(),
             )
             for i in range(self.brokers)
         ]
-        if layout["cluster_id"] is None:
-            self.nodes[0].check_environment()
-            layout["cluster_id"] = self.nodes[0].random_cluster_id()
-        for node in self.nodes:
-            node.cluster_id = str(layout["cluster_id"])
+        return self.nodes
+
+    def prepare(self) -> None:
+        """Write and format each node's store if it is new, and keep the layout."""
+        nodes = self._nodes()
+        cluster_id = nodes[0].cluster_id
+        if cluster_id is None:
+            nodes[0].check_environment()
+            cluster_id = nodes[0].random_cluster_id()
+        for node in nodes:
+            node.cluster_id = cluster_id
             node.prepare()
+        layout = {
+            "cluster_id": cluster_id,
+            "ports": [n.port for n in nodes],
+            "controller_ports": [n.controller_port for n in nodes],
+        }
         (self.data_dir / _CLUSTER_FILE).write_text(json.dumps(layout))
 
     def node(self, node_id: int) -> LocalKafka:

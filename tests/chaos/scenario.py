@@ -143,7 +143,12 @@ class Report:
             f"sagas finished during the chaos: {self.finished_during_chaos}",
             f"longest stall of any partition: {self.longest_stall_s:.1f} s "
             f"({self.longest_stall_where})",
-            f"last kill to last terminal saga: {self.last_kill_to_last_terminal_s:.1f} s",
+            f"last kill to last terminal saga: {self.last_kill_to_last_terminal_s:.1f} s"
+            + (
+                " (every saga ended before the last kill)"
+                if self.last_kill_to_last_terminal_s < 0
+                else ""
+            ),
             f"commands sent: {self.commands}; compensations done: {self.compensations}; "
             f"timers fired: {self.timers_fired}",
             f"handler re-runs absorbed by idempotency keys: {self.handler_reruns}",
@@ -356,26 +361,27 @@ def _run(
     kills: list[int] = []
     restart: dict[str, float] = {}
 
-    def restart_in_the_middle() -> None:
+    end = time.monotonic() + config.duration
+
+    def kill_until_the_end() -> None:
+        while True:
+            pause = rng.uniform(*config.kill_every)
+            if time.monotonic() + pause > end:
+                return
+            time.sleep(pause)
+            fleet.kill_worker(rng.choice(worker_ids))
+            kills.append(int(time.time() * 1000))
+
+    killer = threading.Thread(target=kill_until_the_end, daemon=True)
+    killer.start()
+    if config.broker_restart:
+        # From this thread: a broker dies with the thread that started it (see LocalKafka).
         time.sleep(config.duration / 2)
         began = time.monotonic()
         _restart_broker(broker)
         restart["seconds"] = time.monotonic() - began
         log(f"broker restarted in {restart['seconds']:.1f} s")
-
-    restarter = threading.Thread(target=restart_in_the_middle, daemon=True)
-    if config.broker_restart:
-        restarter.start()
-    end = time.monotonic() + config.duration
-    while config.duration > 0:
-        pause = rng.uniform(*config.kill_every)
-        if time.monotonic() + pause > end:
-            break
-        time.sleep(pause)
-        fleet.kill_worker(rng.choice(worker_ids))
-        kills.append(int(time.time() * 1000))
-    if restarter.is_alive():
-        restarter.join()
+    killer.join()
     chaos_end_ms = int(time.time() * 1000)
     log(f"chaos over: {len(kills)} kills; waiting for every saga to end")
     violations: list[str] = []
