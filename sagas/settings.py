@@ -35,7 +35,16 @@ from typing import Any
 
 from sagas.errors import ConfigurationError
 
-__all__ = ["DEFAULT_BOOTSTRAP", "KafkaSettings"]
+__all__ = ["DEFAULT_BOOTSTRAP", "RECONNECT_DEFAULTS", "KafkaSettings"]
+
+RECONNECT_DEFAULTS: dict[str, Any] = {
+    # librdkafka backs off up to 10 s between reconnects by default: after a broker restart a
+    # client would sit idle that long. A 1 s cap brings every client back within a second or so
+    # of the broker answering again.
+    "reconnect.backoff.ms": 100,
+    "reconnect.backoff.max.ms": 1000,
+}
+"""Settings every client gets unless the user's options say otherwise."""
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -232,9 +241,16 @@ class KafkaSettings:
         return self._derive(merged, timeout, self.given | flags.given)
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
-        """A librdkafka config: these settings plus ``extra`` (``extra`` wins), with librdkafka's
-        log routed to the Python logger ``sagas.librdkafka``."""
-        return {_BOOTSTRAP: self.bootstrap_servers, **self.options, "logger": _LOG, **extra}
+        """A librdkafka config: the library's defaults, these settings, then ``extra`` (each
+        wins over the one before), with librdkafka's log routed to the Python logger
+        ``sagas.librdkafka``."""
+        return {
+            _BOOTSTRAP: self.bootstrap_servers,
+            **RECONNECT_DEFAULTS,
+            **self.options,
+            "logger": _LOG,
+            **extra,
+        }
 
     def validate(self) -> None:
         """Check every option with librdkafka itself (names and values), without connecting.

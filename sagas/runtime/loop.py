@@ -260,7 +260,7 @@ class TransactionalLoop(Generic[B]):
         topics: Iterable[str],
         max_batch: int,
         consumer_options: dict[str, Any] | None = None,
-        offsets_timeout: float = 20.0,
+        offsets_timeout: float = 8.0,
         observer: Observer | None = None,
     ) -> None:
         self.hooks = hooks
@@ -305,7 +305,6 @@ class TransactionalLoop(Generic[B]):
 
     def open(self) -> None:
         """Create the clients and subscribe."""
-        self._consumer = input_consumer(self.settings, self.group, **self.consumer_options)
         self._restorer = changelog_reader(self.settings, self.group)
         self._txn = Transactions(
             self.settings,
@@ -313,12 +312,35 @@ class TransactionalLoop(Generic[B]):
             owner=self.group,
             offsets_timeout=self.offsets_timeout,
         )
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self._consumer = input_consumer(self.settings, self.group, **self.consumer_options)
         self._consumer.subscribe(
             self.topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+
+    def _replace_consumer(self, err: KafkaError) -> None:
+        """A fatal consumer error (e.g. a static member fenced after a broker restart): drop
+        what this process owned and join the group again with a new consumer. Nothing is lost:
+        no transaction is open while polling, and the new assignment restores from Kafka."""
+        log.warning("%s: the consumer failed (%s); joining the group again", self.group, err)
+        old, self._consumer = self._consumer, None
+        if old is not None:
+            try:
+                owned = list(old.assignment())
+            except KafkaException:
+                owned = []
+            if owned:
+                self._on_revoke(old, owned)
+            try:
+                old.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.info("%s: the failed consumer did not close cleanly: %s", self.group, exc)
+        self._subscribe()
 
     def close(self) -> None:
         """Leave the group and release the clients."""
@@ -350,7 +372,8 @@ class TransactionalLoop(Generic[B]):
         for tp in consumer.committed(partitions, timeout=120):
             self.committed_start[(tp.topic, tp.partition)] = tp.offset
         self.hooks.assigned(partitions)
-        self.observer.partitions(self.group, self._owned(consumer))
+        new = {(tp.topic, tp.partition) for tp in partitions}
+        self.observer.partitions(self.group, sorted(new | set(self._owned(consumer))))
         log.info(
             "%s: assigned partitions %s",
             self.group,
@@ -384,6 +407,9 @@ class TransactionalLoop(Generic[B]):
         for msg in messages:
             err = msg.error()
             if err is not None:
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    self._replace_consumer(err)
+                    return
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error: %s", self.group, err)
                 continue

@@ -80,7 +80,7 @@ class Transactions:
         transactional_id: str,
         *,
         owner: str,
-        offsets_timeout: float = 20.0,
+        offsets_timeout: float = 8.0,
     ) -> None:
         self.settings = settings
         self.transactional_id = transactional_id
@@ -214,7 +214,7 @@ class Transactions:
         # A daemon thread: one stuck in librdkafka for good must not keep the process alive.
         thread = threading.Thread(target=run, name=f"sagas-{what}", daemon=True)
         thread.start()
-        thread.join(timeout + 5)
+        thread.join(timeout + 2)
         if not outcome:
             raise KafkaException(KafkaError(KafkaError._FATAL, f"{what} is stuck", fatal=True))
         if outcome[0] is not None:
