@@ -19,6 +19,7 @@ key = command id) and ``g.dlq``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -39,7 +40,9 @@ __all__ = [
     "owner_key",
     "participant_dlq",
     "replies_topic",
+    "saga_trace_ids",
     "token_from",
+    "traceparent",
     "workers_topic",
 ]
 
@@ -114,6 +117,20 @@ def token_from(value: str | None) -> str | None:
     """The bearer token to use: ``value`` if given (``""``: none), else ``$SAGAS_QUERY_TOKEN``."""
     token = os.environ.get(TOKEN_ENV) if value is None else value
     return token or None
+
+
+def saga_trace_ids(saga_type: str, saga_id: str) -> tuple[int, int]:
+    """The W3C trace id of a saga's trace and its root span id: the first 16 and next 8 bytes
+    of SHA-256 of ``<type>/<id>``, so every process (in any language) finds the same trace."""
+    digest = hashlib.sha256(f"{saga_type}/{saga_id}".encode()).digest()
+    return int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:24], "big") or 1
+
+
+def traceparent(saga_type: str, saga_id: str) -> str:
+    """The W3C ``traceparent`` header of a saga's records: its trace, its root span, sampled.
+    Commands carry it and replies echo it, so a participant's spans join the saga's trace."""
+    trace_id, root = saga_trace_ids(saga_type, saga_id)
+    return f"00-{trace_id:032x}-{root:016x}-01"
 
 
 def replies_topic(group: str, topic: str) -> str:

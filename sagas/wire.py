@@ -47,7 +47,7 @@ from sagas.engine.model import (
     Terminate,
 )
 from sagas.errors import DecodeError
-from sagas.protocol import Headers, RawHeaders, dead_letter_headers
+from sagas.protocol import Headers, RawHeaders, dead_letter_headers, traceparent
 from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
@@ -201,14 +201,22 @@ def reply_record(
     *,
     schema: str | None = None,
     serde: Serde | None = None,
+    trace: str | None = None,
 ) -> OutRecord:
     """A participant's reply to ``command_id``, for the command's ``reply-to`` topic; written
-    as the Avro record ``schema`` when given, else as ``sagas.Payload``.
+    as the Avro record ``schema`` when given, else as ``sagas.Payload``; ``trace`` is the
+    command's ``traceparent``, echoed.
 
     Raises:
         PayloadSchemaError: the payload does not fit ``schema``.
     """
-    headers = _h(sagas_input="reply", saga_id=saga_id, command_id=command_id, outcome=outcome)
+    headers = _h(
+        sagas_input="reply",
+        saga_id=saga_id,
+        command_id=command_id,
+        outcome=outcome,
+        traceparent=trace,
+    )
     value = (serde or default_serde()).encode_payload(payload, schema)
     return OutRecord(topic, saga_id.encode(), value, headers)
 
@@ -231,6 +239,7 @@ def command_record(
         send=cmd.send,
         reply_to=reply_to,
         deadline=cmd.deadline_ms,
+        traceparent=traceparent(cmd.saga_type, cmd.saga_id),
     )
     value = (serde or default_serde()).encode_payload(cmd.payload, schema)
     return OutRecord(cmd.topic, cmd.saga_id.encode(), value, headers)

@@ -19,30 +19,22 @@ without one pays nothing.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sagas.engine.ids import parse_command_id, public_command_id
 from sagas.engine.model import JournalEvent
 from sagas.observe.steps import OpenSteps
+from sagas.protocol import saga_trace_ids
 from sagas.runtime.observe import Observer
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["TracingObserver", "saga_trace_ids"]
+__all__ = ["TracingObserver", "saga_trace_ids"]  # saga_trace_ids: from sagas.protocol
 
 _MS = 1_000_000  # nanoseconds
-
-
-def saga_trace_ids(saga_type: str, saga_id: str) -> tuple[int, int]:
-    """The trace id and the virtual root span id of a saga's trace."""
-    digest = hashlib.sha256(f"{saga_type}/{saga_id}".encode()).digest()
-    trace_id = int.from_bytes(digest[:16], "big") or 1
-    root = int.from_bytes(digest[16:24], "big") or 1
-    return trace_id, root
 
 
 class TracingObserver(Observer):

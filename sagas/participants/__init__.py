@@ -305,6 +305,7 @@ class Participant:
                 body,
                 schema=schema,
                 serde=self.serde,
+                trace=h.get("traceparent"),
             )
             effects = ctx.outbox if outcome == "success" else []
             return Executed(ctx.saga_id, ctx.command_id, rec, effects)

@@ -17,6 +17,7 @@ from sagas.engine.model import (
 )
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.partitioning import murmur2, partition_for
+from sagas.protocol import traceparent
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.store import PartitionStore
 from sagas.serde.records import (
@@ -152,6 +153,7 @@ def test_commands_carry_the_wire_contract_headers() -> None:
         "send": "1",
         "reply-to": "ns.order.inbox",
         "deadline": "99000",
+        "traceparent": traceparent("order", "s1"),
     }
     assert decode_payload(rec.value) == {"amount": 5}
 
@@ -233,3 +235,22 @@ def test_settings_precedence_is_flags_over_environment_over_code() -> None:
 def test_a_malformed_option_flag_says_how_to_write_it() -> None:
     with pytest.raises(ConfigurationError, match="must be key=value"):
         KafkaSettings().with_flags(None, ["linger.ms"])
+
+
+def test_commands_carry_the_sagas_w3c_trace_and_replies_echo_it() -> None:
+    from sagas.participants import Participant
+    from sagas.protocol import saga_trace_ids
+
+    header = traceparent("order", "s1")
+    version, trace_id, span_id, flags = header.split("-")
+    assert (version, flags, len(trace_id), len(span_id)) == ("00", "01", 32, 16)
+    assert (int(trace_id, 16), int(span_id, 16)) == saga_trace_ids("order", "s1")
+    participant = Participant(KafkaSettings("127.0.0.1:1"), "svc")
+    participant.handler("credit.commands", "ReserveCredit")(lambda payload, ctx: {"ok": True})
+    cmd = CommandOut(
+        "s1:credit:1", "s1", "order", "credit", "ReserveCredit", "credit.commands", {}, 1, None
+    )
+    rec = command_record(cmd, "ns.order.inbox")
+    executed = participant.execute("credit.commands", rec.value, rec.headers)
+    assert executed.reply is not None
+    assert header_dict(executed.reply.headers)["traceparent"] == header
