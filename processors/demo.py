@@ -29,10 +29,10 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import TERMINAL, SagaState, Status
 from sagas.participants import Participant
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_state
+from sagas.settings import KafkaSettings
 
 STATUSES: tuple[Status, ...] = (
     "completed",

@@ -20,7 +20,7 @@ from processors.orders import NAMESPACE, app, participants
 from sagas.client import AsyncSagaClient
 from sagas.errors import SagaFailedError
 from sagas.faust import FaustParticipant, SagaWorkerService
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 settings = KafkaSettings().with_env()
 faust_app = faust.App(

@@ -18,7 +18,7 @@ from sagas import Retry, Saga, call, step
 from sagas.app import App
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 NAMESPACE = "shop"
 

@@ -44,7 +44,7 @@ from sagas.operations import (
     is_ready,
 )
 from sagas.participants import NO_REPLY, CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 NAMESPACE = "infra"
 SAGA = "provision-vm"

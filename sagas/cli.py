@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from sagas.dev.kafka import LocalKafka
     from sagas.engine.model import SagaState
     from sagas.participants import Participant
-    from sagas.runtime.config import KafkaSettings
+    from sagas.settings import KafkaSettings
 
 __all__ = ["cli", "load_app", "load_participant", "main"]
 
@@ -205,7 +205,7 @@ def flag_settings(
     Raises:
         ConfigurationError: a flag is malformed or librdkafka refuses a setting.
     """
-    from sagas.runtime.config import KafkaSettings
+    from sagas.settings import KafkaSettings
 
     settings = KafkaSettings().with_flags(bootstrap_servers, options, connect_timeout)
     settings.validate()
@@ -473,7 +473,7 @@ class Operator:
         """
         from sagas.app import TopicNames
         from sagas.client import SagaClient
-        from sagas.runtime.kafka_errors import kafka_errors
+        from sagas.kafka_io import kafka_errors
         from sagas.runtime.topics import connect
 
         settings = flag_settings(self.bootstrap_servers, self.options, self.connect_timeout)

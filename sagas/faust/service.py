@@ -16,8 +16,8 @@ from mode import Service
 
 from sagas.app import App
 from sagas.errors import SagaError
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
+from sagas.settings import KafkaSettings
 
 __all__ = ["SagaWorkerService"]
 

@@ -46,13 +46,14 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from sagas.dsl.nodes import SchemaSpec
+from sagas.engine.ids import public_command_id
 from sagas.engine.model import Outcome
 from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
 from sagas.protocol import INBOX_TOPIC, RawHeaders, participant_dlq, replies_topic
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.observe import Observer
 from sagas.serde.payloads import from_record
 from sagas.serde.records import Serde
+from sagas.settings import KafkaSettings
 from sagas.wire import Headers, OutRecord, header_dict, reply_record
 
 __all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
@@ -93,6 +94,13 @@ class CommandContext:
     reply_to: str
     outbox: list[OutRecord] = field(default_factory=list, repr=False, compare=False)
     serde: Serde | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """The ``extra=`` of a log line about this command (saga, step, id without its tag)."""
+        from sagas.observe.logs import saga_fields
+
+        return saga_fields(self.saga_id, self.saga_type, None, self.command_id)
 
     @property
     def idempotency_key(self) -> str:
@@ -315,12 +323,19 @@ class Participant:
             and ctx.deadline_ms is not None
             and ctx.deadline_ms < self.clock_ms()
         ):
-            log.warning("%s: command %s came after its deadline", topic, ctx.command_id)
+            log.warning(
+                "%s: command %s came after its deadline",
+                topic,
+                public_command_id(ctx.command_id),
+                extra=ctx.log_fields,
+            )
             message = f"the saga stopped waiting at {ctx.deadline_ms}; the handler did not run"
             return reply("failure", {"error": "deadline-passed", "message": message})
         registered = self._handlers.get((topic, ctx.command_type))
         if registered is None:
-            log.error("%s: no handler for command type %r", topic, ctx.command_type)
+            log.error(
+                "%s: no handler for command type %r", topic, ctx.command_type, extra=ctx.log_fields
+            )
             message = f"no handler for {ctx.command_type} on {topic}"
             return reply("failure", {"error": "no-handler", "message": message})
         try:
@@ -329,7 +344,7 @@ class Participant:
             outcome: Outcome = "retryable-failure" if exc.retryable else "failure"
             return reply(outcome, {"error": exc.error, "message": str(exc)})
         except Exception as exc:
-            log.exception("handler of %s failed", ctx.command_type)
+            log.exception("handler of %s failed", ctx.command_type, extra=ctx.log_fields)
             return reply("retryable-failure", {"error": type(exc).__name__, "message": str(exc)})
         if result is NO_REPLY:
             return Executed(ctx.saga_id, ctx.command_id, None, ctx.outbox)
@@ -338,7 +353,7 @@ class Participant:
         try:
             return reply("success", dict(body or {}), registered.reply_schema)
         except PayloadSchemaError as exc:
-            log.error("%s: %s", ctx.command_type, exc)
+            log.error("%s: %s", ctx.command_type, exc, extra=ctx.log_fields)
             return reply("failure", {"error": "reply-schema", "message": str(exc)})
 
     def run(self, stop: threading.Event) -> None:

@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from sagas.engine.ids import public_command_id
 from sagas.errors import ConfigurationError, DecodeError
-from sagas.runtime.kafka_errors import read_to_end
+from sagas.kafka_io import read_to_end
+from sagas.observe.logs import saga_fields
 from sagas.runtime.loop import Batch, Position, TransactionalLoop, position
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.wire import OutRecord, header_dict
@@ -236,7 +238,15 @@ class ParticipantLoop:
         if known is not None:
             batch.replayed += 1
             self.observer.command_replayed(self.group, headers.get("command-type", ""))
-            log.info("%s: command %s seen before; its recorded reply goes again", tp[0], command_id)
+            fields = saga_fields(
+                headers.get("saga-id", ""), headers.get("saga-type", ""), None, command_id
+            )
+            log.info(
+                "%s: command %s seen before; its recorded reply goes again",
+                tp[0],
+                public_command_id(command_id),
+                extra=fields,
+            )
             if known.reply is not None:
                 batch.write(known.reply, where)
             return

@@ -7,10 +7,10 @@ Grouped by role:
 - topics: :func:`ensure_topics`, :func:`plan_topics`
 """
 
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics, plan_topics
 from sagas.runtime.worker import SagaWorker, WorkerMetrics
+from sagas.settings import KafkaSettings
 
 __all__ = [
     "KafkaSettings",

@@ -38,9 +38,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from sagas.protocol import dead_letter_headers
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
+from sagas.settings import KafkaSettings
 from sagas.wire import OutRecord
 
 __all__ = [

@@ -60,8 +60,8 @@ from confluent_kafka import Producer
 from sagas.errors import ConfigurationError
 from sagas.partitioning import partition_for
 from sagas.protocol import MAX_LIMIT, TOKEN_ENV, owner_key, token_from
-from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import encode_payload
+from sagas.settings import KafkaSettings
 
 if TYPE_CHECKING:
     from sagas.engine.model import SagaState

@@ -23,8 +23,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported,
 
 from sagas.app import App, workers_topic
 from sagas.errors import BrokerUnavailableError, ConfigurationError
-from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import kafka_errors, translate
+from sagas.kafka_io import kafka_errors, translate
+from sagas.settings import KafkaSettings
 
 __all__ = [
     "TopicSpec",

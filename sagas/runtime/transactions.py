@@ -15,8 +15,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import is_transient, translate
+from sagas.kafka_io import is_transient, translate
+from sagas.settings import KafkaSettings
 
 __all__ = ["Transactions", "changelog_reader", "input_consumer"]
 

@@ -41,12 +41,13 @@ from sagas.dsl.program import Program
 from sagas.engine import transition
 from sagas.engine.model import Input, JournalEvent, SagaState, TimerFired
 from sagas.errors import DecodeError, PayloadSchemaError, UnknownVersionError
+from sagas.kafka_io import read_to_end
+from sagas.observe.logs import saga_fields
 from sagas.protocol import inbox_check
-from sagas.runtime.config import KafkaSettings
-from sagas.runtime.kafka_errors import read_to_end
 from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, position
 from sagas.runtime.observe import Observer
 from sagas.runtime.store import EXPIRE, PartitionStore
+from sagas.settings import KafkaSettings
 from sagas.wire import OutRecord, decision_records, decode_input
 
 __all__ = ["SagaWorker", "WorkerMetrics"]
@@ -399,14 +400,20 @@ class SagaWorker:
         try:
             decision = transition(program, state, inp, now, entropy=os.urandom(16))
         except Exception as exc:  # a bug in user code (a payload builder) must not stop the loop
-            log.exception("%s: transition of saga %s failed", self.saga_type, inp.saga_id)
+            log.exception(
+                "%s: transition of saga %s failed",
+                self.saga_type,
+                inp.saga_id,
+                extra=saga_fields(inp.saga_id, self.saga_type),
+            )
             if msg is not None:
                 batch.dead_letter(msg, f"transition failed: {exc!r}")
             return
         try:
             records = decision_records(self.app, program, decision, self.serde)
         except PayloadSchemaError as exc:  # the payload builder and its schema disagree
-            log.error("%s: saga %s: %s", self.saga_type, inp.saga_id, exc)
+            fields = saga_fields(inp.saga_id, self.saga_type)
+            log.error("%s: saga %s: %s", self.saga_type, inp.saga_id, exc, extra=fields)
             if msg is not None:
                 batch.dead_letter(msg, f"payload does not fit its schema: {exc}")
             return

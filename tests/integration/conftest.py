@@ -8,7 +8,7 @@ import pytest
 from runtime_util import Running, start_runtime
 from sagas_under_test import make_app
 
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 
 @pytest.fixture

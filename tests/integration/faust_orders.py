@@ -18,7 +18,7 @@ from sagas_under_test import make_app
 from sagas.client import AsyncSagaClient
 from sagas.errors import SagaFailedError
 from sagas.faust import SagaWorkerService
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 NS = os.environ.get("SAGAS_TEST_NS", "test")
 settings = KafkaSettings()

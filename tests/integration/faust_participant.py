@@ -17,7 +17,7 @@ import faust
 
 from sagas.faust import FaustParticipant
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 GROUP = os.environ.get("SAGAS_TEST_GROUP", "test.faust")
 COMMANDS = os.environ.get("SAGAS_TEST_COMMANDS", "test.commands")

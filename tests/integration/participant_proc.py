@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 participant = Participant(KafkaSettings(), os.environ.get("SAGAS_TEST_GROUP", "test.participant"))
 COMMANDS = os.environ.get("SAGAS_TEST_COMMANDS", "test.commands")

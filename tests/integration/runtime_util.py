@@ -12,9 +12,9 @@ from sagas_under_test import Participants
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
+from sagas.settings import KafkaSettings
 
 
 @dataclass

@@ -20,7 +20,7 @@ from sagas.dsl import Retry, Saga, call, long_running, step, wait_signal
 from sagas.dsl.program import Program
 from sagas.errors import CommandFailed
 from sagas.participants import NO_REPLY, CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 
 def _all(data: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sagas.client import SagaClient
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SAGAS = str(Path(sys.executable).parent / "sagas")
@@ -24,7 +24,7 @@ from datetime import timedelta
 from sagas import Saga, step, wait_signal
 from sagas.app import App
 from sagas.participants import Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 NS = "{ns}"
 

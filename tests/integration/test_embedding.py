@@ -28,8 +28,8 @@ from sagas.app import App
 from sagas.client import AsyncSagaClient, SagaClient
 from sagas.dev.kafka import free_port
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import Worker
+from sagas.settings import KafkaSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "README.md"
 

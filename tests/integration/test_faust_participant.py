@@ -20,10 +20,10 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_payload
+from sagas.settings import KafkaSettings
 
 pytest.importorskip("faust", reason="needs the faust extra")
 pytestmark = pytest.mark.kafka

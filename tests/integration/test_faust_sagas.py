@@ -16,8 +16,8 @@ from sagas_under_test import Participants, make_app
 from test_participants import wait_for
 
 from sagas.client import SagaClient
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
+from sagas.settings import KafkaSettings
 
 pytest.importorskip("faust", reason="needs the faust extra")
 pytestmark = pytest.mark.kafka

@@ -16,8 +16,8 @@ from runtime_util import Running
 
 from sagas.participants import Participant
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import decode_event, decode_state, encode_payload
+from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

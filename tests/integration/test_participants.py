@@ -17,8 +17,8 @@ from kafka_util import create_topic, read_all
 from sagas.engine.model import CommandOut
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import decode_payload
+from sagas.settings import KafkaSettings
 from sagas.wire import command_record
 
 pytestmark = pytest.mark.kafka

@@ -18,10 +18,10 @@ from sagas import Saga, step
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.payloads import avro_schema
+from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

@@ -22,7 +22,7 @@ from runtime_util import Running, start_runtime
 from sagas.app import App
 from sagas.dsl import Saga, call, step
 from sagas.dsl.program import Program
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 PLAIN = Path(__file__).with_name("plain_participant.py")
 

@@ -27,9 +27,9 @@ from sagas.engine import public_command_id
 from sagas.engine.model import Start
 from sagas.errors import ConfigurationError
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.query import TOKEN_ENV, QueryServer
 from sagas.serde.records import decode_payload, decode_state
+from sagas.settings import KafkaSettings
 from sagas.wire import input_record
 
 pytestmark = pytest.mark.kafka

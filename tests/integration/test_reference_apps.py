@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # processors/ is not installed with the package
     sys.path.insert(0, str(ROOT))
 
 from processors import demo  # noqa: E402
-from sagas.runtime.config import KafkaSettings  # noqa: E402
+from sagas.settings import KafkaSettings  # noqa: E402
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

@@ -23,9 +23,9 @@ from sagas_under_test import Participants, make_app
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_event, decode_state
+from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

@@ -13,8 +13,8 @@ from runtime_util import start_runtime
 
 from sagas.app import App
 from sagas.dsl import Saga, call, step
-from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import decode_event
+from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

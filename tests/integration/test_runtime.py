@@ -12,8 +12,8 @@ from runtime_util import Running, start_runtime
 from sagas_under_test import order_saga
 
 from sagas.app import App
-from sagas.runtime.config import KafkaSettings
 from sagas.serde.records import decode_event
+from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

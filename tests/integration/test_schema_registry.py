@@ -17,9 +17,9 @@ from runtime_util import Running, start_runtime
 from sagas_under_test import make_app
 
 from sagas.app import TopicNames
-from sagas.runtime.config import KafkaSettings
 from sagas.serde import configure
 from sagas.serde.records import Serde
+from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

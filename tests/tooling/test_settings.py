@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from sagas.errors import ConfigurationError
-from sagas.runtime.config import DEFAULT_BOOTSTRAP, KafkaSettings
+from sagas.settings import DEFAULT_BOOTSTRAP, KafkaSettings
 
 ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "env:9092",

@@ -19,11 +19,11 @@ from registry_server import RegistryDouble
 
 from sagas.engine.model import SagaState
 from sagas.errors import DecodeError
-from sagas.runtime.config import KafkaSettings
 from sagas.serde import configure
 from sagas.serde.avro import SchemaStore, default_store, schema_dir
 from sagas.serde.records import decode_payload, decode_state, encode_payload, encode_state
 from sagas.serde.registry import ConfluentRegistry, RegistryError
+from sagas.settings import KafkaSettings
 
 STATE = SagaState("s-1", "order", 2, "running", {"a": [1, "x"]}, {"deadline": 5}, 3, 10, 20)
 CTX = SerializationContext("any.topic", MessageField.VALUE)

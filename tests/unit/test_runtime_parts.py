@@ -18,7 +18,6 @@ from sagas.engine.model import (
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.partitioning import murmur2, partition_for
 from sagas.protocol import traceparent
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.store import PartitionStore
 from sagas.serde.records import (
     decode_event,
@@ -28,6 +27,7 @@ from sagas.serde.records import (
     encode_payload,
     encode_state,
 )
+from sagas.settings import KafkaSettings
 from sagas.wire import command_record, decode_input, header_dict, input_record
 
 
