@@ -36,10 +36,11 @@ from tests.chaos.scenario import HERE, Fleet
 
 
 class Progress:
-    """Follows the journal (``read_committed``): when each partition last moved."""
+    """Follows the journal (``read_committed``): when each partition's events were written (their
+    timestamps, epoch seconds), so that a follower's own lag never counts as progress."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.last: dict[int, float] = {}
+        self.written: dict[int, list[float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer(
@@ -61,14 +62,17 @@ class Progress:
             for msg in self._consumer.consume(500, 0.2):
                 if not msg.error():
                     with self._lock:
-                        self.last[msg.partition()] = time.monotonic()
+                        at = msg.timestamp()[1] / 1000
+                        self.written.setdefault(msg.partition(), []).append(at)
 
     def wait_all_moved(self, since: float, partitions: int, timeout: float = 180.0) -> float:
-        """Seconds from ``since`` until every partition moved after it (inf: not in time)."""
-        deadline = since + timeout
+        """Seconds from ``since`` (epoch seconds) until every partition had an event written
+        after it (inf: not within ``timeout``)."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                moved = [t for p, t in self.last.items() if t > since]
+                after = [[t for t in ts if t > since] for ts in self.written.values()]
+            moved = [min(ts) for ts in after if ts]
             if len(moved) == partitions:
                 return max(moved) - since
             time.sleep(0.05)
@@ -125,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     feeder.start()
     kills: list[float] = []
     try:
-        first = progress.wait_all_moved(time.monotonic(), args.partitions)
+        first = progress.wait_all_moved(time.time(), args.partitions)
         print(f"warm: every partition moved {first:.1f} s after the feed began", flush=True)
         for _ in range(args.kills):
             time.sleep(3.0)
-            killed = time.monotonic()
+            killed = time.time()
             fleet.kill_worker("w1")
             kills.append(progress.wait_all_moved(killed, args.partitions))
             print(f"kill -9 of w1, restarted: all partitions moved after {kills[-1]:.2f} s")
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         time.sleep(2.0)
         broker.start()
-        back = time.monotonic()
+        back = time.time()
         broker_back = progress.wait_all_moved(back, args.partitions)
         print(f"broker back: all partitions moved after {broker_back:.2f} s", flush=True)
     finally:
