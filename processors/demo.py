@@ -21,18 +21,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
 from processors import orders, provisioning
 from processors.broker import broker_for_demo
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import TERMINAL, SagaState, Status
+from sagas.kafka_io import read_to_end
 from sagas.participants import Participant
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
+from sagas.runtime.transactions import changelog_reader
 from sagas.serde.records import decode_state
 from sagas.settings import KafkaSettings
+from sagas.ui.server import UiServer
 
 STATUSES: tuple[Status, ...] = (
     "completed",
@@ -46,34 +47,17 @@ STATUSES: tuple[Status, ...] = (
 
 def read_states(settings: KafkaSettings, topic: str, ids: set[str]) -> dict[str, SagaState]:
     """The newest snapshot of each saga in ``ids``, from the state changelog."""
-    consumer = Consumer(
-        settings.client_config(
-            **{
-                "group.id": f"demo-{uuid.uuid4().hex[:6]}",
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "enable.auto.commit": False,
-            }
-        )
-    )
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    consumer = changelog_reader(settings, f"demo-{uuid.uuid4().hex[:6]}")
     states: dict[str, SagaState] = {}
-    done: set[int] = set()
-    deadline = time.monotonic() + 20
-    while len(done) < len(parts) and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                done.add(msg.partition() or 0)
-            continue
-        key = (msg.key() or b"").decode()
-        if key in ids and msg.value() is not None:
-            states[key] = decode_state(msg.value())
-    consumer.close()
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        for partition in partitions:
+            for msg in read_to_end(consumer, topic, partition):
+                key = (msg.key() or b"").decode()
+                if key in ids and msg.value() is not None:
+                    states[key] = decode_state(msg.value())
+    finally:
+        consumer.close()
     return states
 
 
@@ -264,6 +248,9 @@ def main() -> int:
         runs = [shop, infra]
         for run in runs:
             run.launch(settings, "demo")
+        uis = [UiServer(run.app, settings, port=0) for run in runs]
+        for run, ui in zip(runs, uis, strict=True):
+            print(f"{run.label}: the web UI is at {ui.start()} while the demo runs", flush=True)
         tag = uuid.uuid4().hex[:6]
         t0 = time.monotonic()
         shop.start_sagas(settings, order_inputs(tag, args.orders))
@@ -277,6 +264,8 @@ def main() -> int:
         time.sleep(1.0)  # let the last compensation replies land in the books
         for run in runs:
             run.shutdown()
+        for ui in uis:
+            ui.close()
         code = report(runs, books, elapsed)
         print_history(shop, bootstrap)
     return code
