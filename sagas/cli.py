@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -34,6 +32,7 @@ import click
 from sagas.errors import ConfigurationError, SagaError
 from sagas.observe.cli import metrics_option, observe_options
 from sagas.observe.cli import register as register_observe
+from sagas.runtime.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from sagas.app import App
@@ -312,16 +311,10 @@ def _kafka_start(broker: LocalKafka, detach: bool) -> int:
     click.echo(f"Kafka is ready: KAFKA_BOOTSTRAP_SERVERS={address}")
     if detach:
         return 0
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stopping and broker.is_running():
-        time.sleep(0.5)
+    stop = threading.Event()
+    stop_on_signals(stop, "stopping the broker")
+    while not stop.is_set() and broker.is_running():
+        stop.wait(0.5)
     click.echo("stopping Kafka")
     broker.stop()
     return 0
@@ -441,10 +434,10 @@ def participant(
     loaded.settings = settings
     if instance_id:
         loaded.instance_id = instance_id
+        loaded.stable_instance = True  # the static group member id too
     metrics = participant_observer(loaded, metrics_port)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    stop_on_signals(stop, "finishing the transaction in flight, then leaving")
     loaded.run(stop)
     if metrics is not None:
         metrics.shutdown()

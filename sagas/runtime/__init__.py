@@ -1,22 +1,49 @@
 """The Kafka shell around the engine: workers, topics, settings.
 
-Grouped by role:
+Grouped by role (each loads on first use, so importing a submodule such as
+``sagas.runtime.signals`` does not load the Kafka client):
 
-- running: :class:`SagaWorker` (one saga type), :func:`run_worker` (a whole app, one process)
+- running: :class:`Worker` (an app, embedded or as a process), :class:`SagaWorker` (one saga
+  type), :func:`run_worker` (a whole app, one process)
 - settings: :class:`KafkaSettings`
 - topics: :func:`ensure_topics`, :func:`plan_topics`
 """
 
-from sagas.runtime.process import run_worker
-from sagas.runtime.topics import ensure_topics, plan_topics
-from sagas.runtime.worker import SagaWorker, WorkerMetrics
-from sagas.settings import KafkaSettings
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "KafkaSettings",
     "SagaWorker",
+    "Worker",
     "WorkerMetrics",
     "ensure_topics",
     "plan_topics",
     "run_worker",
 ]
+
+_LAZY = {
+    "KafkaSettings": "sagas.settings",
+    "SagaWorker": "sagas.runtime.worker",
+    "Worker": "sagas.runtime.process",
+    "WorkerMetrics": "sagas.runtime.worker",
+    "ensure_topics": "sagas.runtime.topics",
+    "plan_topics": "sagas.runtime.topics",
+    "run_worker": "sagas.runtime.process",
+}
+
+if TYPE_CHECKING:
+    from sagas.runtime.process import Worker, run_worker
+    from sagas.runtime.topics import ensure_topics, plan_topics
+    from sagas.runtime.worker import SagaWorker, WorkerMetrics
+    from sagas.settings import KafkaSettings
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagas.runtime' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

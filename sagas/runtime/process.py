@@ -17,19 +17,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import signal
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sagas.app import App, workers_topic
 from sagas.errors import ConfigurationError
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.query import QueryServer
+from sagas.runtime.signals import stop_on_signals
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.worker import SagaWorker
 from sagas.settings import KafkaSettings
@@ -341,11 +340,5 @@ def run_worker(
         metrics_host=query_host or "127.0.0.1",
     )
     if install_signal_handlers:
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the transaction in flight, then leaving", signum)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop_on_signals(stop, "finishing the transaction in flight, then leaving")
     return worker.run(stop)
