@@ -3,10 +3,10 @@
 What runs: a broker of its own (:mod:`sagas.dev.kafka`; a three-node cluster with ``brokers=3``),
 ``workers`` ``sagas worker`` processes and ``participants`` ``sagas participant`` processes started
 with the CLI from a folder that holds :mod:`chaos_app` (as a user runs them). ``sagas`` order sagas
-start at once (about 15% fail so that compensations run; a fifth have 3 s step deadlines, some
-with a silent participant); then for ``duration`` seconds a random worker is killed with SIGKILL
-every ``kill_every`` seconds and started again with the same ``--worker-id``, and the broker (one
-node of a cluster) restarts in the middle.
+start evenly over the chaos (about 15% fail so that compensations run; a fifth have 3 s step
+deadlines, some with a silent participant); for ``duration`` seconds a random worker is killed
+with SIGKILL every ``kill_every`` seconds and started again with the same ``--worker-id``, and
+the broker (one node of a cluster) restarts in the middle.
 
 What must hold, read from Kafka with ``read_committed`` and from the participants' own ledgers:
 
@@ -47,6 +47,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.dev.kafka import LocalKafka, LocalKafkaCluster, free_port
+from sagas.errors import BrokerError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_event, decode_payload, decode_state
@@ -82,6 +83,8 @@ class ChaosConfig:
     brokers: int = 1
     partitions: int = 6
     seed: int = 1
+    spread: bool = True
+    """Start the sagas evenly over the chaos (False: all at once, before it)."""
     drain_timeout: float = 900.0
     workdir: Path | None = None
 
@@ -89,7 +92,7 @@ class ChaosConfig:
     def from_env(cls, **defaults: Any) -> ChaosConfig:
         """``defaults`` overridden by ``CHAOS_SAGAS``, ``CHAOS_WORKERS``, ``CHAOS_PARTICIPANTS``,
         ``CHAOS_DURATION``, ``CHAOS_KILL_MIN``/``CHAOS_KILL_MAX``, ``CHAOS_BROKER_RESTART``
-        (0/1), ``CHAOS_BROKERS``, ``CHAOS_PARTITIONS``, ``CHAOS_SEED``."""
+        (0/1), ``CHAOS_SPREAD`` (0/1), ``CHAOS_BROKERS``, ``CHAOS_PARTITIONS``, ``CHAOS_SEED``."""
         config = cls(**defaults)
         env = os.environ
         for name, cast in (
@@ -109,8 +112,9 @@ class ChaosConfig:
             float(env.get("CHAOS_KILL_MIN", low)),
             float(env.get("CHAOS_KILL_MAX", high)),
         )
-        if (value := env.get("CHAOS_BROKER_RESTART")) is not None:
-            config.broker_restart = value not in ("0", "false", "no")
+        for flag in ("broker_restart", "spread"):
+            if (value := env.get(f"CHAOS_{flag.upper()}")) is not None:
+                setattr(config, flag, value not in ("0", "false", "no"))
         return config
 
 
@@ -347,17 +351,15 @@ def _run(
     for worker_id in worker_ids:
         fleet.start_worker(worker_id)
     rng = random.Random(config.seed)
-    kinds: dict[str, str] = {}
-    client = SagaClient(settings, ns)
-    try:
-        for i in range(config.sagas):
-            kind = MIX[i % len(MIX)]
-            saga_type, behaviour, _ = PLANS[kind]
-            kinds[client.start(saga_type, {"behaviour": behaviour}, saga_id=f"o{i:06d}")] = kind
-    finally:
-        client.close()
-    log(f"{config.sagas} sagas started; chaos for {config.duration:.0f} s")
+    kinds = {f"o{i:06d}": MIX[i % len(MIX)] for i in range(config.sagas)}
     chaos_start_ms = int(time.time() * 1000)
+    spread = config.duration if config.spread else 0.0
+    feeder = threading.Thread(
+        target=_start_sagas, args=(settings, ns, kinds, spread), name="feeder", daemon=True
+    )
+    feeder.start()
+    how = f"over {spread:.0f} s" if spread else "at once"
+    log(f"starting {config.sagas} sagas {how}; chaos for {config.duration:.0f} s")
     kills: list[int] = []
     restart: dict[str, float] = {}
 
@@ -383,6 +385,7 @@ def _run(
         log(f"broker restarted in {restart['seconds']:.1f} s")
     killer.join()
     chaos_end_ms = int(time.time() * 1000)
+    feeder.join()  # it catches up on the starts a broker restart held back
     log(f"chaos over: {len(kills)} kills; waiting for every saga to end")
     violations: list[str] = []
     states = _wait_terminal(bootstrap, app, set(kinds), config.drain_timeout, violations)
@@ -401,6 +404,26 @@ def _run(
         restart.get("seconds"),
         violations,
     )
+
+
+def _start_sagas(settings: KafkaSettings, ns: str, kinds: dict[str, str], spread: float) -> None:
+    """Start the sagas evenly over ``spread`` seconds (0: at once), retrying a start the broker
+    did not take (it restarts meanwhile; a second start of an id starts nothing new)."""
+    client = SagaClient(settings, ns)
+    began = time.monotonic()
+    try:
+        for i, (sid, kind) in enumerate(kinds.items()):
+            if spread:
+                time.sleep(max(0.0, began + i * spread / len(kinds) - time.monotonic()))
+            saga_type, behaviour, _ = PLANS[kind]
+            while True:
+                try:
+                    client.start(saga_type, {"behaviour": behaviour}, saga_id=sid)
+                    break
+                except BrokerError:
+                    time.sleep(0.5)
+    finally:
+        client.close()
 
 
 def _wait_terminal(
