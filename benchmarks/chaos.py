@@ -1,11 +1,13 @@
 """The chaos scenario at full size: ``make chaos`` (see ``tests/chaos/scenario.py``).
 
-2,000 order sagas, three ``sagas worker`` and three ``sagas participant`` processes, a random
-worker killed with SIGKILL every 1-3 s for two minutes, one broker restart in the middle; then
-every invariant is checked and the figures printed. Exit 1 when an invariant broke.
+2,000 order sagas started evenly over the chaos, three ``sagas worker`` and three ``sagas
+participant`` processes, a random worker killed with SIGKILL every 1-3 s for two minutes, one
+broker restart in the middle; then every invariant is checked and the figures printed. Exit 1
+when an invariant broke.
 
 Usage: ``python -m benchmarks.chaos [--sagas 2000] [--workers 3] [--participants 3]
-[--duration 120] [--kill-min 1] [--kill-max 3] [--no-broker-restart] [--brokers 1]
+[--duration 120] [--kill-min 1] [--kill-max 3] [--no-broker-restart] [--all-at-once]
+[--brokers 1]
 [--partitions 6] [--seed 1] [--workdir DIR]``; each flag's default comes from its
 ``CHAOS_*`` variable (``CHAOS_SAGAS``...) when set. The scenario starts a broker of its own.
 """
@@ -35,6 +37,10 @@ def parse(argv: list[str] | None = None) -> ChaosConfig:
         "--no-broker-restart", action="store_false", dest="broker_restart",
         default=base.broker_restart,
     )  # fmt: skip
+    parser.add_argument(
+        "--all-at-once", action="store_false", dest="spread", default=base.spread,
+        help="start every saga before the chaos, not evenly during it",
+    )  # fmt: skip
     parser.add_argument("--brokers", type=int, default=base.brokers, help="1, or 3 for a cluster")
     parser.add_argument("--partitions", type=int, default=base.partitions)
     parser.add_argument("--seed", type=int, default=base.seed)
@@ -51,6 +57,7 @@ def parse(argv: list[str] | None = None) -> ChaosConfig:
         brokers=args.brokers,
         partitions=args.partitions,
         seed=args.seed,
+        spread=args.spread,
         drain_timeout=args.drain_timeout,
         workdir=(args.workdir or Path(tempfile.mkdtemp(prefix="sagas-chaos-"))).resolve(),
     )
