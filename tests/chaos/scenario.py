@@ -382,7 +382,8 @@ def _run(
         began = time.monotonic()
         _restart_broker(broker)
         restart["seconds"] = time.monotonic() - began
-        log(f"broker restarted in {restart['seconds']:.1f} s")
+        at = began - (end - config.duration)
+        log(f"broker restarted {at:.1f} s into the chaos, in {restart['seconds']:.1f} s")
     killer.join()
     chaos_end_ms = int(time.time() * 1000)
     feeder.join()  # it catches up on the starts a broker restart held back
@@ -488,7 +489,9 @@ def check(
     compensations = _check_compensations(allowed, states, journal, external, violations)
     finished = [e.at_ms for _, _, e in journal if e.type == "finished"]
     during = sum(chaos_start_ms <= at <= chaos_end_ms for at in finished)
-    stall, where = _longest_stall(journal)
+    stall, where, stall_began = _longest_stall(journal)
+    if stall_began and chaos_start_ms:
+        where += f", from {(stall_began - chaos_start_ms) / 1000:.1f} s into the chaos"
     last = (max(finished) - kills[-1]) / 1000 if kills and finished else 0.0
     return Report(
         sagas=len(allowed),
@@ -633,12 +636,13 @@ def _check_compensations(
 UNDO_OF = {"reserve_credit": "ReleaseCredit", "reserve_stock": "ReleaseStock"}
 
 
-def _longest_stall(journal: list[tuple[str, int, Any]]) -> tuple[float, str]:
-    """The largest gap between journal events of one partition while a saga of it was open."""
+def _longest_stall(journal: list[tuple[str, int, Any]]) -> tuple[float, str, int]:
+    """The largest gap between journal events of one partition while a saga of it was open:
+    seconds, which partition, and when it began (epoch ms)."""
     by_partition: dict[tuple[str, int], list[Any]] = collections.defaultdict(list)
     for saga_type, partition, event in journal:
         by_partition[(saga_type, partition)].append(event)
-    worst, where = 0, "none"
+    worst, where, began = 0, "none", 0
     for (saga_type, partition), events in by_partition.items():
         events.sort(key=lambda e: e.at_ms)
         open_sagas: set[str] = set()
@@ -646,12 +650,13 @@ def _longest_stall(journal: list[tuple[str, int, Any]]) -> tuple[float, str]:
         for event in events:
             if open_sagas and previous is not None and event.at_ms - previous > worst:
                 worst, where = event.at_ms - previous, f"{saga_type} partition {partition}"
+                began = previous
             if event.type == "finished":
                 open_sagas.discard(event.saga_id)
             else:
                 open_sagas.add(event.saga_id)
             previous = event.at_ms
-    return worst / 1000, where
+    return worst / 1000, where, began
 
 
 def main_figures(report: Report, log: Any = print) -> int:
