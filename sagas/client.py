@@ -96,7 +96,9 @@ class SagaClient:
         Raises:
             BrokerError: it was not acknowledged.
         """
-        rec = input_record(TopicNames(self.namespace, saga_type).inbox, inp, self.serde)
+        rec = input_record(
+            TopicNames(self.namespace, saga_type).inbox, inp, self.serde, saga_type=saga_type
+        )
         errors: list[KafkaError] = []
 
         def on_delivery(err: KafkaError | None, msg: object) -> None:

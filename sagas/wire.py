@@ -157,8 +157,11 @@ def decode_input(
     )
 
 
-def input_record(topic: str, inp: Input, serde: Serde | None = None) -> OutRecord:
-    """The inbox record of an input (what the client and the runtime send)."""
+def input_record(
+    topic: str, inp: Input, serde: Serde | None = None, *, saga_type: str | None = None
+) -> OutRecord:
+    """The inbox record of an input (what the client and the runtime send); with
+    ``saga_type``, a start carries the saga's W3C ``traceparent``."""
     encode_payload = (serde or default_serde()).encode_payload
     key = inp.saga_id.encode()
     if isinstance(inp, Start):
@@ -169,6 +172,7 @@ def input_record(topic: str, inp: Input, serde: Serde | None = None) -> OutRecor
             parent_saga_type=p.saga_type if p else None,
             parent_saga_id=p.saga_id if p else None,
             parent_command_id=p.command_id if p else None,
+            traceparent=traceparent(saga_type, inp.saga_id) if saga_type else None,
         )
         return OutRecord(topic, key, encode_payload(inp.data), headers)
     if isinstance(inp, Reply):

@@ -254,3 +254,5 @@ def test_commands_carry_the_sagas_w3c_trace_and_replies_echo_it() -> None:
     executed = participant.execute("credit.commands", rec.value, rec.headers)
     assert executed.reply is not None
     assert header_dict(executed.reply.headers)["traceparent"] == header
+    start = input_record("ns.order.inbox", Start("s1", {}), saga_type="order")
+    assert header_dict(start.headers)["traceparent"] == header  # the client's start too
