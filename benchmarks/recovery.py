@@ -3,9 +3,10 @@
 A broker of its own, one ``sagas participant`` process and ``--workers`` ``sagas worker``
 processes (the chaos scenario's app, run with the CLI from a folder of its own) under a steady
 stream of order sagas. Then, ``--kills`` times: SIGKILL worker ``w1``, start it again at once with
-the same ``--worker-id``, and time until every inbox partition it held makes progress again (a new
-committed journal event). Then once: stop the broker, start it again, and time from the broker
-answering until every partition makes progress.
+the same ``--worker-id``, and time until every partition of the journal makes progress again (a
+new committed event written after the kill; with one worker, those are the partitions it held).
+Then once: stop the broker, start it again, and time from the broker answering until every
+partition makes progress.
 
 Usage: ``python -m benchmarks.recovery [--workers 1] [--kills 5] [--rate 40] [--partitions 6]``.
 Figures depend on the machine and its load; they are printed, never asserted.
