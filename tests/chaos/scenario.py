@@ -345,52 +345,57 @@ def _run(
         "CHAOS_LEDGER": str(workdir / "ledger"),
     }
     fleet = Fleet(app_dir, workdir / "logs", bootstrap, env)
-    for i in range(config.participants):
-        fleet.start_participant(f"p{i + 1}")
-    worker_ids = [f"w{i + 1}" for i in range(config.workers)]
-    for worker_id in worker_ids:
-        fleet.start_worker(worker_id)
-    rng = random.Random(config.seed)
-    kinds = {f"o{i:06d}": MIX[i % len(MIX)] for i in range(config.sagas)}
-    chaos_start_ms = int(time.time() * 1000)
-    spread = config.duration if config.spread else 0.0
-    feeder = threading.Thread(
-        target=_start_sagas, args=(settings, ns, kinds, spread), name="feeder", daemon=True
-    )
-    feeder.start()
-    how = f"over {spread:.0f} s" if spread else "at once"
-    log(f"starting {config.sagas} sagas {how}; chaos for {config.duration:.0f} s")
-    kills: list[int] = []
-    restart: dict[str, float] = {}
+    halt = threading.Event()
+    try:
+        for i in range(config.participants):
+            fleet.start_participant(f"p{i + 1}")
+        worker_ids = [f"w{i + 1}" for i in range(config.workers)]
+        for worker_id in worker_ids:
+            fleet.start_worker(worker_id)
+        rng = random.Random(config.seed)
+        kinds = {f"o{i:06d}": MIX[i % len(MIX)] for i in range(config.sagas)}
+        chaos_start_ms = int(time.time() * 1000)
+        spread = config.duration if config.spread else 0.0
+        feeder = threading.Thread(
+            target=_start_sagas, args=(settings, ns, kinds, spread), name="feeder", daemon=True
+        )
+        feeder.start()
+        how = f"over {spread:.0f} s" if spread else "at once"
+        log(f"starting {config.sagas} sagas {how}; chaos for {config.duration:.0f} s")
+        kills: list[int] = []
+        restart: dict[str, float] = {}
 
-    end = time.monotonic() + config.duration
+        end = time.monotonic() + config.duration
 
-    def kill_until_the_end() -> None:
-        while True:
-            pause = rng.uniform(*config.kill_every)
-            if time.monotonic() + pause > end:
-                return
-            time.sleep(pause)
-            fleet.kill_worker(rng.choice(worker_ids))
-            kills.append(int(time.time() * 1000))
+        def kill_until_the_end() -> None:
+            while True:
+                pause = rng.uniform(*config.kill_every)
+                if time.monotonic() + pause > end or halt.wait(pause):
+                    return
+                fleet.kill_worker(rng.choice(worker_ids))
+                kills.append(int(time.time() * 1000))
 
-    killer = threading.Thread(target=kill_until_the_end, daemon=True)
-    killer.start()
-    if config.broker_restart:
-        # From this thread: a broker dies with the thread that started it (see LocalKafka).
-        time.sleep(config.duration / 2)
-        began = time.monotonic()
-        _restart_broker(broker)
-        restart["seconds"] = time.monotonic() - began
-        at = began - (end - config.duration)
-        log(f"broker restarted {at:.1f} s into the chaos, in {restart['seconds']:.1f} s")
-    killer.join()
-    chaos_end_ms = int(time.time() * 1000)
-    feeder.join()  # it catches up on the starts a broker restart held back
-    log(f"chaos over: {len(kills)} kills; waiting for every saga to end")
-    violations: list[str] = []
-    states = _wait_terminal(bootstrap, app, set(kinds), config.drain_timeout, violations)
-    violations += [f"{name} died" for name in fleet.dead()]
+        killer = threading.Thread(target=kill_until_the_end, daemon=True)
+        killer.start()
+        if config.broker_restart:
+            # From this thread: a broker dies with the thread that started it (see LocalKafka).
+            time.sleep(config.duration / 2)
+            began = time.monotonic()
+            _restart_broker(broker)
+            restart["seconds"] = time.monotonic() - began
+            at = began - (end - config.duration)
+            log(f"broker restarted {at:.1f} s into the chaos, in {restart['seconds']:.1f} s")
+        killer.join()
+        chaos_end_ms = int(time.time() * 1000)
+        feeder.join()  # it catches up on the starts a broker restart held back
+        log(f"chaos over: {len(kills)} kills; waiting for every saga to end")
+        violations: list[str] = []
+        states = _wait_terminal(bootstrap, app, set(kinds), config.drain_timeout, violations)
+        violations += [f"{name} died" for name in fleet.dead()]
+    except BaseException:
+        halt.set()
+        fleet.stop()  # no process outlives a failed run
+        raise
     codes = fleet.stop()
     violations += [f"{n} did not stop cleanly (exit {c})" for n, c in codes.items() if c != 0]
     return check(
