@@ -419,7 +419,18 @@ def attempt(ctx: Ctx, name: str, b: Step[Any], *, again: str | None = None) -> N
     deadline bounds each send."""
     if b.kind == "retriable" and b.deadline is not None:
         ctx.set_timer(name, "deadline", ms(b.deadline.total_seconds()))
-    ctx.send(name, "do", Call(b.command, b.payload), b.topic, again=again)
+    ctx.send(name, "do", _call_of(b), b.topic, again=again)
+
+
+_STEP_CALLS: dict[int, tuple[Step[Any], Call[Any]]] = {}
+
+
+def _call_of(b: Step[Any]) -> Call[Any]:
+    """A step's command as a :class:`Call`, made once per step (not once per send)."""
+    hit = _STEP_CALLS.get(id(b))
+    if hit is None or hit[0] is not b:
+        hit = _STEP_CALLS[id(b)] = (b, Call(b.command, b.payload))
+    return hit[1]
 
 
 def start_cancel(ctx: Ctx, name: str) -> None:

@@ -9,8 +9,11 @@ same ``transactional.id``, which fences the old one) and let the caller rewind i
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -63,6 +66,38 @@ def changelog_reader(settings: KafkaSettings, group: str) -> Consumer:
     )
 
 
+@dataclass
+class _Done:
+    error: BaseException | None = None
+
+
+class _Helper:
+    """One daemon thread that runs producer calls for :meth:`Transactions._bounded`, so a call
+    has a deadline without a new thread per call. A daemon: one stuck in librdkafka for good
+    must not keep the process alive (it is then left behind, and a new helper takes over)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], _Done, threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._serve, name="sagas-txn-helper", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            call, done, finished = self._calls.get()
+            try:
+                call()
+            except BaseException as exc:  # handed to the caller's thread
+                done.error = exc
+            finished.set()
+
+    def run(self, call: Callable[[], Any], timeout: float) -> _Done | None:
+        """Run ``call`` on the helper thread; ``None`` if it did not return within ``timeout``."""
+        done, finished = _Done(), threading.Event()
+        self._calls.put((call, done, finished))
+        return done if finished.wait(timeout) else None
+
+
 class Transactions:
     """One ``transactional.id``'s producer.
 
@@ -89,6 +124,7 @@ class Transactions:
         self.committed = 0
         self.aborted = 0
         self._replacements: list[float] = []
+        self._helper: _Helper | None = None
         self._producer: Producer | None = self._new_producer()
 
     @property
@@ -202,23 +238,14 @@ class Transactions:
         has not returned in time, it counts as a fatal error: the producer is abandoned and the
         next one, with the same ``transactional.id``, fences it.
         """
-        outcome: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                call(*args, timeout)
-                outcome.append(None)
-            except BaseException as exc:  # handed to the caller's thread below
-                outcome.append(exc)
-
-        # A daemon thread: one stuck in librdkafka for good must not keep the process alive.
-        thread = threading.Thread(target=run, name=f"sagas-{what}", daemon=True)
-        thread.start()
-        thread.join(timeout + 2)
-        if not outcome:
+        if self._helper is None:
+            self._helper = _Helper()
+        done = self._helper.run(lambda: call(*args, timeout), timeout + 2)
+        if done is None:
+            self._helper = None  # stuck in librdkafka for good: the next call gets a new one
             raise KafkaException(KafkaError(KafkaError._FATAL, f"{what} is stuck", fatal=True))
-        if outcome[0] is not None:
-            raise outcome[0]
+        if done.error is not None:
+            raise done.error
 
     def abort(self, cause: KafkaException) -> None:
         """Abort the open transaction; if that fails (or ``cause`` was fatal), start over with

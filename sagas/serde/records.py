@@ -44,7 +44,7 @@ _TYPED = (
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _loads_object(text: str, what: str, raw: bytes | None) -> dict[str, Any]:
