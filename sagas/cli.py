@@ -2,7 +2,7 @@
 
 ::
 
-    sagas dev kafka [start|stop|status] [--port N] [--data-dir D] [--detach]   a local broker
+    sagas dev kafka [start|stop|status] [--brokers N] [--port N] [--data-dir D] [--detach]
     sagas worker MODULE:ATTR [--app-dir D] [--bootstrap-servers B] [-X k=v] ...  run sagas
     sagas participant MODULE:ATTR [...]                                    run a participant
     sagas start | status | result | list | signal | cancel  -n NAMESPACE ...  operate sagas
@@ -37,7 +37,6 @@ from sagas.runtime.signals import stop_on_signals
 if TYPE_CHECKING:
     from sagas.app import App
     from sagas.client import SagaClient
-    from sagas.dev.kafka import LocalKafka
     from sagas.engine.model import SagaState
     from sagas.participants import Participant
     from sagas.settings import KafkaSettings
@@ -247,76 +246,70 @@ def dev() -> None:
     "action", required=False, default="start", type=click.Choice(["start", "stop", "status"])
 )
 @click.option(
+    "--brokers",
+    type=click.IntRange(1, 9),
+    default=1,
+    show_default=True,
+    help="how many KRaft nodes (3 gives replication factor 3, min.insync.replicas 2)",
+)
+@click.option(
     "--port",
     type=int,
     default=9092,
     envvar="SAGAS_KAFKA_PORT",
     show_default=True,
-    help="client port on 127.0.0.1 (env SAGAS_KAFKA_PORT)",
+    help="client port on 127.0.0.1, the first node's in a cluster (env SAGAS_KAFKA_PORT)",
 )
-@click.option("--data-dir", help="broker data folder (default: <cache>/broker)")
+@click.option("--data-dir", help="data folder (default: <cache>/broker, or <cache>/cluster-N)")
 @click.option("--cache-dir", help="jar cache (default: $KAFKA_SAGAS_CACHE or ~/.cache/kafka-sagas)")
 @click.option("--kafka-version", help="Apache Kafka 4.x release")
 @click.option("--detach", is_flag=True, help="return once the broker is ready and leave it running")
 def dev_kafka(
     *,
     action: str,
+    brokers: int,
     port: int,
     data_dir: str | None,
     cache_dir: str | None,
     kafka_version: str | None,
     detach: bool,
 ) -> int:
-    """A local single-node Kafka broker (jars from Maven, no Docker)."""
-    from sagas.dev.kafka import (
-        DEFAULT_KAFKA_VERSION,
-        KafkaDistribution,
-        LocalKafka,
-        default_cache_dir,
-    )
+    """A local Kafka broker or cluster (jars from Maven, no Docker)."""
+    from sagas.dev.cli import describe, local_kafka
 
-    version = kafka_version or DEFAULT_KAFKA_VERSION
-    dist = KafkaDistribution(version=version)
-    if cache_dir:
-        dist = KafkaDistribution(version=version, cache_dir=Path(cache_dir))
-    broker = LocalKafka(
-        data_dir=Path(data_dir) if data_dir else default_cache_dir() / "broker",
+    local = local_kafka(
+        brokers=brokers,
         port=port,
-        distribution=dist,
-        die_with_parent=not (detach or action != "start"),
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        kafka_version=kafka_version,
+        detach=detach or action != "start",
     )
     if action == "stop":
-        if not broker.is_running():
-            click.echo(f"no broker runs from {broker.data_dir}")
+        if not local.is_running():
+            click.echo(f"no broker runs from {local.data_dir}")
             return 0
-        broker.stop()
+        local.stop()
         click.echo("Kafka stopped")
         return 0
     if action == "status":
-        running = broker.is_running()
-        click.echo(f"{'running' if running else 'stopped'}: {broker.data_dir}")
+        running = local.is_running()
+        click.echo(f"{'running' if running else 'stopped'}: {local.data_dir}")
         return 0 if running else 1
-    return _kafka_start(broker, detach)
-
-
-def _kafka_start(broker: LocalKafka, detach: bool) -> int:
-    if broker.is_running():
-        click.echo(f"a broker already runs from {broker.data_dir} (pid file {broker.pid_file})")
+    if local.is_running():
+        click.echo(f"a broker already runs from {local.data_dir}")
         return 0
-    click.echo(
-        f"starting Kafka {broker.distribution.version} on {broker.bootstrap_servers} "
-        f"(data in {broker.data_dir}, log in {broker.log_file})"
-    )
-    address = broker.start()
+    click.echo(f"starting {describe(local)}, data in {local.data_dir}")
+    address = local.start()
     click.echo(f"Kafka is ready: KAFKA_BOOTSTRAP_SERVERS={address}")
     if detach:
         return 0
     stop = threading.Event()
     stop_on_signals(stop, "stopping the broker")
-    while not stop.is_set() and broker.is_running():
+    while not stop.is_set() and local.is_running():
         stop.wait(0.5)
     click.echo("stopping Kafka")
-    broker.stop()
+    local.stop()
     return 0
 
 
