@@ -44,7 +44,8 @@ RECONNECT_DEFAULTS: dict[str, Any] = {
     "reconnect.backoff.ms": 100,
     "reconnect.backoff.max.ms": 1000,
 }
-"""Settings every client gets unless the user's options say otherwise."""
+"""What the library's own consume-transform-produce consumers use unless the user's options say
+otherwise (see :func:`sagas.runtime.transactions.input_consumer`)."""
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -241,12 +242,10 @@ class KafkaSettings:
         return self._derive(merged, timeout, self.given | flags.given)
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
-        """A librdkafka config: the library's defaults, these settings, then ``extra`` (each
-        wins over the one before), with librdkafka's log routed to the Python logger
-        ``sagas.librdkafka``."""
+        """A librdkafka config: these settings, then ``extra`` (``extra`` wins), with
+        librdkafka's log routed to the Python logger ``sagas.librdkafka``."""
         return {
             _BOOTSTRAP: self.bootstrap_servers,
-            **RECONNECT_DEFAULTS,
             **self.options,
             "logger": _LOG,
             **extra,

@@ -19,11 +19,16 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from sagas.kafka_io import is_transient, translate
-from sagas.settings import KafkaSettings
+from sagas.settings import RECONNECT_DEFAULTS, KafkaSettings
 
 __all__ = ["Transactions", "changelog_reader", "input_consumer"]
 
 log = logging.getLogger(__name__)
+
+
+def _reconnect(settings: KafkaSettings) -> dict[str, Any]:
+    """The reconnect defaults of the library's loop consumers, where the user set none."""
+    return {k: v for k, v in RECONNECT_DEFAULTS.items() if k not in settings.options}
 
 
 def input_consumer(settings: KafkaSettings, group: str, **extra: Any) -> Consumer:
@@ -32,6 +37,7 @@ def input_consumer(settings: KafkaSettings, group: str, **extra: Any) -> Consume
     return Consumer(
         settings.client_config(
             **{
+                **_reconnect(settings),
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -55,6 +61,7 @@ def changelog_reader(settings: KafkaSettings, group: str) -> Consumer:
     return Consumer(
         settings.client_config(
             **{
+                **_reconnect(settings),
                 "group.id": f"{group}.restore",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

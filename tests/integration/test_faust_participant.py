@@ -147,6 +147,7 @@ def test_a_faust_participant_killed_mid_run_answers_each_command_once(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(30)
     assert kills >= 1, "the participant finished before it could be killed; send more commands"
 
     effects = collections.Counter(
