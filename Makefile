@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint typecheck test test-unit test-integration demo kafka kafka-stop bench bench-smoke clean
+.PHONY: install lint typecheck test test-unreliable test-unit test-integration demo kafka kafka-stop bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -25,7 +25,11 @@ typecheck: install
 # The schema check: every schema in schemas/ is FULL_TRANSITIVE compatible with schemas/history.
 test: lint typecheck
 	$(BIN)/python -m sagas.serde.compat
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not unreliable"
+
+# Tests of known open defects (see the unreliable marker in pyproject.toml and the README).
+test-unreliable: install
+	$(BIN)/pytest -m unreliable
 
 test-unit: install
 	$(BIN)/pytest tests/unit

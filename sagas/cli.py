@@ -427,7 +427,7 @@ def participant(
     loaded.settings = settings
     if instance_id:
         loaded.instance_id = instance_id
-        loaded.stable_instance = True  # the static group member id too
+        loaded.stable_instance = True
     metrics = participant_observer(loaded, metrics_port)
     stop = threading.Event()
     stop_on_signals(stop, "finishing the transaction in flight, then leaving")

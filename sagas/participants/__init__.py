@@ -148,9 +148,8 @@ class Participant:
             (``<group>.<command topic>.replies``, ``<group>.dlq``).
         instance_id: this instance's part of the ``transactional.id``. Stable across restarts of
             one instance lets a restarted instance abort what its previous life left open at once
-            (otherwise the broker does after 10 s); given, it is also the static group member id
-            (``group.instance.id``), so a restarted instance gets its partitions back at once.
-            Two live instances must never share one. Default: random (no static membership).
+            (otherwise the broker does after 10 s). Two live instances must never share one.
+            Default: random.
         partitions: partition count of command topics that do not exist yet.
         max_batch: most commands handled per transaction.
         replies_retention: how long a recorded reply is kept to answer a re-sent command.
@@ -161,6 +160,9 @@ class Participant:
         clock_ms: the wall clock in epoch milliseconds (for deadlines).
         observer: told of each handled and replayed command, transactions and dead letters
             (:class:`sagas.runtime.observe.Observer`: metrics, tracing, logs).
+        static_membership: with a given ``instance_id``, join as a static group member with it,
+            so a restarted instance gets its partitions back at once. Off by default (see
+            :class:`~sagas.runtime.worker.SagaWorker`).
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class Participant:
         late_commands: Literal["reject", "execute"] = "reject",
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         observer: Observer | None = None,
+        static_membership: bool = False,
     ) -> None:
         if not group:
             raise ConfigurationError("a participant needs a consumer group name")
@@ -195,8 +198,9 @@ class Participant:
         self.settings = settings
         self.group = group
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.static_membership = static_membership
         self.stable_instance = instance_id is not None
-        """Whether the instance id was given (then it is also the static group member id)."""
+        """Whether the instance id was given (with ``static_membership``, the group member id)."""
         self.partitions = partitions
         self.max_batch = max_batch
         self.replies_retention = replies_retention

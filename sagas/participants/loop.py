@@ -110,11 +110,11 @@ class ParticipantLoop:
             max_batch=participant.max_batch,
             consumer_options={
                 "client.id": f"{self.group}-{participant.instance_id}",
-                # Static membership only for an id the user made stable: a random one would
-                # leave a ghost member holding partitions until its session times out.
+                # Static membership only when asked for, with an id the user made stable: a
+                # random one would leave a ghost member holding partitions until it times out.
                 **(
                     {"group.instance.id": participant.instance_id}
-                    if participant.stable_instance
+                    if participant.static_membership and participant.stable_instance
                     else {}
                 ),
             },

@@ -123,12 +123,15 @@ class SagaWorker:
         saga_type: the saga type to run.
         settings: Kafka connection settings.
         worker_id: stable per worker process across restarts; part of the ``transactional.id``,
-            so that a restarted worker aborts what its previous life left open, and its static
-            group membership (``group.instance.id``), so that it gets its partitions back at
-            once. Two live workers must not share one.
+            so that a restarted worker aborts what its previous life left open. Two live workers
+            must not share one.
         max_batch: most inputs per transaction.
         idle_wait: longest wait for input when no timer is due sooner (seconds).
         clock_ms: the wall clock, epoch milliseconds.
+        static_membership: join as a static group member (``group.instance.id`` = the worker
+            id), so a restarted worker takes its partitions back at once instead of after the
+            session timeout. Off by default: with the cooperative-sticky assignor, members were
+            seen left without partitions after a broker restart (see the README).
         observer: told of transactions, restores, timers and each committed batch's events.
     """
 
@@ -144,6 +147,7 @@ class SagaWorker:
         clock_ms: Callable[[], int] = _now_ms,
         consumer_options: dict[str, Any] | None = None,
         observer: Observer | None = None,
+        static_membership: bool = False,
     ) -> None:
         self.app = app
         self.saga_type = saga_type
@@ -171,9 +175,7 @@ class SagaWorker:
             max_batch=max_batch,
             consumer_options={
                 "max.poll.interval.ms": 600000,
-                # Static membership: a worker restarted with its id takes its partitions back at
-                # once, without waiting for the group to notice the old process is gone.
-                "group.instance.id": worker_id,
+                **({"group.instance.id": worker_id} if static_membership else {}),
                 **(consumer_options or {}),
             },
             observer=observer,

@@ -114,6 +114,7 @@ def test_a_faust_participant_serves_a_step_and_its_compensation(
                        ("refused", "ReserveCredit")]  # fmt: skip
 
 
+@pytest.mark.unreliable  # see the marker: Faust sometimes stops delivering after the restart
 def test_a_faust_participant_killed_mid_run_answers_each_command_once(
     bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
