@@ -8,8 +8,9 @@ One import place for what a user touches: the DSL (``Saga``, ``step``...), ``App
 client, and nothing runs at import.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sagas._lazy import lazy_exports
 from sagas.dsl import (
     Program,
     Retry,
@@ -104,12 +105,4 @@ if TYPE_CHECKING:
     from sagas.settings import KafkaSettings
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sagas' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("sagas", _LAZY, globals())

@@ -9,7 +9,9 @@ Grouped by role (each loads on first use, so importing a submodule such as
 - topics: :func:`ensure_topics`, :func:`plan_topics`
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagas._lazy import lazy_exports
 
 __all__ = [
     "KafkaSettings",
@@ -38,12 +40,4 @@ if TYPE_CHECKING:
     from sagas.settings import KafkaSettings
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sagas.runtime' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("sagas.runtime", _LAZY, globals())
