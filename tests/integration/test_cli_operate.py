@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from test_cli import MYAPP, SAGAS, sagas, stop, user_env
@@ -56,17 +56,17 @@ class Shop:
         return lines[0]
 
 
-@pytest.fixture(scope="module")
-def shop(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    ns = f"t{uuid.uuid4().hex[:12]}"
-    folder = tmp_path_factory.mktemp("shop")
-    (folder / "myapp.py").write_text(MYAPP.format(ns=ns))
-    shop = Shop(folder, ns, kafka.bootstrap_servers)
-    worker = sagas("worker", "myapp:app", "--worker-id", "w1", cwd=folder, env=shop.env)
-    participant = sagas("participant", "myapp:p", cwd=folder, env=shop.env)
+S = TypeVar("S", bound=Shop)
+
+
+def running(shop: S, module: str, saga_type: str) -> Iterator[S]:
+    """``sagas worker MODULE:app`` and ``sagas participant MODULE:p``, installed, from the shop's
+    folder, while the generator runs; both must exit 0 on SIGTERM."""
+    worker = sagas("worker", f"{module}:app", "--worker-id", "w1", cwd=shop.folder, env=shop.env)
+    participant = sagas("participant", f"{module}:p", cwd=shop.folder, env=shop.env)
     try:
         deadline = time.monotonic() + 60
-        while shop.run("list", "greet").returncode != 0:  # until the worker made the topics
+        while shop.run("list", saga_type).returncode != 0:  # until the worker made the topics
             assert worker.poll() is None, stop(worker)[1]
             assert time.monotonic() < deadline
             time.sleep(0.5)
@@ -76,6 +76,14 @@ def shop(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]
         participant_code, participant_out = stop(participant)
     assert worker_code == 0, worker_out
     assert participant_code == 0, participant_out
+
+
+@pytest.fixture(scope="module")
+def shop(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    ns = f"t{uuid.uuid4().hex[:12]}"
+    folder = tmp_path_factory.mktemp("shop")
+    (folder / "myapp.py").write_text(MYAPP.format(ns=ns))
+    yield from running(Shop(folder, ns, kafka.bootstrap_servers), "myapp", "greet")
 
 
 def test_start_then_result_status_and_list(shop: Shop) -> None:

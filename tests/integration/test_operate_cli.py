@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from test_cli import sagas, stop
-from test_cli_operate import Shop
+from test_cli_operate import Shop, running
 
 from sagas.engine.model import Start
 from sagas.partitioning import partition_for
@@ -93,21 +92,7 @@ def ops(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
     ns = f"t{uuid.uuid4().hex[:12]}"
     folder = tmp_path_factory.mktemp("ops")
     (folder / "opsapp.py").write_text(OPSAPP.format(ns=ns))
-    ops = Ops(folder, ns, kafka.bootstrap_servers)
-    worker = sagas("worker", "opsapp:app", "--worker-id", "w1", cwd=folder, env=ops.env)
-    participant = sagas("participant", "opsapp:p", cwd=folder, env=ops.env)
-    try:
-        deadline = time.monotonic() + 60
-        while ops.run("list", "hold").returncode != 0:  # until the worker made the topics
-            assert worker.poll() is None, stop(worker)[1]
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        yield ops
-    finally:
-        worker_code, worker_out = stop(worker)
-        participant_code, participant_out = stop(participant)
-    assert worker_code == 0, worker_out
-    assert participant_code == 0, participant_out
+    yield from running(Ops(folder, ns, kafka.bootstrap_servers), "opsapp", "hold")
 
 
 def test_history_shows_every_event_of_one_saga(ops: Ops) -> None:
