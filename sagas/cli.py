@@ -190,6 +190,17 @@ def app_dir_option(command: F) -> F:
     )(command)
 
 
+def membership_option(command: F) -> F:
+    """``--membership static|dynamic``: how the process's consumers join their groups."""
+    return click.option(
+        "--membership",
+        type=click.Choice(["static", "dynamic"]),
+        envvar="SAGAS_MEMBERSHIP",
+        help="static (the default): a process restarted with its id takes its partitions back "
+        "at once; dynamic: they come back after the 10 s session timeout (env SAGAS_MEMBERSHIP)",
+    )(command)
+
+
 def json_option(command: F) -> F:
     """``--json``: JSON for scripts instead of a table."""
     return click.option("--json", "as_json", is_flag=True, help="print JSON")(command)
@@ -342,6 +353,7 @@ def dev_kafka(
     "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
 )
 @click.option("--no-query", is_flag=True, help="serve no query endpoint (clients read the topic)")
+@membership_option
 @metrics_option
 @observe_options
 @app_dir_option
@@ -356,6 +368,7 @@ def worker(
     query_port: str,
     advertise_url: str | None,
     no_query: bool,
+    membership: str | None,
     metrics: bool,
     log_format: str,
     metrics_port: str | None,
@@ -382,6 +395,7 @@ def worker(
         observer=worker_observer(),
         metrics=metrics,
         metrics_port=metrics_port_of(metrics_port),
+        static_membership=membership != "dynamic",
     )
 
 
@@ -392,6 +406,7 @@ def worker(
     help="stable id of this instance (default: random); each live instance needs its own",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@membership_option
 @observe_options
 @app_dir_option
 @kafka_options
@@ -400,6 +415,7 @@ def participant(
     target: str,
     instance_id: str | None,
     log_level: str,
+    membership: str | None,
     log_format: str,
     metrics_port: str | None,
     app_dir: str | None,
@@ -428,6 +444,8 @@ def participant(
     if instance_id:
         loaded.instance_id = instance_id
         loaded.stable_instance = True
+    if membership is not None:
+        loaded.static_membership = membership == "static"
     metrics = participant_observer(loaded, metrics_port)
     stop = threading.Event()
     stop_on_signals(stop, "finishing the transaction in flight, then leaving")

@@ -160,9 +160,9 @@ class Participant:
         clock_ms: the wall clock in epoch milliseconds (for deadlines).
         observer: told of each handled and replayed command, transactions and dead letters
             (:class:`sagas.runtime.observe.Observer`: metrics, tracing, logs).
-        static_membership: with a given ``instance_id``, join as a static group member with it,
-            so a restarted instance gets its partitions back at once. Off by default (see
-            :class:`~sagas.runtime.worker.SagaWorker`).
+        static_membership: with a given ``instance_id`` (the default), join as a static group
+            member with it, so an instance restarted with its id gets its partitions back at
+            once; ``False``: a dynamic member. Without an ``instance_id`` it is always dynamic.
     """
 
     def __init__(
@@ -178,7 +178,7 @@ class Participant:
         late_commands: Literal["reject", "execute"] = "reject",
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         observer: Observer | None = None,
-        static_membership: bool = False,
+        static_membership: bool = True,
     ) -> None:
         if not group:
             raise ConfigurationError("a participant needs a consumer group name")

@@ -110,14 +110,14 @@ class ParticipantLoop:
             max_batch=participant.max_batch,
             consumer_options={
                 "client.id": f"{self.group}-{participant.instance_id}",
-                # Static membership only when asked for, with an id the user made stable: a
-                # random one would leave a ghost member holding partitions until it times out.
-                **(
-                    {"group.instance.id": participant.instance_id}
-                    if participant.static_membership and participant.stable_instance
-                    else {}
-                ),
             },
+            # Static membership only with an id the user made stable: a random one would leave
+            # a ghost member holding partitions until it times out.
+            instance_id=(
+                participant.instance_id
+                if participant.static_membership and participant.stable_instance
+                else None
+            ),
             observer=participant.observer,
         )
         self.observer = self.loop.observer

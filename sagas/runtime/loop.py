@@ -37,6 +37,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from sagas.errors import ConfigurationError
 from sagas.protocol import dead_letter_headers
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
@@ -246,7 +247,13 @@ class TransactionalLoop(Generic[B]):
         topics: the topics to consume.
         max_batch: most records per transaction.
         consumer_options: extra consumer configuration.
-        offsets_timeout: longest wait for ``send_offsets_to_transaction`` (seconds).
+        instance_id: join as a static group member with this id (see
+            :func:`~sagas.runtime.transactions.input_consumer`); stable across restarts of one
+            process, never shared by two live ones.
+        offsets_timeout: longest wait for ``send_offsets_to_transaction`` (seconds). It takes
+            milliseconds when the coordinator answers; after a broker restart librdkafka may
+            leave it waiting on a stale coordinator (confluentinc/librdkafka#5511), and a new
+            producer (under 1 s) is the quickest way out.
         observer: told of transactions, dead letters, isolated records and partitions.
     """
 
@@ -260,7 +267,8 @@ class TransactionalLoop(Generic[B]):
         topics: Iterable[str],
         max_batch: int,
         consumer_options: dict[str, Any] | None = None,
-        offsets_timeout: float = 8.0,
+        instance_id: str | None = None,
+        offsets_timeout: float = 2.0,
         observer: Observer | None = None,
     ) -> None:
         self.hooks = hooks
@@ -271,11 +279,13 @@ class TransactionalLoop(Generic[B]):
         self.topics = list(topics)
         self.max_batch = max(1, max_batch)
         self.consumer_options = consumer_options or {}
+        self.instance_id = instance_id
         self.offsets_timeout = offsets_timeout
         self.metrics = LoopMetrics()
         self.committed_start: dict[tuple[str, int], int] = {}
         """The group's committed offset of each partition when it was assigned."""
         self._poison: dict[Position, tuple[int, str]] = {}
+        self._replaced: list[float] = []
         self._consumer: Consumer | None = None
         self._restorer: Consumer | None = None
         self._txn: Transactions | None = None
@@ -315,7 +325,9 @@ class TransactionalLoop(Generic[B]):
         self._subscribe()
 
     def _subscribe(self) -> None:
-        self._consumer = input_consumer(self.settings, self.group, **self.consumer_options)
+        self._consumer = input_consumer(
+            self.settings, self.group, instance_id=self.instance_id, **self.consumer_options
+        )
         self._consumer.subscribe(
             self.topics,
             on_assign=self._on_assign,
@@ -326,7 +338,20 @@ class TransactionalLoop(Generic[B]):
     def _replace_consumer(self, err: KafkaError) -> None:
         """A fatal consumer error (e.g. a static member fenced after a broker restart): drop
         what this process owned and join the group again with a new consumer. Nothing is lost:
-        no transaction is open while polling, and the new assignment restores from Kafka."""
+        no transaction is open while polling, and the new assignment restores from Kafka.
+
+        Raises:
+            ConfigurationError: the consumer failed this way more than 5 times in a minute:
+                another live process is a member with the same instance id.
+        """
+        now = time.monotonic()
+        self._replaced = [t for t in self._replaced if now - t < 60] + [now]
+        if len(self._replaced) > 5:
+            raise ConfigurationError(
+                f"{self.group}: the group member keeps being fenced ({err.str()}); another "
+                f"live process uses the instance id {self.instance_id!r}: give each its own "
+                "(--worker-id, --instance-id)"
+            )
         log.warning("%s: the consumer failed (%s); joining the group again", self.group, err)
         old, self._consumer = self._consumer, None
         if old is not None:

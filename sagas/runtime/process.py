@@ -106,6 +106,10 @@ class Worker:
         metrics_port: serve them at ``http://<metrics_host>:<port>/metrics`` instead (0: any
             free port; implies ``metrics``).
         metrics_host: the interface of that port.
+        static_membership: each saga type's consumer is a static group member with the worker
+            id (the default), so a worker restarted with its id takes its partitions back at
+            once; ``False``: dynamic members, whose partitions come back after the session
+            timeout.
 
     Raises:
         ConfigurationError: ``query_port`` is not a port number, or metrics are asked for
@@ -125,6 +129,7 @@ class Worker:
         metrics: bool = False,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        static_membership: bool = True,
     ) -> None:
         if not 0 <= query_port <= 65535:
             raise ConfigurationError(
@@ -139,6 +144,7 @@ class Worker:
         self.advertise_url = advertise_url
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
+        self.static_membership = static_membership
         self.observer = observer
         self.metrics: PrometheusObserver | None = None
         if metrics or metrics_port is not None:
@@ -211,7 +217,14 @@ class Worker:
         self._check_endpoint()
         ensure_topics(self.app, self.settings)  # a broker answers, in connect_timeout seconds
         workers = [
-            SagaWorker(self.app, t, self.settings, worker_id=self.worker_id, observer=self.observer)
+            SagaWorker(
+                self.app,
+                t,
+                self.settings,
+                worker_id=self.worker_id,
+                observer=self.observer,
+                static_membership=self.static_membership,
+            )
             for t in self.app.saga_types
         ]
         metrics_server = self._serve_metrics(workers)
@@ -314,14 +327,15 @@ def run_worker(
     observer: Observer | None = None,
     metrics: bool = False,
     metrics_port: int | None = None,
+    static_membership: bool = True,
 ) -> int:
     """Create or check the topics, then run every saga type of ``app`` until stopped: by
     ``stop``, or by SIGTERM or Ctrl-C when ``install_signal_handlers``.
 
     The query endpoint (:mod:`sagas.runtime.query`) listens on ``query_host:query_port`` and is
     advertised as ``advertise_url``; ``query_host=None`` turns it off (clients then read the state
-    topic, which is slow on big ones). ``observer``, ``metrics`` and ``metrics_port``: see
-    :class:`Worker`.
+    topic, which is slow on big ones). ``observer``, ``metrics``, ``metrics_port`` and
+    ``static_membership``: see :class:`Worker`.
 
     Returns 0 after a clean stop (the transaction in flight committed, the group left), 1 when a
     saga type's loop died of an error (logged).
@@ -338,6 +352,7 @@ def run_worker(
         metrics=metrics,
         metrics_port=metrics_port,
         metrics_host=query_host or "127.0.0.1",
+        static_membership=static_membership,
     )
     if install_signal_handlers:
         stop_on_signals(stop, "finishing the transaction in flight, then leaving")

@@ -27,13 +27,26 @@ log = logging.getLogger(__name__)
 
 
 def _reconnect(settings: KafkaSettings) -> dict[str, Any]:
-    """The reconnect defaults of the library's loop consumers, where the user set none."""
+    """The reconnect defaults of the library's loop clients, where the user set none."""
     return {k: v for k, v in RECONNECT_DEFAULTS.items() if k not in settings.options}
 
 
-def input_consumer(settings: KafkaSettings, group: str, **extra: Any) -> Consumer:
+_ASSIGNOR = "cooperative-sticky"
+"""The partition assignor of the loop consumers, static and dynamic members alike."""
+
+
+def input_consumer(
+    settings: KafkaSettings, group: str, *, instance_id: str | None = None, **extra: Any
+) -> Consumer:
     """The consumer of a consume-transform-produce loop: no auto-commit (offsets go in the
-    transaction), ``read_committed``, cooperative rebalancing."""
+    transaction), ``read_committed``, cooperative rebalancing.
+
+    With ``instance_id`` it is a static group member (KIP-345, ``group.instance.id``): a
+    process restarted with the same id takes its partitions back at once, without a
+    rebalance; a dead one's partitions move to the others after the session timeout (10 s), as
+    a dynamic member's do. Two live processes must never share an id (they fence each other).
+    """
+    static = {"group.instance.id": instance_id} if instance_id else {}
     return Consumer(
         settings.client_config(
             **{
@@ -42,9 +55,10 @@ def input_consumer(settings: KafkaSettings, group: str, **extra: Any) -> Consume
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
+                "partition.assignment.strategy": _ASSIGNOR,
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
+                **static,
                 **extra,
             }
         )
@@ -113,7 +127,10 @@ class Transactions:
         transactional_id: stable across restarts of one process, so that a restarted process
             aborts what its previous life left open; never shared by two live processes.
         owner: what to call the user in messages (a consumer group).
-        offsets_timeout: longest wait for ``send_offsets_to_transaction`` (seconds).
+        offsets_timeout: longest wait for ``send_offsets_to_transaction`` (seconds). It takes
+            milliseconds when the coordinator answers; after a broker restart librdkafka may
+            leave it waiting on a stale coordinator (confluentinc/librdkafka#5511), and a new
+            producer (under 1 s) is the quickest way out.
     """
 
     def __init__(
@@ -122,7 +139,7 @@ class Transactions:
         transactional_id: str,
         *,
         owner: str,
-        offsets_timeout: float = 8.0,
+        offsets_timeout: float = 2.0,
     ) -> None:
         self.settings = settings
         self.transactional_id = transactional_id
@@ -147,6 +164,10 @@ class Transactions:
         producer = Producer(
             self.settings.client_config(
                 **{
+                    # A producer that kept librdkafka's 10 s reconnect back-off sat out a
+                    # broker restart with its transaction's request queued: the 1 s cap
+                    # brings it back as fast as the consumers.
+                    **_reconnect(self.settings),
                     "transactional.id": self.transactional_id,
                     "transaction.timeout.ms": 10000,
                     "partitioner": "murmur2_random",

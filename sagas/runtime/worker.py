@@ -129,9 +129,8 @@ class SagaWorker:
         idle_wait: longest wait for input when no timer is due sooner (seconds).
         clock_ms: the wall clock, epoch milliseconds.
         static_membership: join as a static group member (``group.instance.id`` = the worker
-            id), so a restarted worker takes its partitions back at once instead of after the
-            session timeout. Off by default: with the cooperative-sticky assignor, members were
-            seen left without partitions after a broker restart (see the README).
+            id, the default), so a worker restarted with its id takes its partitions back at
+            once instead of after the session timeout; ``False``: a dynamic member.
         observer: told of transactions, restores, timers and each committed batch's events.
     """
 
@@ -147,7 +146,7 @@ class SagaWorker:
         clock_ms: Callable[[], int] = _now_ms,
         consumer_options: dict[str, Any] | None = None,
         observer: Observer | None = None,
-        static_membership: bool = False,
+        static_membership: bool = True,
     ) -> None:
         self.app = app
         self.saga_type = saga_type
@@ -175,9 +174,9 @@ class SagaWorker:
             max_batch=max_batch,
             consumer_options={
                 "max.poll.interval.ms": 600000,
-                **({"group.instance.id": worker_id} if static_membership else {}),
                 **(consumer_options or {}),
             },
+            instance_id=worker_id if static_membership else None,
             observer=observer,
         )
         self.observer = self.loop.observer

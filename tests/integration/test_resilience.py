@@ -259,6 +259,53 @@ def test_a_killed_workers_sagas_continue_on_the_other_worker_timers_included(
     assert code == 0, logs[1].read_text()[-3000:]
 
 
+def _wait_for_line(log: Path, text: str, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not {count} times in {log}"
+        time.sleep(0.2)
+
+
+def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_rebalance(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Static membership (the default): a worker killed and started again with its
+    ``--worker-id`` gets its own partitions back, and the other worker never takes them over,
+    as it would after the session timeout if the restarted one were a new member."""
+    settings = KafkaSettings(bootstrap)
+    app = make_app(unique)
+    ensure_topics(app, settings)
+    participants = Participants(settings, unique)
+    client = SagaClient(settings, unique)
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    first = spawn_worker(unique, bootstrap, "w1", logs[0])
+    types = len(app.saga_types)
+    _wait_for_line(logs[0], "assigned partitions", types)
+    second = spawn_worker(unique, bootstrap, "w2", logs[1])
+    try:
+        _wait_for_line(logs[1], "assigned partitions", types)
+        time.sleep(2.0)  # the cooperative rebalance that shared the partitions is over
+        kinds = start_sagas(client, 60)
+        seen_by_second = logs[1].read_text()
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        restarted = logs[0].stat().st_size
+        first = spawn_worker(unique, bootstrap, "w1", logs[0])
+        states = wait_all_terminal(bootstrap, app, set(kinds), timeout=180)
+        check_outcome(kinds, states, command_log(bootstrap, app), participants)
+        after_restart = logs[0].read_text()[restarted:]
+        assert after_restart.count("assigned partitions") == types, after_restart[-3000:]
+        taken_over = logs[1].read_text()[len(seen_by_second) :]
+        assert "assigned partitions" not in taken_over, "the restart caused a rebalance"
+    finally:
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(60) for proc in (first, second)]
+        participants.stop()
+        client.close()
+    assert codes == [0, 0], logs[0].read_text()[-3000:]
+
+
 def test_the_worker_recovers_by_itself_from_a_broker_restart(tmp_path: Path, unique: str) -> None:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.skip("restarting the broker needs the local broker; an external one was given")
