@@ -341,16 +341,20 @@ class TransactionalLoop(Generic[B]):
         no transaction is open while polling, and the new assignment restores from Kafka.
 
         Raises:
-            ConfigurationError: the consumer failed this way more than 5 times in a minute:
-                another live process is a member with the same instance id.
+            ConfigurationError: the consumer failed this way more than 5 times in a minute
+                (a static member: another live process uses the same instance id).
         """
         now = time.monotonic()
         self._replaced = [t for t in self._replaced if now - t < 60] + [now]
         if len(self._replaced) > 5:
+            why = (
+                f"another live process uses the instance id {self.instance_id!r}: give each its "
+                "own (--worker-id, --instance-id)"
+                if self.instance_id
+                else "see the errors before this one"
+            )
             raise ConfigurationError(
-                f"{self.group}: the group member keeps being fenced ({err.str()}); another "
-                f"live process uses the instance id {self.instance_id!r}: give each its own "
-                "(--worker-id, --instance-id)"
+                f"{self.group}: the consumer keeps failing fatally ({err.str()}); {why}"
             )
         log.warning("%s: the consumer failed (%s); joining the group again", self.group, err)
         old, self._consumer = self._consumer, None

@@ -31,10 +31,6 @@ def _reconnect(settings: KafkaSettings) -> dict[str, Any]:
     return {k: v for k, v in RECONNECT_DEFAULTS.items() if k not in settings.options}
 
 
-_ASSIGNOR = "cooperative-sticky"
-"""The partition assignor of the loop consumers, static and dynamic members alike."""
-
-
 def input_consumer(
     settings: KafkaSettings, group: str, *, instance_id: str | None = None, **extra: Any
 ) -> Consumer:
@@ -55,7 +51,7 @@ def input_consumer(
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
-                "partition.assignment.strategy": _ASSIGNOR,
+                "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
                 **static,

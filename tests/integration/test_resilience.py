@@ -230,15 +230,28 @@ def test_sagas_survive_repeated_kill_9_of_the_worker(
     assert code == 0, log.read_text()[-3000:]
 
 
-def test_a_killed_workers_sagas_continue_on_the_other_worker_timers_included(
+def two_worker_setup(
     bootstrap: str, unique: str, tmp_path: Path
-) -> None:
+) -> tuple[App, Participants, SagaClient, list[Path]]:
+    """The topics of the app under test, its participants, a client and two workers' logs."""
     settings = KafkaSettings(bootstrap)
     app = make_app(unique)
     ensure_topics(app, settings)
-    participants = Participants(settings, unique)
-    client = SagaClient(settings, unique)
-    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    return (
+        app,
+        Participants(settings, unique),
+        SagaClient(settings, unique),
+        [
+            tmp_path / "w1.log",
+            tmp_path / "w2.log",
+        ],
+    )
+
+
+def test_a_killed_workers_sagas_continue_on_the_other_worker_timers_included(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    app, participants, client, logs = two_worker_setup(bootstrap, unique, tmp_path)
     first = spawn_worker(unique, bootstrap, "w1", logs[0])
     second = spawn_worker(unique, bootstrap, "w2", logs[1])
     try:
@@ -272,12 +285,7 @@ def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_reba
     """Static membership (the default): a worker killed and started again with its
     ``--worker-id`` gets its own partitions back, and the other worker never takes them over,
     as it would after the session timeout if the restarted one were a new member."""
-    settings = KafkaSettings(bootstrap)
-    app = make_app(unique)
-    ensure_topics(app, settings)
-    participants = Participants(settings, unique)
-    client = SagaClient(settings, unique)
-    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    app, participants, client, logs = two_worker_setup(bootstrap, unique, tmp_path)
     first = spawn_worker(unique, bootstrap, "w1", logs[0])
     types = len(app.saga_types)
     _wait_for_line(logs[0], "assigned partitions", types)
