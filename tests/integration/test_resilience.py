@@ -292,7 +292,7 @@ def test_a_worker_restarted_with_its_id_takes_its_partitions_back_without_a_reba
     second = spawn_worker(unique, bootstrap, "w2", logs[1])
     try:
         _wait_for_line(logs[1], "assigned partitions", types)
-        time.sleep(2.0)  # the cooperative rebalance that shared the partitions is over
+        time.sleep(2.0)  # the rebalance that shared the partitions is over
         kinds = start_sagas(client, 60)
         seen_by_second = logs[1].read_text()
         first.send_signal(signal.SIGKILL)
