@@ -3,6 +3,7 @@ and the small reading helpers that need that translation."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,16 @@ from confluent_kafka import (
 
 from sagas.errors import BrokerError, BrokerUnavailableError
 
-__all__ = ["is_transient", "kafka_errors", "read_to_end", "translate", "watermarks"]
+__all__ = [
+    "ChangelogReader",
+    "is_transient",
+    "kafka_errors",
+    "read_to_end",
+    "translate",
+    "watermarks",
+]
+
+log = logging.getLogger(__name__)
 
 _UNAVAILABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 # Errors that pass once metadata settles (a topic just created, a leader moving, a broker back).
@@ -78,28 +88,90 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             time.sleep(0.2)
 
 
-def read_to_end(consumer: Consumer, topic: str, partition: int) -> Iterator[Message]:
-    """Every record of one partition, from its start to the end of its committed data.
+def read_to_end(
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    *,
+    through: int | None = None,
+    timeout: float = 120.0,
+) -> Iterator[Message]:
+    """Every committed record of one partition, from its start to its end.
+
+    The end is the last stable offset as the read begins: records of transactions still open
+    then (or committed but with their markers not yet written) are left out. A reader that
+    must see everything written before it started (a restore right after its own commit, or
+    after a crashed writer) passes ``through``: the partition's high watermark, read with
+    ``read_uncommitted`` (:class:`ChangelogReader` does this). The read then goes on until every
+    offset below it is decided (committed records delivered, aborted ones skipped), for at
+    most ``timeout`` seconds.
 
     ``consumer`` must have ``enable.partition.eof`` set (and ``read_committed`` for a changelog).
 
     Raises:
-        BrokerError: the partition could not be read.
+        BrokerError: the partition could not be read, or a transaction in it stayed undecided
+            for ``timeout`` seconds.
     """
     tp = TopicPartition(topic, partition)
     low, high = watermarks(consumer, tp, 60)
-    if high <= low:
+    if max(high, through or 0) <= low:
         return
     consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    waiting_at: int | None = None  # an EOF short of ``through``: a transaction is undecided
+    waiting_since = 0.0
     try:
         while True:
             for msg in consumer.consume(5000, 0.05):  # returns at EOF within 50 ms
                 err = msg.error()
                 if err is None:
                     yield msg
-                elif err.code() == KafkaError._PARTITION_EOF:
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    raise translate(KafkaException(err), f"reading {topic}[{partition}]")
+                elif through is None or (msg.offset() or 0) >= through:
                     return
                 else:
-                    raise translate(KafkaException(err), f"reading {topic}[{partition}]")
+                    if waiting_at is None:
+                        waiting_since = time.monotonic()
+                        log.info(
+                            "%s[%d]: waiting for the transactions below offset %d to be decided",
+                            topic,
+                            partition,
+                            through,
+                        )
+                    waiting_at = msg.offset() or 0
+            if waiting_at is not None and time.monotonic() - waiting_since > timeout:
+                raise BrokerError(
+                    f"reading {topic}[{partition}]: a transaction at offset {waiting_at} stayed "
+                    f"undecided for {timeout:.0f} s (the high watermark is {through}); a "
+                    "producer that dies mid-transaction has it aborted after its "
+                    "transaction.timeout.ms: check the producers writing this topic",
+                    retryable=True,
+                )
     finally:
         consumer.unassign()
+
+
+class ChangelogReader:
+    """Reads a changelog partition through everything written to it before the read began.
+
+    A restore must not stop at the last stable offset: right after a transaction commits, its
+    markers are still being written, so the group's committed input offset can already include
+    a batch whose snapshots the partition does not yet show as committed. Restoring to that
+    offset would roll the sagas back behind input that is never read again. So the read goes
+    through the high watermark of a ``read_uncommitted`` probe, until the transactions below it
+    are decided.
+    """
+
+    def __init__(self, restorer: Consumer, probe: Consumer) -> None:
+        self.restorer = restorer
+        self.probe = probe
+
+    def read(self, topic: str, partition: int, *, timeout: float = 120.0) -> Iterator[Message]:
+        """Every committed record of the partition written before this call."""
+        _, high = watermarks(self.probe, TopicPartition(topic, partition), 60)
+        return read_to_end(self.restorer, topic, partition, through=high, timeout=timeout)
+
+    def close(self) -> None:
+        """Close both consumers."""
+        self.restorer.close()
+        self.probe.close()

@@ -32,7 +32,6 @@ from confluent_kafka.admin import AdminClient
 
 from sagas.engine.ids import public_command_id
 from sagas.errors import ConfigurationError, DecodeError
-from sagas.kafka_io import read_to_end
 from sagas.observe.logs import saga_fields
 from sagas.runtime.loop import Batch, Position, TransactionalLoop, position
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
@@ -196,7 +195,7 @@ class ParticipantLoop:
         started = time.monotonic()
         recorded: dict[str, RecordedReply] = {}
         source = self.participant.replies_topic(topic)
-        for msg in read_to_end(self.loop.restorer, source, partition):
+        for msg in self.loop.restorer.read(source, partition):
             key = msg.key()
             if key is None:
                 continue

@@ -38,6 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from sagas.errors import ConfigurationError
+from sagas.kafka_io import ChangelogReader
 from sagas.protocol import dead_letter_headers
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
@@ -287,7 +288,7 @@ class TransactionalLoop(Generic[B]):
         self._poison: dict[Position, tuple[int, str]] = {}
         self._replaced: list[float] = []
         self._consumer: Consumer | None = None
-        self._restorer: Consumer | None = None
+        self._restorer: ChangelogReader | None = None
         self._txn: Transactions | None = None
 
     # ------------------------------------------------------------------------- clients
@@ -300,7 +301,7 @@ class TransactionalLoop(Generic[B]):
         return self._consumer
 
     @property
-    def restorer(self) -> Consumer:
+    def restorer(self) -> ChangelogReader:
         """A consumer that reads changelog partitions to their end (while running)."""
         if self._restorer is None:
             raise RuntimeError(f"{self.group}: the loop is not running")

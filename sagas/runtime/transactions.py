@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sagas.kafka_io import is_transient, translate
+from sagas.kafka_io import ChangelogReader, is_transient, translate
 from sagas.settings import RECONNECT_DEFAULTS, KafkaSettings
 
 __all__ = ["Transactions", "changelog_reader", "input_consumer"]
@@ -67,19 +67,19 @@ def input_consumer(
     )
 
 
-def changelog_reader(settings: KafkaSettings, group: str) -> Consumer:
-    """A consumer that reads assigned partitions to their committed end (for restores).
+def changelog_reader(settings: KafkaSettings, group: str) -> ChangelogReader:
+    """The reader of restores: a ``read_committed`` consumer that reads assigned partitions
+    through their high watermark, which a ``read_uncommitted`` probe reads.
 
     The end shows as a partition-EOF event, which comes with a fetch that found nothing new; a
     short ``fetch.wait.max.ms`` makes that fetch return at once instead of after the default
     half second, per partition restored.
     """
-    return Consumer(
+    common = {**_reconnect(settings), "group.id": f"{group}.restore", "enable.auto.commit": False}
+    restorer = Consumer(
         settings.client_config(
             **{
-                **_reconnect(settings),
-                "group.id": f"{group}.restore",
-                "enable.auto.commit": False,
+                **common,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
@@ -87,6 +87,8 @@ def changelog_reader(settings: KafkaSettings, group: str) -> Consumer:
             }
         )
     )
+    probe = Consumer(settings.client_config(**{**common, "isolation.level": "read_uncommitted"}))
+    return ChangelogReader(restorer, probe)
 
 
 @dataclass

@@ -41,7 +41,6 @@ from sagas.dsl.program import Program
 from sagas.engine import transition
 from sagas.engine.model import Input, JournalEvent, SagaState, TimerFired
 from sagas.errors import DecodeError, PayloadSchemaError, UnknownVersionError
-from sagas.kafka_io import read_to_end
 from sagas.observe.logs import saga_fields
 from sagas.protocol import inbox_check
 from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, position
@@ -217,7 +216,7 @@ class SagaWorker:
         started = time.monotonic()
         store = PartitionStore(partition, retention=self._retention)
         count = 0
-        for msg in read_to_end(self.loop.restorer, self.topics.state, partition):
+        for msg in self.loop.restorer.read(self.topics.state, partition):
             count += 1
             self._restore_record(store, msg)
         elapsed = time.monotonic() - started
