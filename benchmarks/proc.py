@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("ns")
     parser.add_argument("--trace")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--worker-id", default="bench")
     args = parser.parse_args()
     if args.trace:
         _Tracer(args.trace, args.role).install()
@@ -123,7 +124,7 @@ def main() -> None:
         run_worker(
             app,
             settings,
-            worker_id="bench",
+            worker_id=args.worker_id,
             stop=stop,
             install_signal_handlers=False,
             query_host=None,

@@ -78,18 +78,24 @@ def run_sagas(
     *,
     trace: Path | None = None,
     on_saturation: Any = None,
+    worker_processes: int = 1,
 ) -> SagaFigures:
     """Run the order saga: ``alone`` one at a time, then ``sagas`` at once.
 
     ``trace``: both processes time their transactions into this file (``benchmarks.proc``).
-    ``on_saturation(worker_pid)``: called just before the saturation run (to attach a profiler);
-    it returns a callable called when the run ends.
+    ``on_saturation(worker_pid)``: called just before the saturation run (to attach a profiler
+    to the first worker); it returns a callable called when the run ends.
+    ``worker_processes``: worker processes sharing the saga type's partitions.
     """
     ns = f"bench{uuid.uuid4().hex[:6]}"
     app = order_app(ns)
     ensure_topics(app, KafkaSettings(bootstrap))
     extra = ["--trace", str(trace)] if trace else []
-    worker = spawn("worker", ns, bootstrap, *extra)
+    workers = [
+        spawn("worker", ns, bootstrap, "--worker-id", f"bench-{i}", *extra)
+        for i in range(worker_processes)
+    ]
+    worker = workers[0]
     services = spawn("participant", ns, bootstrap, *extra)
     finished = Finished(bootstrap, app.topics("order").journal)
     producer = Producer(
@@ -117,7 +123,7 @@ def run_sagas(
         inbox_before = _inputs(bootstrap, app)
         ids = [f"s{i:07d}" for i in range(sagas)]
         if trace:  # the saturation run goes untimed
-            for proc in (worker, services):
+            for proc in (*workers, services):
                 proc.send_signal(signal.SIGUSR1)
         stop_profile = on_saturation(worker.pid) if on_saturation else None
         figures.saturation_ms = time.time_ns() / 1e6
@@ -135,7 +141,7 @@ def run_sagas(
         figures.compensated = sum(1 for s in ids if finished.status[s] != "completed")
     finally:
         finished.close()
-        stop_all([worker, services])
+        stop_all([*workers, services])
     return figures
 
 
@@ -214,9 +220,12 @@ def main() -> None:
     parser.add_argument("--sagas", type=int, default=2000)
     parser.add_argument("--alone", type=int, default=200)
     parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument(
+        "--worker-processes", type=int, default=1, help="worker processes (as --processes runs)"
+    )
     args = parser.parse_args()
     with broker_for_demo(Path(".kafka/bench")) as bootstrap:
-        f = run_sagas(bootstrap, args.sagas, args.alone)
+        f = run_sagas(bootstrap, args.sagas, args.alone, worker_processes=args.worker_processes)
         print(
             f"one saga alone ({args.alone} in turn): p50 {percentile(f.alone_ms, 0.5):.0f} ms, "
             f"p99 {percentile(f.alone_ms, 0.99):.0f} ms"

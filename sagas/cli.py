@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -353,6 +353,15 @@ def dev_kafka(
     "(default http://<query host>:<port>, env SAGAS_ADVERTISE_URL)",
 )
 @click.option("--no-query", is_flag=True, help="serve no query endpoint (clients read the topic)")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=1,
+    envvar="SAGAS_WORKER_PROCESSES",
+    show_default=True,
+    help="worker processes to run, ids <worker-id>-0.. (one Python process uses one core; "
+    "fixed query and metrics ports count up from the given one; env SAGAS_WORKER_PROCESSES)",
+)
 @membership_option
 @metrics_option
 @observe_options
@@ -363,6 +372,7 @@ def worker(
     target: str,
     namespace: str | None,
     worker_id: str | None,
+    processes: int,
     log_level: str,
     query_host: str,
     query_port: str,
@@ -378,25 +388,100 @@ def worker(
     connect_timeout: float | None,
 ) -> int:
     """Run the sagas of an app (an App, a compiled saga or a list of them); SIGTERM exits 0."""
-    from sagas.observe.cli import metrics_port_of, worker_observer
-    from sagas.runtime.process import run_worker
+    from sagas.observe.cli import metrics_port_of
 
     _logging(log_level, log_format)
-    port = _port(query_port)
-    settings = flag_settings(bootstrap_servers, options, connect_timeout)
-    app = load_app(target, namespace, app_dir)
-    return run_worker(
-        app,
-        settings,
+    process = WorkerProcess(
+        target=target,
+        namespace=namespace,
+        app_dir=app_dir,
+        settings=flag_settings(bootstrap_servers, options, connect_timeout),
         worker_id=worker_id,
         query_host=None if no_query else query_host,
-        query_port=port,
+        query_port=_port(query_port),
         advertise_url=advertise_url,
-        observer=worker_observer(),
         metrics=metrics,
         metrics_port=metrics_port_of(metrics_port),
         static_membership=membership != "dynamic",
+        log_level=log_level,
+        log_format=log_format,
     )
+    app = load_app(target, namespace, app_dir)  # a wrong target fails here, before any child
+    if processes == 1:
+        return process.run(app)
+    return _supervise_workers(process, processes)
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """What one ``sagas worker`` process runs (picklable: ``--processes`` sends it to each
+    child)."""
+
+    target: str
+    namespace: str | None
+    app_dir: str | None
+    settings: KafkaSettings
+    worker_id: str | None
+    query_host: str | None
+    query_port: int
+    advertise_url: str | None
+    metrics: bool
+    metrics_port: int | None
+    static_membership: bool
+    log_level: str
+    log_format: str
+
+    def run(self, app: App | None = None) -> int:
+        """Run the worker in this process until SIGTERM or Ctrl-C."""
+        from sagas.observe.cli import worker_observer
+        from sagas.runtime.process import run_worker
+
+        return run_worker(
+            app or load_app(self.target, self.namespace, self.app_dir),
+            self.settings,
+            worker_id=self.worker_id,
+            query_host=self.query_host,
+            query_port=self.query_port,
+            advertise_url=self.advertise_url,
+            observer=worker_observer(),
+            metrics=self.metrics,
+            metrics_port=self.metrics_port,
+            static_membership=self.static_membership,
+        )
+
+    def child(self, index: int) -> WorkerProcess:
+        """The ``index``-th of several: its own worker id, and fixed ports counted up."""
+        from sagas.runtime.process import default_worker_id
+
+        def nth(port: int | None) -> int | None:
+            return port + index if port else port
+
+        return replace(
+            self,
+            worker_id=f"{self.worker_id or default_worker_id()}-{index}",
+            query_port=nth(self.query_port) or 0,
+            metrics_port=nth(self.metrics_port),
+        )
+
+
+def _run_worker_child(process: WorkerProcess) -> None:
+    """A ``--processes`` child: logging as the parent's, then the worker; exits with its code."""
+    _logging(process.log_level, process.log_format)
+    sys.exit(process.run())
+
+
+def _supervise_workers(process: WorkerProcess, count: int) -> int:
+    from sagas.runtime.supervise import supervise
+
+    if process.advertise_url:
+        raise ConfigurationError(
+            "--advertise-url names one endpoint; with --processes each child serves its own: "
+            "leave it out (each advertises http://<query host>:<port>) or run one process per id"
+        )
+    stop = threading.Event()
+    stop_on_signals(stop, "stopping every worker process")
+    children = [(f"worker-{i}", (process.child(i),)) for i in range(count)]
+    return supervise(_run_worker_child, children, stop)
 
 
 @cli.command()
