@@ -114,7 +114,8 @@ def test_the_connect_timeout_defaults_to_ten_seconds_and_follows_the_environment
 
 def test_processes_needs_a_count_of_one_or_more(folder: Path) -> None:
     line = one_line_error(folder, "worker", "myapp:app", "--processes", "0")
-    assert "--processes" in line and "0 is not in the range 1<=x<=256" in line, line
+    assert "--processes" in line, line
+    assert "0 is not in the range 1<=x<=256" in line, line
 
 
 def test_processes_with_one_advertised_url_says_what_to_do(folder: Path) -> None:
