@@ -26,7 +26,6 @@ from processors.broker import broker_for_demo
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import TERMINAL, SagaState, Status
-from sagas.kafka_io import read_to_end
 from sagas.participants import Participant
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
@@ -47,17 +46,17 @@ STATUSES: tuple[Status, ...] = (
 
 def read_states(settings: KafkaSettings, topic: str, ids: set[str]) -> dict[str, SagaState]:
     """The newest snapshot of each saga in ``ids``, from the state changelog."""
-    consumer = changelog_reader(settings, f"demo-{uuid.uuid4().hex[:6]}")
+    reader = changelog_reader(settings, f"demo-{uuid.uuid4().hex[:6]}")
     states: dict[str, SagaState] = {}
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        partitions = reader.probe.list_topics(topic, timeout=10).topics[topic].partitions
         for partition in partitions:
-            for msg in read_to_end(consumer, topic, partition):
+            for msg in reader.read(topic, partition):
                 key = (msg.key() or b"").decode()
                 if key in ids and msg.value() is not None:
                     states[key] = decode_state(msg.value())
     finally:
-        consumer.close()
+        reader.close()
     return states
 
 
