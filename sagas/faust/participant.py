@@ -10,11 +10,17 @@ agent keeps two records of its work and writes its outputs in a Kafka transactio
    command's next offset, committed to the consumer group ``<group>.answered``, go in ONE
    confluent-kafka transaction (``transactional.id`` ``<group>.faust.<instance id>``).
 
-For each command record: offset below the answered offset → its transaction committed, skip it;
-command id recorded → send what was recorded (the reply and effects when this very record was
-recorded but its transaction did not commit; the reply alone for a re-sent command), handler not
-run; else run the handler. So Kafka effects and replies are exactly once; the handler runs again
-only when the process died between its return and the changelog write.
+Which records are handled is not left to Faust (see :mod:`sagas.faust._committed`: its consumer
+reads uncommitted commands, and its stream can drop records taken in during a rebalance). A record
+Faust delivers only says "this partition has data up to here": the participant's own
+``read_committed`` reader then returns every committed record from the answered offset up to that
+one, in order, and a sweep every second catches up a partition Faust has gone quiet on.
+
+For each committed command record: offset below the answered offset → its transaction committed,
+skip it; command id recorded → send what was recorded (the reply and effects when this very record
+was recorded but its transaction did not commit; the reply alone for a re-sent command), handler
+not run; else run the handler. So Kafka effects and replies are exactly once; the handler runs
+again only when the process died between its return and the changelog write.
 
 Rejected: writing the table's changelog inside the transaction. Faust reads changelogs
 ``read_uncommitted`` outside its exactly-once mode (it would restore aborted replies), and its
@@ -25,13 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from sagas.errors import ConfigurationError, DecodeError
+from sagas.errors import BrokerError, ConfigurationError, DecodeError
+from sagas.faust._committed import CommittedCommands, offset_of
 from sagas.faust._recorded import Recorded
 from sagas.participants import Participant
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
@@ -41,6 +49,9 @@ from sagas.wire import OutRecord, dead_letter_headers, header_dict
 __all__ = ["FaustParticipant"]
 
 log = logging.getLogger(__name__)
+
+_QUIET = 2.0
+"""Seconds without a record from Faust after which the sweep reads a partition itself."""
 
 
 class FaustParticipant:
@@ -93,10 +104,14 @@ class FaustParticipant:
             partitions=self.partitions,
         )
         self._answered: dict[tuple[str, int], int] = {}
+        self._delivered: dict[tuple[str, int], float] = {}  # when Faust last gave a record
         self._txn: Transactions | None = None
         self._offsets: Consumer | None = None
+        self._reader: CommittedCommands | None = None
         self._setup = asyncio.Lock()
+        self._handling = asyncio.Lock()  # the agent and the sweep take turns
         app.agent(self.channel, name=f"sagas-participant-{participant.group}")(self._agent)
+        app.timer(1.0, name=f"sagas-participant-sweep-{participant.group}")(self._sweep)
         app.on_partitions_revoked.connect(self._on_revoked)
 
     def ensure_topics(self) -> None:
@@ -124,6 +139,9 @@ class FaustParticipant:
         if self._offsets is not None:
             self._offsets.close()
             self._offsets = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # ------------------------------------------------------------------------- internals
 
@@ -133,7 +151,8 @@ class FaustParticipant:
             async for event in stream.events():
                 await self._handle(event.message)
         finally:
-            await asyncio.to_thread(self.close)
+            async with self._handling:  # not while the sweep reads
+                await asyncio.to_thread(self.close)
 
     async def _start(self) -> None:
         async with self._setup:
@@ -154,32 +173,96 @@ class FaustParticipant:
         )
         tid = f"{p.group}.faust.{p.instance_id}"
         self._txn = Transactions(p.settings, tid, owner=p.group)
+        self._reader = CommittedCommands(p.settings, f"{p.group}.faust-reader")
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         for tp in args[0] if args else ():
-            self._answered.pop((tp.topic, tp.partition), None)
+            where = (tp.topic, tp.partition)
+            self._answered.pop(where, None)
+            self._delivered.pop(where, None)
+            if self._reader is not None:
+                self._reader.forget(*where)
 
     async def _handle(self, msg: Any) -> None:
-        topic, partition, offset = msg.topic, msg.partition, msg.offset
-        answered = await self._answered_offset(topic, partition)
-        if offset < answered:  # answered in a committed transaction: a redelivery after a crash
-            log.debug("%s[%d]@%d: answered already (up to %d)", topic, partition, offset, answered)
-            return
-        out, kind = await self._outputs(msg)
-        await asyncio.to_thread(self._commit, out, TopicPartition(topic, partition, offset + 1))
-        self._answered[(topic, partition)] = offset + 1
-        log.debug("%s[%d]@%d: %s, %d records sent", topic, partition, offset, kind, len(out))
-        if kind == "replayed":
-            self.replayed += 1
-        elif kind == "handled":
-            self.handled += 1
+        """Faust delivered ``msg``: answer every committed command of its partition up to it."""
+        where = (msg.topic, msg.partition)
+        self._delivered[where] = time.monotonic()
+        async with self._handling:
+            await self._catch_up(msg.topic, msg.partition, msg.offset)
 
-    async def _outputs(self, msg: Any) -> tuple[list[OutRecord], str]:
+    async def _sweep(self) -> None:
+        """Look at the partitions Faust has been quiet on: committed commands left unanswered
+        there (records Faust dropped) are asked of Faust again, with a seek.
+
+        The records must come through Faust: a table write goes to the partition of the event
+        being processed, and only Faust's stream has one.
+        """
+        if self.app.rebalancing or not self.app.flow_control.is_active():
+            return
+        topics = set(self.participant.topics)
+        now = time.monotonic()
+        for tp in sorted(self.app.consumer.assignment()):
+            where = (tp.topic, tp.partition)
+            if tp.topic not in topics or now - self._delivered.get(where, 0.0) < _QUIET:
+                continue
+            async with self._handling:
+                try:
+                    await self._sweep_one(tp, now)
+                except (BrokerError, KafkaException) as exc:  # the next round tries again
+                    log.warning("%s[%d]: the sweep could not read: %s", *where, exc)
+
+    async def _sweep_one(self, tp: Any, now: float) -> None:
+        """Sweep one partition (the caller holds ``_handling``)."""
+        reader, where = self._reader, (tp.topic, tp.partition)
+        if reader is None:  # stopped
+            return
+        end = await asyncio.to_thread(reader.end, *where)
+        answered = await self._answered_offset(*where)
+        if end <= answered:
+            return
+        waiting = await asyncio.to_thread(reader.through, *where, answered, end - 1)
+        if not waiting:  # markers and aborted records only
+            self._answered[where] = end
+            return
+        log.warning(
+            "%s[%d]: Faust has not delivered the commands from offset %d on; asking again",
+            *where,
+            offset_of(waiting[0]),
+        )
+        self._delivered[where] = now
+        await self.app.consumer.seek(tp, offset_of(waiting[0]))
+
+    async def _catch_up(self, topic: str, partition: int, through: int) -> None:
+        """Answer the committed commands of one partition from its answered offset to
+        ``through`` (the caller holds ``_handling``)."""
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("the Faust participant is not started")
+        answered = await self._answered_offset(topic, partition)
+        if through < answered:  # answered in a committed transaction: a redelivery after a crash
+            log.debug("%s[%d]@%d: answered already (up to %d)", topic, partition, through, answered)
+            return
+        records = await asyncio.to_thread(reader.through, topic, partition, answered, through)
+        for record in records:
+            offset = offset_of(record)
+            out, kind = await self._outputs(topic, partition, offset, record)
+            await asyncio.to_thread(self._commit, out, TopicPartition(topic, partition, offset + 1))
+            self._answered[(topic, partition)] = offset + 1
+            log.debug("%s[%d]@%d: %s, %d records sent", topic, partition, offset, kind, len(out))
+            if kind == "replayed":
+                self.replayed += 1
+            elif kind == "handled":
+                self.handled += 1
+        # Nothing committed is left up to ``through`` (an aborted command or a marker).
+        self._answered[(topic, partition)] = through + 1
+
+    async def _outputs(
+        self, topic: str, partition: int, offset: int, msg: Message
+    ) -> tuple[list[OutRecord], str]:
         """What to send for one record, and where it came from: ``handled``, ``replayed`` (the
         recorded replies) or ``dead`` (a dead letter)."""
-        topic, partition, offset = msg.topic, msg.partition, msg.offset
         try:
-            command_id = header_dict(msg.headers).get("command-id")
+            command_id = header_dict(msg.headers()).get("command-id")
         except DecodeError as exc:
             return self._dead_letter(msg, str(exc)), "dead"
         if command_id is not None:
@@ -191,7 +274,7 @@ class FaustParticipant:
                 return [] if recorded.reply is None else [recorded.reply], "replayed"
         try:
             executed = await asyncio.to_thread(
-                self.participant.execute, topic, msg.value, msg.headers
+                self.participant.execute, topic, msg.value(), msg.headers()
             )
         except DecodeError as exc:
             return self._dead_letter(msg, str(exc)), "dead"
@@ -200,10 +283,11 @@ class FaustParticipant:
         await self.app.producer.flush()  # recorded before anything is sent
         return _records(recorded), "handled"
 
-    def _dead_letter(self, msg: Any, reason: str) -> list[OutRecord]:
-        log.error("%s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-        headers = dead_letter_headers(msg.headers, reason, msg.topic, msg.partition, msg.offset)
-        return [OutRecord(self.participant.dlq, msg.key or b"", msg.value or b"", headers)]
+    def _dead_letter(self, msg: Message, reason: str) -> list[OutRecord]:
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        log.error("%s[%d]@%d: %s", topic, partition, offset, reason)
+        headers = dead_letter_headers(msg.headers(), reason, topic, partition, offset)
+        return [OutRecord(self.participant.dlq, msg.key() or b"", msg.value() or b"", headers)]
 
     def _commit(self, records: list[OutRecord], next_offset: TopicPartition) -> None:
         """Send ``records`` and answer up to ``next_offset`` in one transaction; after an

@@ -24,6 +24,7 @@ from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_payload
 from sagas.settings import KafkaSettings
+from sagas.wire import command_record
 
 pytest.importorskip("faust", reason="needs the faust extra")
 pytestmark = pytest.mark.kafka
@@ -114,7 +115,45 @@ def test_a_faust_participant_serves_a_step_and_its_compensation(
                        ("refused", "ReserveCredit")]  # fmt: skip
 
 
-@pytest.mark.unreliable  # see the marker: Faust sometimes stops delivering after the restart
+def test_a_faust_participant_never_handles_a_command_whose_transaction_aborted(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Faust reads uncommitted records; the participant handles only committed commands."""
+    from confluent_kafka import Producer
+
+    topic, inbox = f"{unique}.charges", f"{unique}.inbox"
+    for name in (topic, inbox, f"{topic}.effects"):
+        create_topic(bootstrap, name, 3)
+    aborted = [command(topic, f"gone{i}", 1, "Charge", amount=i) for i in range(30)]
+    committed = [command(topic, f"kept{i}", 1, "Charge", amount=i) for i in range(30)]
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "transactional.id": f"{unique}.a-worker",
+        }
+    )
+    producer.init_transactions(30)
+    for batch, commit in ((aborted, False), (committed, True)):
+        producer.begin_transaction()
+        for cmd in batch:
+            rec = command_record(cmd, inbox)
+            producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
+        producer.flush(30)
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    proc = spawn(bootstrap, f"{unique}.svc", topic, 3, tmp_path)
+    try:
+        replies = replies_by_command(bootstrap, inbox, expect=len(committed))
+        stop(proc, tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    effects = [decode_payload(v)["command_id"] for _, v in read_all(bootstrap, f"{topic}.effects")]
+    assert sorted(effects) == sorted(c.command_id for c in committed)
+    assert set(replies) == {c.command_id for c in committed}
+
+
 def test_a_faust_participant_killed_mid_run_answers_each_command_once(
     bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
@@ -160,3 +199,47 @@ def test_a_faust_participant_killed_mid_run_answers_each_command_once(
     assert [cid for cid, n in effects.items() if n > 1] == []
     assert set(replies) == expected
     assert [cid for cid, r in replies.items() if len(r) > 1] == []
+
+
+def test_the_committed_reader_returns_committed_records_in_order_and_waits_for_an_open_one(
+    bootstrap: str, unique: str
+) -> None:
+    from confluent_kafka import Producer
+
+    from sagas.faust._committed import CommittedCommands, offset_of
+
+    topic = f"{unique}.reader"
+    create_topic(bootstrap, topic, 1)
+
+    def producer(name: str) -> Producer:
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{unique}.{name}"})
+        p.init_transactions(30)
+        return p
+
+    def write(p: Producer, values: list[bytes], commit: bool) -> None:
+        p.begin_transaction()
+        for v in values:
+            p.produce(topic, v, partition=0)
+        p.flush(30)
+        (p.commit_transaction if commit else p.abort_transaction)(30)
+
+    first = producer("first")
+    write(first, [b"a0", b"a1"], commit=True)  # offsets 0, 1; marker 2
+    write(first, [b"x0", b"x1"], commit=False)  # 3, 4 aborted; marker 5
+    write(first, [b"b0"], commit=True)  # 6; marker 7
+    reader = CommittedCommands(KafkaSettings(bootstrap), f"{unique}.reader")
+    try:
+        got = reader.through(topic, 0, 0, 6)
+        assert [(offset_of(m), m.value()) for m in got] == [(0, b"a0"), (1, b"a1"), (6, b"b0")]
+        assert reader.through(topic, 0, 7, 7) == []  # a commit marker only
+        assert [m.value() for m in reader.through(topic, 0, 1, 4)] == [b"a1"]  # read again
+
+        second = producer("second")
+        second.begin_transaction()
+        second.produce(topic, b"c0", partition=0)  # offset 8, undecided
+        second.flush(30)
+        threading.Timer(1.0, second.commit_transaction, args=(30,)).start()
+        got = reader.through(topic, 0, 8, 8)  # waits for the commit
+        assert [(offset_of(m), m.value()) for m in got] == [(8, b"c0")]
+    finally:
+        reader.close()
