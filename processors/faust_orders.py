@@ -3,9 +3,9 @@ starts an order saga per event of ``shop.orders``.
 
 ``python -m processors.faust_orders worker`` (Faust's CLI). Environment:
 ``KAFKA_BOOTSTRAP_SERVERS``, ``ORDERS_FAILURE_RATE`` (default 0.1), ``ORDERS_LATENCY_MS``
-(default 20), ``FAUST_DATADIR`` (default ``./faust-data``). Events of ``shop.orders``: key =
-order id, value = the order as JSON (``customer``, ``total``, ``items``); outcomes go to
-``shop.order-outcomes``.
+(default 20), ``FAUST_DATADIR`` (default ``./faust-data``), ``ORDERS_NAMESPACE`` (default
+``shop``). Events of ``<namespace>.orders``: key = order id, value = the order as JSON
+(``customer``, ``total``, ``items``); outcomes go to ``<namespace>.order-outcomes``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from typing import Any
 
 import faust
 
-from processors.orders import NAMESPACE, app, participants
+from processors.orders import NAMESPACE, make_app, participants
 from sagas.client import AsyncSagaClient
 from sagas.errors import SagaFailedError
 from sagas.faust import FaustParticipant, SagaWorkerService
 from sagas.settings import KafkaSettings
 
 settings = KafkaSettings().with_env()
+ns = os.environ.get("ORDERS_NAMESPACE", NAMESPACE)
 faust_app = faust.App(
-    f"{NAMESPACE}.faust-orders",
+    f"{ns}.faust-orders",
     broker=f"kafka://{settings.bootstrap_servers}",
     datadir=os.environ.get("FAUST_DATADIR", "faust-data"),
     web_enabled=False,
@@ -33,16 +34,17 @@ service, books = participants(
     settings,
     failure_rate=float(os.environ.get("ORDERS_FAILURE_RATE", "0.1")),
     latency_ms=int(os.environ.get("ORDERS_LATENCY_MS", "20")),
+    namespace=ns,
 )
 FaustParticipant(faust_app, service, partitions=6)  # the app's command topics have 6
-SagaWorkerService(app, settings).attach(faust_app)
+SagaWorkerService(make_app(ns), settings).attach(faust_app)
 
-client = AsyncSagaClient(settings, NAMESPACE)
+client = AsyncSagaClient(settings, ns)
 orders = faust_app.topic(
-    f"{NAMESPACE}.orders", key_type=bytes, value_type=bytes, value_serializer="raw", partitions=6
+    f"{ns}.orders", key_type=bytes, value_type=bytes, value_serializer="raw", partitions=6
 )
 outcomes = faust_app.topic(
-    f"{NAMESPACE}.order-outcomes", key_type=bytes, value_type=bytes, value_serializer="raw"
+    f"{ns}.order-outcomes", key_type=bytes, value_type=bytes, value_serializer="raw"
 )
 
 

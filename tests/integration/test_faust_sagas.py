@@ -111,3 +111,58 @@ def test_the_saga_worker_service_starts_and_stops_with_the_faust_app(
         group = f"{unique}.{saga_type}.workers: "
         assert any(group in line and "left this process" in line for line in lines), log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_the_reference_faust_app_serves_its_steps_and_ends_every_order(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """``python -m processors.faust_orders worker``, from the project folder, as documented."""
+    from confluent_kafka import Producer
+
+    root = HERE.parent.parent
+    orders, outcomes = f"{unique}.orders", f"{unique}.order-outcomes"
+    create_topic(bootstrap, orders, 6)
+    create_topic(bootstrap, outcomes, 6)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ORDERS_NAMESPACE": unique,
+        "ORDERS_FAILURE_RATE": "0.3",
+        "ORDERS_LATENCY_MS": "2",
+        "FAUST_DATADIR": str(tmp_path / "faust-data"),
+    }
+    env.pop("PYTHONPATH", None)
+    with (tmp_path / "faust.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "processors.faust_orders", "worker"],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    total = 20
+    try:
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for i in range(total):
+            order = {"customer": f"c{i}", "total": 10.0 + i, "items": [f"sku-{i % 3}"]}
+            producer.produce(orders, key=f"o{i}".encode(), value=json.dumps(order).encode())
+        assert producer.flush(30) == 0
+        ended = read_all(bootstrap, outcomes, expect=total, timeout=180)
+        terminate(proc, tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    by_order = {key.decode(): value.decode() for key, value in ended}
+    assert sorted(by_order) == sorted(f"o{i}" for i in range(total))
+    client = SagaClient(KafkaSettings(bootstrap), unique)
+    try:
+        statuses = {o: client.status("order", o) for o in by_order}
+    finally:
+        client.close()
+    for order, outcome in by_order.items():
+        status = statuses[order]
+        assert status is not None, order
+        assert status.terminal, order
+        assert (outcome == "completed") == (status.status == "completed"), (order, outcome)
+    assert {s.status for s in statuses.values() if s is not None} == {"completed", "compensated"}
