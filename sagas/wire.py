@@ -27,6 +27,7 @@ when it waits forever).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -42,12 +43,13 @@ from sagas.engine.model import (
     ParentReply,
     Reply,
     Resume,
+    SagaState,
     Signal,
     Start,
     Terminate,
 )
 from sagas.errors import DecodeError
-from sagas.protocol import Headers, RawHeaders, dead_letter_headers, traceparent
+from sagas.protocol import STATE_SUMMARY, Headers, RawHeaders, dead_letter_headers, traceparent
 from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ __all__ = [
     "OUTCOMES",
     "Headers",
     "OutRecord",
+    "StateSummary",
     "command_record",
     "dead_letter_headers",
     "decision_records",
@@ -65,7 +68,9 @@ __all__ = [
     "header_dict",
     "input_record",
     "parent_reply_record",
+    "read_summary",
     "reply_record",
+    "summary_header",
 ]
 
 OUTCOMES: frozenset[str] = frozenset({"success", "failure", "retryable-failure"})
@@ -286,3 +291,55 @@ def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = No
     """A child saga's result, for the parent's inbox."""
     p = reply.parent
     return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload, serde=serde)
+
+
+@dataclass(frozen=True, slots=True)
+class StateSummary:
+    """What the worker indexes of a snapshot: carried in the state record's
+    :data:`~sagas.protocol.STATE_SUMMARY` header, so a restore need not decode the snapshot."""
+
+    status: str
+    version: int
+    updated_ms: int
+    timers: Mapping[str, int]
+
+    @classmethod
+    def of(cls, state: SagaState) -> StateSummary:
+        """The summary of a decoded snapshot."""
+        return cls(state.status, state.version, state.updated_ms, state.timers)
+
+
+def summary_header(state: SagaState) -> tuple[str, bytes]:
+    """The :data:`~sagas.protocol.STATE_SUMMARY` header of a snapshot's record."""
+    body = {
+        "status": state.status,
+        "version": state.version,
+        "updated_ms": state.updated_ms,
+        "timers": dict(state.timers),
+    }
+    return STATE_SUMMARY, json.dumps(body, separators=(",", ":")).encode()
+
+
+def read_summary(headers: RawHeaders) -> StateSummary | None:
+    """The summary a state record's headers carry; ``None`` when it has none (written by an
+    older release) or it is malformed: then the snapshot itself must be decoded."""
+    if isinstance(headers, Mapping):
+        raw = headers.get(STATE_SUMMARY)
+    else:
+        raw = next((v for k, v in headers or () if k == STATE_SUMMARY), None)
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+        status, version, updated, timers = (
+            body["status"],
+            body["version"],
+            body["updated_ms"],
+            body["timers"],
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+    ints = (version, updated, *timers.values()) if isinstance(timers, dict) else ("",)
+    if not isinstance(status, str) or not all(type(n) is int for n in ints):
+        return None
+    return StateSummary(status, version, updated, timers)
