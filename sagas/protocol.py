@@ -58,7 +58,7 @@ DLQ_HEADERS = ("dlq-reason", "dlq-source-topic", "dlq-source-partition", "dlq-so
 
 STATE_SUMMARY = "sagas-summary"
 """The header of a state record saying what the worker indexes without decoding the snapshot:
-JSON ``{"status", "version", "updated_ms", "timers": {id: due ms}}`` (see
+a JSON array ``[status, version, updated_ms, timer id, due ms, ...]`` (see
 :func:`sagas.wire.summary_header`). Records of releases before it lack it and are decoded."""
 
 INBOX_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,243}\.inbox")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sagas.engine.model import (
     Cancel,
@@ -293,30 +293,31 @@ def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = No
     return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload, serde=serde)
 
 
-@dataclass(frozen=True, slots=True)
-class StateSummary:
+class StateSummary(NamedTuple):
     """What the worker indexes of a snapshot: carried in the state record's
-    :data:`~sagas.protocol.STATE_SUMMARY` header, so a restore need not decode the snapshot."""
+    :data:`~sagas.protocol.STATE_SUMMARY` header, so a restore need not decode the snapshot.
+    ``timers`` is flat: ``(timer id, due ms, timer id, due ms, ...)``."""
 
     status: str
     version: int
     updated_ms: int
-    timers: Mapping[str, int]
+    timers: tuple[str | int, ...]
 
     @classmethod
     def of(cls, state: SagaState) -> StateSummary:
         """The summary of a decoded snapshot."""
-        return cls(state.status, state.version, state.updated_ms, state.timers)
+        timers = tuple(x for pair in state.timers.items() for x in pair)
+        return cls(state.status, state.version, state.updated_ms, timers)
+
+
+_JSON = json.JSONDecoder()
 
 
 def summary_header(state: SagaState) -> tuple[str, bytes]:
-    """The :data:`~sagas.protocol.STATE_SUMMARY` header of a snapshot's record."""
-    body = {
-        "status": state.status,
-        "version": state.version,
-        "updated_ms": state.updated_ms,
-        "timers": dict(state.timers),
-    }
+    """The :data:`~sagas.protocol.STATE_SUMMARY` header of a snapshot's record: a JSON array
+    ``[status, version, updated_ms, timer id, due ms, ...]``."""
+    status, version, updated, timers = StateSummary.of(state)
+    body = [status, version, updated, *timers]
     return STATE_SUMMARY, json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -326,20 +327,23 @@ def read_summary(headers: RawHeaders) -> StateSummary | None:
     if isinstance(headers, Mapping):
         raw = headers.get(STATE_SUMMARY)
     else:
-        raw = next((v for k, v in headers or () if k == STATE_SUMMARY), None)
+        raw = None
+        for name, value in headers or ():
+            if name == STATE_SUMMARY:
+                raw = value
     if raw is None:
         return None
     try:
-        body = json.loads(raw)
-        status, version, updated, timers = (
-            body["status"],
-            body["version"],
-            body["updated_ms"],
-            body["timers"],
-        )
-    except (ValueError, TypeError, KeyError):
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        body, end = _JSON.raw_decode(text)
+    except ValueError:  # UnicodeDecodeError too
         return None
-    ints = (version, updated, *timers.values()) if isinstance(timers, dict) else ("",)
-    if not isinstance(status, str) or not all(type(n) is int for n in ints):
+    if end != len(text) or type(body) is not list or len(body) < 3 or len(body) % 2 == 0:
         return None
-    return StateSummary(status, version, updated, timers)
+    status, version, updated, *timers = body
+    kinds = [type(x) for x in body]
+    if kinds[:3] != [str, int, int] or kinds[3::2] != [str] * (len(timers) // 2):
+        return None
+    if kinds[4::2] != [int] * (len(timers) // 2):
+        return None
+    return StateSummary(status, version, updated, tuple(timers))

@@ -14,8 +14,9 @@ import heapq
 import logging
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from sagas.engine.model import TERMINAL, SagaState, TimerFired
 from sagas.errors import DecodeError
@@ -46,20 +47,22 @@ class StoredSaga:
         self.status: str = sys.intern(summary.status)
         self.version = summary.version
         self.updated_ms = summary.updated_ms
-        self.timers: tuple[str | int, ...] = tuple(
-            x for tid, due in summary.timers.items() for x in (sys.intern(tid), due)
-        )
+        timers = summary.timers
+        if len(timers) == 2:  # the common case: the saga's deadline
+            timers = (sys.intern(str(timers[0])), timers[1])
+        elif timers:
+            timers = tuple(sys.intern(x) if isinstance(x, str) else x for x in timers)
+        self.timers: tuple[str | int, ...] = timers
 
     @property
     def terminal(self) -> bool:
         """The saga has ended."""
         return self.status in TERMINAL
 
-    def timer_items(self) -> Iterator[tuple[str, int]]:
+    def timer_items(self) -> list[tuple[str, int]]:
         """(timer id, due ms) of each pending timer."""
         t = self.timers
-        for i in range(0, len(t), 2):
-            yield str(t[i]), int(t[i + 1])
+        return cast("list[tuple[str, int]]", list(zip(t[::2], t[1::2], strict=True)))
 
 
 def _no_retention(version: int) -> int | None:
@@ -101,9 +104,17 @@ class PartitionStore:
     ) -> None:
         """Store a committed snapshot as its bytes and summary; index its pending timers."""
         old = self._sagas.get(saga_id)
-        was_indexed = old is not None and saga_id not in self.parked
         saga = StoredSaga(value, summary)
         self._sagas[saga_id] = saga
+        if old is None and not parked:  # the fast path of a restore
+            t = saga.timers
+            if len(t) == 2 and saga.status not in TERMINAL:
+                heapq.heappush(self._heap, (cast(int, t[1]), saga_id, cast(str, t[0])))
+                return
+            for timer_id, due in self._dues(saga):
+                heapq.heappush(self._heap, (due, saga_id, timer_id))
+            return
+        was_indexed = old is not None and saga_id not in self.parked
         self._cache.pop(saga_id, None)
         if parked:
             self.parked.add(saga_id)
@@ -183,7 +194,7 @@ class PartitionStore:
         if saga.terminal:
             keep = self.retention(saga.version)
             return [] if keep is None else [(EXPIRE, saga.updated_ms + keep)]
-        return list(saga.timer_items())
+        return saga.timer_items()
 
     def _valid(self, entry: _Entry) -> bool:
         due, saga_id, timer_id = entry

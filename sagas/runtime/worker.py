@@ -225,9 +225,10 @@ class SagaWorker:
         started = time.monotonic()
         store = PartitionStore(partition, self.serde.decode_state, retention=self._retention)
         count = 0
+        known = frozenset(self.app.versions(self.saga_type))
         for msg in self.loop.restorer.read(self.topics.state, partition):
             count += 1
-            self._restore_record(store, msg)
+            self._restore_record(store, msg, known)
         elapsed = time.monotonic() - started
         self.observer.restored(self.name, partition, records=len(store), seconds=elapsed)
         self.metrics.restored_sagas += len(store)
@@ -249,8 +250,9 @@ class SagaWorker:
         except UnknownVersionError:
             return None
 
-    def _restore_record(self, store: PartitionStore, msg: Message) -> None:
-        """Store one changelog record: by its summary header, or decoded when it has none."""
+    def _restore_record(self, store: PartitionStore, msg: Message, known: frozenset[int]) -> None:
+        """Store one changelog record: by its summary header, or decoded when it has none;
+        ``known``: the definition versions this worker runs (others are parked)."""
         key, value = msg.key(), msg.value()
         if value is None:
             if key is not None:
@@ -272,7 +274,7 @@ class SagaWorker:
                 )
                 return
             saga_id, summary = state.saga_id, StateSummary.of(state)
-        parked = summary.version not in self.app.versions(self.saga_type)
+        parked = summary.version not in known
         if parked and saga_id not in self._parked_seen:
             self._parked_seen.add(saga_id)
             self.metrics.parked_sagas = len(self._parked_seen)

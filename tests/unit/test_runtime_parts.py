@@ -314,17 +314,22 @@ def test_the_summary_header_round_trips_and_a_bad_one_reads_as_none() -> None:
     state = _state({"a": 100, "b": 7})
     name, value = summary_header(state)
     assert name == STATE_SUMMARY
-    assert read_summary({name: value}) == StateSummary("running", 2, 2000, {"a": 100, "b": 7})
+    assert read_summary({name: value}) == StateSummary("running", 2, 2000, ("a", 100, "b", 7))
+    assert read_summary([(name, value)]) == StateSummary.of(state)
     assert read_summary(None) is None
     assert read_summary([("saga-id", b"s1")]) is None
     for bad in (
-        b"{",
-        b"[]",
-        b'{"status":"running","version":2,"updated_ms":1}',
-        b'{"status":"running","version":"2","updated_ms":1,"timers":{}}',
-        b'{"status":"running","version":2,"updated_ms":1,"timers":{"a":1.5}}',
-        b'{"status":"running","version":2,"updated_ms":1,"timers":[]}',
-        b'{"status":1,"version":2,"updated_ms":1,"timers":{}}',
+        b"[",
+        b"{}",
+        b'["running",2]',
+        b'["running",2,1,"a"]',
+        b'["running",2,1]x',
+        b'["running","2",1]',
+        b'["running",2,1,"a",1.5]',
+        b'["running",2,1,7,100]',
+        b'["running",2,true]',
+        b"[1,2,1]",
+        b"\xff",
     ):
         assert read_summary([(STATE_SUMMARY, bad)]) is None, bad
 
