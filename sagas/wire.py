@@ -23,6 +23,9 @@ Commands (to the participant's topic): headers ``saga-id``, ``saga-type``, ``com
 ``send`` (1, 2...: the same request sent again because its participant was silent; same command
 id), ``reply-to`` (the inbox topic), ``deadline`` (epoch ms, when the saga stops waiting; absent
 when it waits forever).
+
+State records (``<ns>.<saga>.state``, written by the worker): the encoded snapshot, and the
+``sagas-summary`` header (:func:`summary_header`) with what the worker indexes without decoding it.
 """
 
 from __future__ import annotations
