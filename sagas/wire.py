@@ -327,10 +327,10 @@ def summary_header(state: SagaState) -> tuple[str, bytes]:
 def read_summary(headers: RawHeaders) -> StateSummary | None:
     """The summary a state record's headers carry; ``None`` when it has none (written by an
     older release) or it is malformed: then the snapshot itself must be decoded."""
+    raw = None
     if isinstance(headers, Mapping):
         raw = headers.get(STATE_SUMMARY)
-    else:
-        raw = None
+    else:  # a consumed record's: a list of pairs, or None
         for name, value in headers or ():
             if name == STATE_SUMMARY:
                 raw = value
@@ -344,9 +344,9 @@ def read_summary(headers: RawHeaders) -> StateSummary | None:
     if end != len(text) or type(body) is not list or len(body) < 3 or len(body) % 2 == 0:
         return None
     status, version, updated, *timers = body
-    kinds = [type(x) for x in body]
-    if kinds[:3] != [str, int, int] or kinds[3::2] != [str] * (len(timers) // 2):
+    if type(status) is not str or type(version) is not int or type(updated) is not int:
         return None
-    if kinds[4::2] != [int] * (len(timers) // 2):
-        return None
+    for i in range(0, len(timers), 2):
+        if type(timers[i]) is not str or type(timers[i + 1]) is not int:
+            return None
     return StateSummary(status, version, updated, tuple(timers))
