@@ -3,7 +3,7 @@
 A :class:`PartitionStore` holds every saga of one inbox partition as its committed snapshot's
 encoded bytes (the changelog value) and a small summary: status, version, last update and pending
 timers (:class:`~sagas.wire.StateSummary`). A saga is decoded only when it is needed (a batch
-touches it, a status query names it); the last few decoded are kept in a small LRU. Due timers are
+touches it, a status query names it). Due timers are
 a heap with lazy deletion: an entry is valid while the saga's summary still holds that timer at
 that due time. Nothing here talks to Kafka; the worker fills and drains it.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import logging
 import sys
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -79,16 +78,13 @@ class PartitionStore:
         parked: saga ids whose definition version this worker lacks (their timers are not run).
         retention: how long a finished saga of a version is kept (ms, ``None``: forever); its
             expiry is due ``updated_ms`` + retention, so restoring the snapshots restores them.
-        cache_size: how many decoded states to keep (most recently used).
     """
 
     partition: int
     decode: Callable[[bytes], SagaState]
     parked: set[str] = field(default_factory=set)
     retention: Callable[[int], int | None] = _no_retention
-    cache_size: int = 256
     _sagas: dict[str, StoredSaga] = field(default_factory=dict)
-    _cache: OrderedDict[str, SagaState] = field(default_factory=OrderedDict)
     _heap: list[_Entry] = field(default_factory=list)
     _taken: set[_Entry] = field(default_factory=set)
 
@@ -97,7 +93,6 @@ class PartitionStore:
     def put(self, state: SagaState, value: bytes, *, parked: bool = False) -> None:
         """Store a committed snapshot (decoded, and as written) and index its pending timers."""
         self.put_encoded(state.saga_id, value, StateSummary.of(state), parked=parked)
-        self._remember(state.saga_id, state)
 
     def put_encoded(
         self, saga_id: str, value: bytes, summary: StateSummary, *, parked: bool = False
@@ -115,7 +110,6 @@ class PartitionStore:
                 heapq.heappush(self._heap, (due, saga_id, timer_id))
             return
         was_indexed = old is not None and saga_id not in self.parked
-        self._cache.pop(saga_id, None)
         if parked:
             self.parked.add(saga_id)
             return
@@ -130,23 +124,18 @@ class PartitionStore:
     def delete(self, saga_id: str) -> None:
         """Forget a saga (a tombstone in the changelog)."""
         self._sagas.pop(saga_id, None)
-        self._cache.pop(saga_id, None)
         self.parked.discard(saga_id)
 
     def get(self, saga_id: str) -> SagaState | None:
-        """A saga's committed state, decoded (and kept in the LRU); ``None``: no such saga.
+        """A saga's committed state, decoded; ``None``: no such saga.
 
         A snapshot that cannot be decoded is logged and forgotten, as a restore used to skip it.
         """
-        state = self._cache.get(saga_id)
-        if state is not None:
-            self._cache.move_to_end(saga_id)
-            return state
         saga = self._sagas.get(saga_id)
         if saga is None:
             return None
         try:
-            state = self.decode(saga.value)
+            return self.decode(saga.value)
         except DecodeError as exc:
             log.error(
                 "partition %d: saga %s: unreadable snapshot ignored (it stays in the topic): %s",
@@ -156,14 +145,9 @@ class PartitionStore:
             )
             self.delete(saga_id)
             return None
-        self._remember(saga_id, state)
-        return state
 
     def peek(self, saga_id: str) -> SagaState | None:
         """:meth:`get` for other threads (the query endpoint): changes nothing in the store."""
-        state = self._cache.get(saga_id)
-        if state is not None:
-            return state
         saga = self._sagas.get(saga_id)
         try:
             return None if saga is None else self.decode(saga.value)
@@ -173,14 +157,6 @@ class PartitionStore:
     def sagas(self) -> list[tuple[str, StoredSaga]]:
         """Every saga's id and stored form: one copy, safe to take from another thread."""
         return list(self._sagas.items())
-
-    def _remember(self, saga_id: str, state: SagaState) -> None:
-        if self.cache_size <= 0:
-            return
-        self._cache[saga_id] = state
-        self._cache.move_to_end(saga_id)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
 
     def __contains__(self, saga_id: object) -> bool:
         return saga_id in self._sagas
