@@ -1,16 +1,18 @@
 """Benchmark: the worker's state: memory per saga, restore, and timer lateness.
 
 * memory: N order sagas in flight (each waiting for its first reply, its deadline pending), as the
-  worker holds them after a restore (decoded snapshots in a ``PartitionStore``, timers indexed):
-  bytes per saga by ``tracemalloc``, and the snapshot's size on the wire;
-* restore: N snapshots of in-flight order sagas written to the state topic (6 partitions), then a
-  worker started in this process: restore seconds from its metrics, sagas/s, and the growth of
-  this process's RSS per saga;
+  worker holds them after a restore (snapshot bytes and summaries in a ``PartitionStore``, timers
+  indexed): bytes per saga by ``tracemalloc``, and the snapshot's size on the wire;
+* restore: N snapshots of in-flight order sagas written to the state topic (6 partitions) with
+  their summary header as the worker writes them, then a worker started in this process: restore
+  seconds from its metrics, sagas/s, and the growth of this process's RSS per saga; with
+  ``--restore-old M``, the same for M snapshots without the header (an older release's, decoded);
 * lateness: ``pending`` sagas with a deadline a day away in the state topic, restored; then
   ``firing`` sagas started at a steady rate, each with a 2 s deadline whose participant never
   answers: lateness of every timer fired (the worker's clock at firing minus the due time).
 
-Usage: ``python -m benchmarks.state [--memory 20000] [--restore 200000] [--pending 100000]``.
+Usage: ``python -m benchmarks.state [--memory 20000] [--restore 200000] [--restore-old 0]
+[--pending 100000]``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from sagas.runtime.observe import Observer
 from sagas.runtime.store import PartitionStore
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.worker import SagaWorker
-from sagas.wire import input_record
+from sagas.wire import input_record, read_summary, summary_header
 
 DAY_MS = 86_400_000
 
@@ -59,22 +61,35 @@ def memory_per_saga(sagas: int) -> tuple[float, int]:
     """Bytes of worker memory per in-flight saga (tracemalloc), and one snapshot's size."""
     app = order_app("mem", 1)
     template = in_flight(app, "order", "template")
-    encoded = [
-        app.serde.encode_state(dataclasses.replace(template, saga_id=f"saga-{i:08d}"))
-        for i in range(sagas)
-    ]
-    store = PartitionStore(0)
+    records = []
+    for i in range(sagas):
+        state = dataclasses.replace(template, saga_id=f"saga-{i:08d}")
+        records.append(
+            (state.saga_id.encode(), app.serde.encode_state(state), summary_header(state))
+        )
+    store = PartitionStore(0, app.serde.decode_state)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for value in encoded:
-        store.put(app.serde.decode_state(value))
+    for key, value, header in records:  # as a restore stores a consumed record
+        summary = read_summary([header])
+        assert summary is not None
+        store.put_encoded(key.decode(), bytes(memoryview(value)), summary)  # a fresh copy
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    return (after - before) / sagas, len(encoded[0])
+    return (after - before) / sagas, len(records[0][1])
 
 
-def fill(bootstrap: str, namespace: str, saga_type: str, sagas: int, shift_ms: int) -> None:
-    """Write ``sagas`` in-flight snapshots of ``saga_type`` to its state topic."""
+def fill(
+    bootstrap: str,
+    namespace: str,
+    saga_type: str,
+    sagas: int,
+    shift_ms: int,
+    *,
+    summary: bool = True,
+) -> None:
+    """Write ``sagas`` in-flight snapshots of ``saga_type`` to its state topic (with the summary
+    header the worker writes, unless ``summary`` is false: an older release's records)."""
     app = _app(namespace, saga_type)
     template = in_flight(app, saga_type, "template", shift_ms)
     topic = app.topics(saga_type).state
@@ -89,11 +104,17 @@ def fill(bootstrap: str, namespace: str, saga_type: str, sagas: int, shift_ms: i
     for i in range(sagas):
         sid = f"saga-{i:08d}"
         key = sid.encode()
-        value = app.serde.encode_state(dataclasses.replace(template, saga_id=sid))
+        state = dataclasses.replace(template, saga_id=sid)
+        value = app.serde.encode_state(state)
+        headers = [summary_header(state)] if summary else []
         while True:
             try:
                 producer.produce(
-                    topic, key=key, value=value, partition=partition_for(key, app.partitions)
+                    topic,
+                    key=key,
+                    value=value,
+                    partition=partition_for(key, app.partitions),
+                    headers=headers,
                 )
                 break
             except BufferError:
@@ -116,10 +137,16 @@ def _app(namespace: str, saga_type: str) -> App:
     return App(namespace, [late.compile()], partitions=6)
 
 
-def _fill_elsewhere(bootstrap: str, namespace: str, saga_type: str, n: int, shift: int) -> None:
+def _fill_elsewhere(
+    bootstrap: str, namespace: str, saga_type: str, n: int, shift: int, *, summary: bool = True
+) -> None:
     """Fill from another process, so that its buffers do not count in this one's RSS."""
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=fill, args=(bootstrap, namespace, saga_type, n, shift))
+    proc = ctx.Process(
+        target=fill,
+        args=(bootstrap, namespace, saga_type, n, shift),
+        kwargs={"summary": summary},
+    )
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -173,12 +200,13 @@ class _Running:
         self.thread.join(60)
 
 
-def restore(bootstrap: str, sagas: int) -> tuple[float, float]:
-    """Seconds to restore ``sagas`` in-flight order sagas, and RSS bytes per saga."""
+def restore(bootstrap: str, sagas: int, *, summary: bool = True) -> tuple[float, float]:
+    """Seconds to restore ``sagas`` in-flight order sagas (written with their summary header, or
+    without: decoded), and RSS bytes per saga."""
     ns = f"restore{uuid.uuid4().hex[:6]}"
     app = order_app(ns)
     ensure_topics(app, KafkaSettings(bootstrap))
-    _fill_elsewhere(bootstrap, ns, "order", sagas, 0)
+    _fill_elsewhere(bootstrap, ns, "order", sagas, 0, summary=summary)
     rss = _rss()
     running = _Running(app, "order", bootstrap, Observer())
     try:
@@ -222,17 +250,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--memory", type=int, default=20_000)
     parser.add_argument("--restore", type=int, default=200_000)
+    parser.add_argument("--restore-old", type=int, default=0)
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--firing", type=int, default=2000)
     args = parser.parse_args()
     per_saga, snapshot = memory_per_saga(args.memory)
     print(f"memory per in-flight saga: {per_saga:,.0f} B (snapshot {snapshot} B)")
     with broker_for_demo(Path(".kafka/bench")) as bootstrap:
-        seconds, rss = restore(bootstrap, args.restore)
-        print(
-            f"restore of {args.restore:,} sagas: {seconds:.1f}s ({args.restore / seconds:,.0f}/s),"
-            f" RSS {rss:,.0f} B per saga"
-        )
+        for n, summary in ((args.restore, True), (args.restore_old, False)):
+            if n <= 0:
+                continue
+            seconds, rss = restore(bootstrap, n, summary=summary)
+            kind = "sagas" if summary else "sagas without the summary header (decoded)"
+            print(
+                f"restore of {n:,} {kind}: {seconds:.1f}s ({n / seconds:,.0f}/s),"
+                f" RSS {rss:,.0f} B per saga"
+            )
         late = lateness(bootstrap, args.pending, args.firing)
         print(
             f"lateness of {len(late)} deadlines with {args.pending:,} timers pending: "

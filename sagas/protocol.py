@@ -31,6 +31,7 @@ __all__ = [
     "DLQ_HEADERS",
     "INBOX_TOPIC",
     "MAX_LIMIT",
+    "STATE_SUMMARY",
     "TOKEN_ENV",
     "Headers",
     "RawHeaders",
@@ -54,6 +55,11 @@ RawHeaders = Headers | Mapping[str, str | bytes | None] | None
 
 DLQ_HEADERS = ("dlq-reason", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset")
 """The headers a dead letter carries besides its source's (when they could be kept)."""
+
+STATE_SUMMARY = "sagas-summary"
+"""The header of a state record saying what the worker indexes without decoding the snapshot:
+a JSON array ``[status, version, updated_ms, timer id, due ms, ...]`` (see
+:func:`sagas.wire.summary_header`). Records of releases before it lack it and are decoded."""
 
 INBOX_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,243}\.inbox")
 """What a command's ``reply-to`` may name by default: a saga inbox."""

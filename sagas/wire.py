@@ -23,13 +23,17 @@ Commands (to the participant's topic): headers ``saga-id``, ``saga-type``, ``com
 ``send`` (1, 2...: the same request sent again because its participant was silent; same command
 id), ``reply-to`` (the inbox topic), ``deadline`` (epoch ms, when the saga stops waiting; absent
 when it waits forever).
+
+State records (``<ns>.<saga>.state``, written by the worker): the encoded snapshot, and the
+``sagas-summary`` header (:func:`summary_header`) with what the worker indexes without decoding it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sagas.engine.model import (
     Cancel,
@@ -42,12 +46,13 @@ from sagas.engine.model import (
     ParentReply,
     Reply,
     Resume,
+    SagaState,
     Signal,
     Start,
     Terminate,
 )
 from sagas.errors import DecodeError
-from sagas.protocol import Headers, RawHeaders, dead_letter_headers, traceparent
+from sagas.protocol import STATE_SUMMARY, Headers, RawHeaders, dead_letter_headers, traceparent
 from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ __all__ = [
     "OUTCOMES",
     "Headers",
     "OutRecord",
+    "StateSummary",
     "command_record",
     "dead_letter_headers",
     "decision_records",
@@ -65,7 +71,9 @@ __all__ = [
     "header_dict",
     "input_record",
     "parent_reply_record",
+    "read_summary",
     "reply_record",
+    "summary_header",
 ]
 
 OUTCOMES: frozenset[str] = frozenset({"success", "failure", "retryable-failure"})
@@ -286,3 +294,59 @@ def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = No
     """A child saga's result, for the parent's inbox."""
     p = reply.parent
     return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload, serde=serde)
+
+
+class StateSummary(NamedTuple):
+    """What the worker indexes of a snapshot: carried in the state record's
+    :data:`~sagas.protocol.STATE_SUMMARY` header, so a restore need not decode the snapshot.
+    ``timers`` is flat: ``(timer id, due ms, timer id, due ms, ...)``."""
+
+    status: str
+    version: int
+    updated_ms: int
+    timers: tuple[str | int, ...]
+
+    @classmethod
+    def of(cls, state: SagaState) -> StateSummary:
+        """The summary of a decoded snapshot."""
+        timers = tuple(x for pair in state.timers.items() for x in pair)
+        return cls(state.status, state.version, state.updated_ms, timers)
+
+
+_JSON = json.JSONDecoder()
+
+
+def summary_header(state: SagaState) -> tuple[str, bytes]:
+    """The :data:`~sagas.protocol.STATE_SUMMARY` header of a snapshot's record: a JSON array
+    ``[status, version, updated_ms, timer id, due ms, ...]``."""
+    status, version, updated, timers = StateSummary.of(state)
+    body = [status, version, updated, *timers]
+    return STATE_SUMMARY, json.dumps(body, separators=(",", ":")).encode()
+
+
+def read_summary(headers: RawHeaders) -> StateSummary | None:
+    """The summary a state record's headers carry; ``None`` when it has none (written by an
+    older release) or it is malformed: then the snapshot itself must be decoded."""
+    raw = None
+    if isinstance(headers, Mapping):
+        raw = headers.get(STATE_SUMMARY)
+    else:  # a consumed record's: a list of pairs, or None
+        for name, value in headers or ():
+            if name == STATE_SUMMARY:
+                raw = value
+    if raw is None:
+        return None
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        body, end = _JSON.raw_decode(text)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    if end != len(text) or type(body) is not list or len(body) < 3 or len(body) % 2 == 0:
+        return None
+    status, version, updated, *timers = body
+    if type(status) is not str or type(version) is not int or type(updated) is not int:
+        return None
+    for i in range(0, len(timers), 2):
+        if type(timers[i]) is not str or type(timers[i + 1]) is not int:
+            return None
+    return StateSummary(status, version, updated, tuple(timers))

@@ -316,10 +316,10 @@ class PrometheusObserver(Observer):
         counts: dict[tuple[str, str], int] = {}
         for worker in list(self._workers):
             for store in list(worker.stores.values()):
-                for state in list(store.states.values()):
-                    if state.terminal:
+                for _, saga in store.sagas():
+                    if saga.terminal:
                         continue
-                    key = (worker.saga_type, state.status)
+                    key = (worker.saga_type, saga.status)
                     counts[key] = counts.get(key, 0) + 1
         return counts
 

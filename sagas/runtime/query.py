@@ -64,7 +64,7 @@ from sagas.serde.records import encode_payload
 from sagas.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from sagas.engine.model import SagaState
+    from sagas.runtime.store import PartitionStore
     from sagas.runtime.worker import SagaWorker
 
 __all__ = ["MAX_LIMIT", "TOKEN_ENV", "QueryServer", "owner_key", "token_from"]
@@ -213,7 +213,7 @@ class QueryServer:
                 "error": f"partition {partition} of {saga_type} is not served here",
                 "partition": partition,
             }
-        state = store.states.get(saga_id)
+        state = store.peek(saga_id)
         if state is None:
             return HTTPStatus.NOT_FOUND, {"error": "no such saga", "partition": partition}
         return HTTPStatus.OK, {"partition": partition, "state": state.public_dict()}
@@ -226,14 +226,18 @@ class QueryServer:
             return HTTPStatus.NOT_FOUND, {"error": f"this worker runs no {saga_type!r} sagas"}
         limit = min(limit, MAX_LIMIT)
         stores = dict(worker.stores)  # a copy: the worker thread adds and drops partitions
-        found: list[SagaState] = []
+        found: list[tuple[int, str, PartitionStore]] = []
         for store in stores.values():
-            states = list(store.states.values())  # one atomic copy under the GIL
-            found.extend(s for s in states if status is None or s.status == status)
-        newest = heapq.nsmallest(limit, found, key=lambda s: (-s.updated_ms, s.saga_id))
+            found.extend(
+                (-saga.updated_ms, saga_id, store)
+                for saga_id, saga in store.sagas()
+                if status is None or saga.status == status
+            )
+        newest = heapq.nsmallest(limit, found, key=lambda f: f[:2])
+        states = [f[2].peek(f[1]) for f in newest]  # only the answered sagas are decoded
         return HTTPStatus.OK, {
             "partitions": sorted(stores),
-            "sagas": [s.public_dict() for s in newest],
+            "sagas": [s.public_dict() for s in states if s is not None],
             "total": len(found),
             "limit": limit,
         }

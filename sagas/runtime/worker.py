@@ -47,7 +47,14 @@ from sagas.runtime.loop import Batch, LoopMetrics, Position, TransactionalLoop, 
 from sagas.runtime.observe import Observer
 from sagas.runtime.store import EXPIRE, PartitionStore
 from sagas.settings import KafkaSettings
-from sagas.wire import OutRecord, decision_records, decode_input
+from sagas.wire import (
+    OutRecord,
+    StateSummary,
+    decision_records,
+    decode_input,
+    read_summary,
+    summary_header,
+)
 
 __all__ = ["SagaWorker", "WorkerMetrics"]
 
@@ -101,6 +108,8 @@ class _Batch(Batch):
         default_factory=dict
     )
     """The newest state of each saga the batch touched (``None``: expired, to be removed)."""
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    """The snapshots as written, by saga id (what the store keeps once the batch commits)."""
     events: list[JournalEvent] = field(default_factory=list)
     timers: dict[int, list[TimerFired]] = field(default_factory=dict)
     parked: set[str] = field(default_factory=set)
@@ -214,11 +223,12 @@ class SagaWorker:
     def _restore(self, partition: int) -> PartitionStore:
         """Read the state partition from the start to the end of committed data."""
         started = time.monotonic()
-        store = PartitionStore(partition, retention=self._retention)
+        store = PartitionStore(partition, self.serde.decode_state, retention=self._retention)
         count = 0
+        known = frozenset(self.app.versions(self.saga_type))
         for msg in self.loop.restorer.read(self.topics.state, partition):
             count += 1
-            self._restore_record(store, msg)
+            self._restore_record(store, msg, known)
         elapsed = time.monotonic() - started
         self.observer.restored(self.name, partition, records=len(store), seconds=elapsed)
         self.metrics.restored_sagas += len(store)
@@ -233,45 +243,52 @@ class SagaWorker:
         )
         return store
 
-    def _retention(self, state: SagaState) -> int | None:
+    def _retention(self, version: int) -> int | None:
         """How long a finished saga of this version is kept (ms; ``None``: forever)."""
         try:
-            return self.app.program(self.saga_type, state.version).retention_ms
+            return self.app.program(self.saga_type, version).retention_ms
         except UnknownVersionError:
             return None
 
-    def _restore_record(self, store: PartitionStore, msg: Message) -> None:
-        key = msg.key()
-        if msg.value() is None:
+    def _restore_record(self, store: PartitionStore, msg: Message, known: frozenset[int]) -> None:
+        """Store one changelog record: by its summary header, or decoded when it has none;
+        ``known``: the definition versions this worker runs (others are parked)."""
+        key, value = msg.key(), msg.value()
+        if value is None:
             if key is not None:
                 store.delete(key.decode())
             return
-        try:
-            state = self.serde.decode_state(msg.value())
-        except DecodeError as exc:
-            log.error(
-                "%s[%d]@%d: unreadable snapshot skipped (it stays in the topic): %s",
-                self.topics.state,
-                msg.partition(),
-                msg.offset(),
-                exc,
-            )
-            return
-        parked = state.version not in self.app.versions(self.saga_type)
-        if parked and state.saga_id not in self._parked_seen:
-            self._parked_seen.add(state.saga_id)
+        summary = read_summary(msg.headers()) if key is not None else None
+        if summary is not None and key is not None:
+            saga_id = key.decode()
+        else:  # written by an older release: decode it for its summary
+            try:
+                state = self.serde.decode_state(value)
+            except DecodeError as exc:
+                log.error(
+                    "%s[%d]@%d: unreadable snapshot skipped (it stays in the topic): %s",
+                    self.topics.state,
+                    msg.partition(),
+                    msg.offset(),
+                    exc,
+                )
+                return
+            saga_id, summary = state.saga_id, StateSummary.of(state)
+        parked = summary.version not in known
+        if parked and saga_id not in self._parked_seen:
+            self._parked_seen.add(saga_id)
             self.metrics.parked_sagas = len(self._parked_seen)
             log.warning(
                 "%s: saga %s is parked: %s; deploy that version, then `sagas resume %s %s`",
                 self.saga_type,
-                state.saga_id,
+                saga_id,
                 UnknownVersionError(
-                    self.saga_type, state.version, self.app.versions(self.saga_type)
+                    self.saga_type, summary.version, self.app.versions(self.saga_type)
                 ),
                 self.saga_type,
-                state.saga_id,
+                saga_id,
             )
-        store.put(state, parked=parked)
+        store.put_encoded(saga_id, value, summary, parked=parked)
 
     # ------------------------------------------------------------------------- the loop
 
@@ -341,10 +358,14 @@ class SagaWorker:
                 for timer in timers:
                     self._apply(batch, p, timer, now, None)
         for saga_id, (partition, state, source) in batch.staged.items():
-            value = None if state is None else self.serde.encode_state(state)
-            batch.write(
-                OutRecord(self.topics.state, saga_id.encode(), value, []), source, partition
-            )
+            if state is None:
+                record = OutRecord(self.topics.state, saga_id.encode(), None, [])
+            else:
+                value = batch.encoded[saga_id] = self.serde.encode_state(state)
+                record = OutRecord(
+                    self.topics.state, saga_id.encode(), value, [summary_header(state)]
+                )
+            batch.write(record, source, partition)
 
     def _caught_up(self, partition: int, batch: _Batch) -> bool:
         """Whether this batch reaches the end of the inbox partition as last fetched.
@@ -371,7 +392,7 @@ class SagaWorker:
         staged = batch.staged.get(saga_id)
         if staged is not None:
             return staged[1]
-        return self.stores[partition].states.get(saga_id)
+        return self.stores[partition].get(saga_id)
 
     def _apply(
         self, batch: _Batch, partition: int, inp: Input, now: int, msg: Message | None
@@ -439,7 +460,7 @@ class SagaWorker:
         """A finished saga's retention ran out: journal it and remove its snapshot."""
         if state is None or not state.terminal:
             return
-        retention = self._retention(state)
+        retention = self._retention(state.version)
         event = JournalEvent("expired", state.saga_id, now, {"retention_ms": retention})
         self._journal(batch, event, state.version, source)
         batch.events.append(event)
@@ -474,13 +495,13 @@ class SagaWorker:
             if state is None:
                 store.delete(saga_id)
             else:
-                store.put(state)
+                store.put(state, batch.encoded[saga_id])
         self._parked_noted |= batch.parked
         self._parked_seen |= batch.parked
         self.metrics.parked_sagas = len(self._parked_seen)
         for saga_id in batch.parked:
             for store in self.stores.values():
-                if saga_id in store.states:
+                if saga_id in store:
                     store.parked.add(saga_id)
 
     def aborted(self, batch: _Batch) -> None:
@@ -494,7 +515,7 @@ class SagaWorker:
         if isinstance(source, tuple) and len(source) == 3 and source[0] == "timer":
             _, saga_id, timer_id = source
             for store in self.stores.values():
-                if saga_id in store.states:
+                if saga_id in store:
                     store.parked.add(saga_id)
             log.error(
                 "%s: saga %s: timer %s cannot fire (%s); the saga is parked on this worker "

@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kafka_util import read_all
 from sagas_under_test import Participants
 
-from sagas.app import App
+from sagas.app import App, workers_topic
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
+from sagas.partitioning import partition_for
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
+from sagas.serde.records import decode_payload
 from sagas.settings import KafkaSettings
 
 
@@ -71,3 +74,12 @@ def start_runtime(app: App, settings: KafkaSettings, worker_id: str = "w1") -> R
     thread.start()
     participants = Participants(settings, app.namespace)
     return Running(app, settings, SagaClient(settings, app.namespace), participants, stop, thread)
+
+
+def owner_url(
+    rt: Running, bootstrap: str, saga_id: str, saga_type: str = "order"
+) -> tuple[str, int]:
+    """The query URL of the worker that owns ``saga_id``'s partition, and the partition."""
+    p = partition_for(saga_id.encode(), rt.app.partitions)
+    owners = {k: decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))}
+    return str(owners[f"{saga_type}/{p}".encode()]["url"]), p

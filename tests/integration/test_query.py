@@ -18,17 +18,15 @@ from urllib.parse import urlsplit
 import pytest
 from confluent_kafka import Producer
 from kafka_util import read_all
-from runtime_util import Running, start_runtime
+from runtime_util import Running, owner_url, start_runtime
 from sagas_under_test import make_app
 
-from sagas.app import workers_topic
 from sagas.client import SagaClient
 from sagas.engine import public_command_id
 from sagas.engine.model import Start
 from sagas.errors import ConfigurationError
-from sagas.partitioning import partition_for
 from sagas.runtime.query import TOKEN_ENV, QueryServer
-from sagas.serde.records import decode_payload, decode_state
+from sagas.serde.records import decode_state
 from sagas.settings import KafkaSettings
 from sagas.wire import input_record
 
@@ -38,13 +36,6 @@ TOKEN = "a-long-random-token-7f3c"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def owner_url(rt: Running, bootstrap: str, saga_id: str) -> tuple[str, int]:
-    """The query URL of the worker that owns ``saga_id``'s partition, and the partition."""
-    p = partition_for(saga_id.encode(), rt.app.partitions)
-    owners = {k: decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))}
-    return str(owners[f"order/{p}".encode()]["url"]), p
 
 
 def connect(url: str) -> socket.socket:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from sagas.engine.model import (
@@ -17,8 +20,8 @@ from sagas.engine.model import (
 )
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.partitioning import murmur2, partition_for
-from sagas.protocol import traceparent
-from sagas.runtime.store import PartitionStore
+from sagas.protocol import STATE_SUMMARY, traceparent
+from sagas.runtime.store import EXPIRE, PartitionStore
 from sagas.serde.records import (
     decode_event,
     decode_payload,
@@ -28,7 +31,15 @@ from sagas.serde.records import (
     encode_state,
 )
 from sagas.settings import KafkaSettings
-from sagas.wire import command_record, decode_input, header_dict, input_record
+from sagas.wire import (
+    StateSummary,
+    command_record,
+    decode_input,
+    header_dict,
+    input_record,
+    read_summary,
+    summary_header,
+)
 
 
 def _state(timers: dict[str, int] | None = None, saga_id: str = "s1") -> SagaState:
@@ -177,10 +188,18 @@ def test_partition_for_is_the_positive_hash_modulo_the_count() -> None:
     assert partition_for(b"21", 7) == (-973932308 & 0x7FFFFFFF) % 7
 
 
+def _store(**options: Any) -> PartitionStore:
+    return PartitionStore(0, decode_state, **options)
+
+
+def _put(store: PartitionStore, state: SagaState, *, parked: bool = False) -> None:
+    store.put(state, encode_state(state), parked=parked)
+
+
 def test_the_timer_index_never_yields_a_timer_before_it_is_due() -> None:
-    store = PartitionStore(0)
-    store.put(_state({"a": 300, "b": 100}, "s1"))
-    store.put(_state({"c": 200}, "s2"))
+    store = _store()
+    _put(store, _state({"a": 300, "b": 100}, "s1"))
+    _put(store, _state({"c": 200}, "s2"))
     assert store.next_due() == 100
     assert store.pop_due(99, 10) == []
     assert store.pop_due(200, 10) == [TimerFired("s1", "b", 100), TimerFired("s2", "c", 200)]
@@ -188,16 +207,35 @@ def test_the_timer_index_never_yields_a_timer_before_it_is_due() -> None:
 
 
 def test_a_timer_removed_or_moved_by_a_new_snapshot_is_not_yielded() -> None:
-    store = PartitionStore(0)
-    store.put(_state({"a": 100, "b": 150}))
-    store.put(_state({"a": 500}))  # b cancelled, a moved
+    store = _store()
+    _put(store, _state({"a": 100, "b": 150}))
+    _put(store, _state({"a": 500}))  # b cancelled, a moved
     assert store.pop_due(400, 10) == []
     assert store.pop_due(500, 10) == [TimerFired("s1", "a", 500)]
 
 
+def test_a_timer_kept_by_new_snapshots_fires_once() -> None:
+    store = _store()
+    for _ in range(3):  # e.g. replies that leave the deadline as it is
+        _put(store, _state({"a": 100}))
+    _put(store, _state({"a": 200}))
+    _put(store, _state({"a": 100}))  # moved back: an index entry of the first due is left
+    assert store.pop_due(1000, 10) == [TimerFired("s1", "a", 100)]
+    assert store.pop_due(1000, 10) == []
+
+
+def test_a_taken_timer_still_pending_after_the_commit_is_indexed_again() -> None:
+    store = _store()
+    _put(store, _state({"a": 100}))
+    assert store.pop_due(100, 10) == [TimerFired("s1", "a", 100)]
+    assert store.next_due() is None
+    _put(store, _state({"a": 100}))  # the committed state still holds it
+    assert store.pop_due(100, 10) == [TimerFired("s1", "a", 100)]
+
+
 def test_timers_of_an_aborted_transaction_come_back() -> None:
-    store = PartitionStore(0)
-    store.put(_state({"a": 100}))
+    store = _store()
+    _put(store, _state({"a": 100}))
     taken = store.pop_due(100, 10)
     assert store.next_due() is None
     store.restore_timers(taken)
@@ -205,10 +243,83 @@ def test_timers_of_an_aborted_transaction_come_back() -> None:
 
 
 def test_parked_sagas_keep_their_state_but_run_no_timers() -> None:
-    store = PartitionStore(0)
-    store.put(_state({"a": 100}), parked=True)
-    assert "s1" in store.states
+    store = _store()
+    _put(store, _state({"a": 100}), parked=True)
+    assert "s1" in store
     assert store.pop_due(1000, 10) == []
+
+
+def test_a_finished_saga_expires_after_its_versions_retention() -> None:
+    store = _store(retention=lambda version: 50 if version == 2 else None)
+    done = dataclasses.replace(_state({"a": 100}), status="completed")
+    _put(store, done)
+    other = dataclasses.replace(done, saga_id="s2", version=3)  # kept forever
+    _put(store, other)
+    assert store.pop_due(2049, 10) == []
+    assert store.pop_due(2050, 10) == [TimerFired("s1", EXPIRE, 2050)]
+
+
+class _CountingDecode:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, value: bytes) -> SagaState:
+        self.calls += 1
+        return decode_state(value)
+
+
+def test_a_snapshot_stored_with_its_summary_is_decoded_only_when_needed() -> None:
+    decode = _CountingDecode()
+    store = PartitionStore(0, decode)
+    for sid in ("s1", "s2"):
+        state = _state({"a": 100}, sid)
+        _, header = summary_header(state)
+        summary = read_summary([("other", b"x"), (STATE_SUMMARY, header)])
+        assert summary is not None
+        store.put_encoded(sid, encode_state(state), summary)
+    assert store.pop_due(100, 10) == [TimerFired("s1", "a", 100), TimerFired("s2", "a", 100)]
+    assert [(sid, saga.status, saga.updated_ms) for sid, saga in store.sagas()] == [
+        ("s1", "running", 2000),
+        ("s2", "running", 2000),
+    ]
+    assert decode.calls == 0
+    assert store.get("s1") == store.peek("s1") == _state({"a": 100}, "s1")
+    assert decode.calls == 2
+    assert store.get("nobody") is None
+
+
+def test_an_unreadable_snapshot_is_forgotten_when_the_worker_needs_it() -> None:
+    store = _store()
+    store.put_encoded("s1", b"garbage", StateSummary.of(_state({"a": 100})))
+    assert store.peek("s1") is None
+    assert "s1" in store  # a query thread changes nothing
+    assert store.get("s1") is None
+    assert "s1" not in store
+    assert store.pop_due(1000, 10) == []
+
+
+def test_the_summary_header_round_trips_and_a_bad_one_reads_as_none() -> None:
+    state = _state({"a": 100, "b": 7})
+    name, value = summary_header(state)
+    assert name == STATE_SUMMARY
+    assert read_summary({name: value}) == StateSummary("running", 2, 2000, ("a", 100, "b", 7))
+    assert read_summary([(name, value)]) == StateSummary.of(state)
+    assert read_summary(None) is None
+    assert read_summary([("saga-id", b"s1")]) is None
+    for bad in (
+        b"[",
+        b"{}",
+        b'["running",2]',
+        b'["running",2,1,"a"]',
+        b'["running",2,1]x',
+        b'["running","2",1]',
+        b'["running",2,1,"a",1.5]',
+        b'["running",2,1,7,100]',
+        b'["running",2,true]',
+        b"[1,2,1]",
+        b"\xff",
+    ):
+        assert read_summary([(STATE_SUMMARY, bad)]) is None, bad
 
 
 def test_settings_precedence_is_flags_over_environment_over_code() -> None:
