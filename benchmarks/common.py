@@ -25,7 +25,7 @@ from sagas.app import App
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
 from sagas.runtime.config import KafkaSettings
-from sagas.serde.records import decode_event
+from sagas.serde.records import decode_events
 
 PARTITIONS = 6
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,9 +174,10 @@ class Finished:
             for msg in [first, *self._consumer.consume(5000, 0)]:
                 if msg.error() is not None or b"finished" not in (msg.value() or b""):
                     continue  # cheap pre-filter; decode only candidates
-                event, _, _ = decode_event(msg.value())
-                if event.type == "finished":
-                    done.append((event.saga_id, str(event.body.get("status"))))
+                events, _, _ = decode_events(msg.value())
+                for event in events:
+                    if event.type == "finished":
+                        done.append((event.saga_id, str(event.body.get("status"))))
             if done:
                 now = time.monotonic()
                 with self._changed:

@@ -53,7 +53,7 @@ def fill(settings: KafkaSettings, topic: str, sagas: int, start_ms: int, spacing
         ]
         for at, i, j in sorted(rows):
             event = JournalEvent("phase" if j else "started", f"s-{i}", at, {"step": "a", "n": j})
-            value = serde.encode_event(event, "bench", 1)
+            value = serde.encode_events([event], "bench", 1)
             while True:
                 try:
                     producer.produce(topic, key=f"s-{i}".encode(), value=value, timestamp=at)

@@ -21,8 +21,9 @@ from sagas.dsl.nodes import (
 
 __all__ = ["RECORD_TYPES", "Program", "ProgramNode"]
 
-RECORD_TYPES = ("sagas.Payload", "sagas.JournalEvent", "sagas.SagaState")
-"""Avro record types every saga program reads or writes (schemas live in ``schemas/``)."""
+RECORD_TYPES = ("sagas.Payload", "sagas.Transition", "sagas.SagaState")
+"""Avro record types every saga program writes (schemas live in ``schemas/``; the journal is
+also read as ``sagas.JournalEvent``, the one record per event of earlier releases)."""
 
 
 @dataclass(frozen=True)

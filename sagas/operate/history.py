@@ -54,7 +54,7 @@ class HistoryEntry:
         outcome: a reply's outcome, or a saga's outcome or final status.
         reason: why (a failure, an ignored input, a termination...).
         body: the event's other fields, secrets removed.
-        offset: where it sits in the journal partition.
+        offset: the offset of its journal record (the events of one transition share one).
     """
 
     at_ms: int
@@ -217,12 +217,12 @@ def read_history(
             if msg.key() != key:
                 continue
             try:
-                event, _, _ = serde.decode_event(msg.value())
+                events, _, _ = serde.decode_events(msg.value())
             except DecodeError as exc:
-                event = JournalEvent(
-                    "unreadable", saga_id, msg.timestamp()[1], {"reason": str(exc)}
-                )
-            entries.append(entry(event, offset))
+                events = [
+                    JournalEvent("unreadable", saga_id, msg.timestamp()[1], {"reason": str(exc)})
+                ]
+            entries.extend(entry(event, offset) for event in events)
     finally:
         consumer.close()
     return History(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from threading import Event
 from typing import Any
@@ -413,7 +413,7 @@ class SagaWorker:
             version = state.version if state else 0
             if inp.saga_id not in self._parked_noted | batch.parked:  # journaled once per saga
                 event = JournalEvent("parked", inp.saga_id, now, {"reason": str(exc)})
-                self._journal(batch, event, version, source)
+                self._journal(batch, [event], version, source)
             if msg is not None:
                 batch.dead_letter(msg, f"unknown-definition-version: {exc}")
             batch.parked.add(inp.saga_id)
@@ -444,8 +444,9 @@ class SagaWorker:
         for event in decision.events:
             if event.type == "ignored":
                 self.metrics.ignored_inputs += 1
-            batch.events.append(event)
-            self._journal(batch, event, program.version, source)
+        if decision.events:
+            batch.events.extend(decision.events)
+            self._journal(batch, decision.events, program.version, source)
         if decision.state is not None:
             batch.staged[decision.state.saga_id] = (partition, decision.state, source)
 
@@ -462,7 +463,7 @@ class SagaWorker:
             return
         retention = self._retention(state.version)
         event = JournalEvent("expired", state.saga_id, now, {"retention_ms": retention})
-        self._journal(batch, event, state.version, source)
+        self._journal(batch, [event], state.version, source)
         batch.events.append(event)
         batch.staged[state.saga_id] = (partition, None, source)
         self.metrics.expired_sagas += 1
@@ -470,12 +471,14 @@ class SagaWorker:
     def _journal(
         self,
         batch: _Batch,
-        event: JournalEvent,
+        events: Sequence[JournalEvent],
         version: int,
         source: Position | TimerSource,
     ) -> None:
-        value = self.serde.encode_event(event, self.saga_type, version)
-        batch.write(OutRecord(self.topics.journal, event.saga_id.encode(), value, []), source)
+        """One journal record for the events of one transition of one saga."""
+        value = self.serde.encode_events(events, self.saga_type, version)
+        key = events[0].saga_id.encode()
+        batch.write(OutRecord(self.topics.journal, key, value, []), source)
 
     def _program_for(self, state: SagaState | None, inp: Input) -> Program:
         if state is None:

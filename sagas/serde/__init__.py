@@ -9,10 +9,11 @@ With a schema registry configured (:func:`configure`), records use Confluent's w
 
 from sagas.serde.avro import SchemaStore, default_store
 from sagas.serde.records import (
-    decode_event,
+    decode_events,
     decode_payload,
     decode_state,
     encode_event,
+    encode_events,
     encode_payload,
     encode_state,
 )
@@ -22,11 +23,12 @@ __all__ = [
     "RegistryError",
     "SchemaStore",
     "configure",
-    "decode_event",
+    "decode_events",
     "decode_payload",
     "decode_state",
     "default_store",
     "encode_event",
+    "encode_events",
     "encode_payload",
     "encode_state",
 ]

@@ -149,10 +149,10 @@ class SchemaStore:
         if data and data[:2] == MAGIC and len(data) >= _HEADER:
             writer = self._by_fingerprint.get(data[2:_HEADER])
             if writer is not None:
-                return writer[0], self._read(writer[0], writer, data, _HEADER)
+                return writer[0], self._read((writer[0],), writer, data, _HEADER)
         if data and data[:1] == REGISTRY_MAGIC and len(data) >= _REGISTRY_HEADER:
             writer = self._by_schema_id("payload", data)
-            return writer[0], self._read(writer[0], writer, data, _REGISTRY_HEADER)
+            return writer[0], self._read((writer[0],), writer, data, _REGISTRY_HEADER)
         return "sagas.Payload", self.decode("sagas.Payload", data)  # raises with the reason
 
     def decode(self, name: str, data: bytes | None) -> dict[str, Any]:
@@ -163,20 +163,34 @@ class SchemaStore:
                 type, or a body that does not match its schema.
             RegistryError: the record names a schema id and the registry did not answer.
         """
+        return self.decode_one_of((name,), data)[1]
+
+    def decode_one_of(
+        self, names: tuple[str, ...], data: bytes | None
+    ) -> tuple[str, dict[str, Any]]:
+        """Decode a record whose writer used one of ``names``: the name and its fields, read
+        with the current schema of that name.
+
+        Raises:
+            DecodeError: as :meth:`decode`, or a record of a type not in ``names``.
+            RegistryError: as :meth:`decode`.
+        """
+        what = " or ".join(names)
         if data and data[:2] == MAGIC and len(data) >= _HEADER:
             writer = self._by_fingerprint.get(data[2:_HEADER])
             if writer is None:
                 raise DecodeError(
-                    f"unknown schema fingerprint {data[2:_HEADER].hex()} for {name}; the writer "
+                    f"unknown schema fingerprint {data[2:_HEADER].hex()} for {what}; the writer "
                     "used a schema this release does not know (add it to schemas/history)",
                     record=data,
                 )
-            return self._read(name, writer, data, _HEADER)
+            return writer[0], self._read(names, writer, data, _HEADER)
         if data and data[:1] == REGISTRY_MAGIC and len(data) >= _REGISTRY_HEADER:
-            return self._read(name, self._by_schema_id(name, data), data, _REGISTRY_HEADER)
+            writer = self._by_schema_id(what, data)
+            return writer[0], self._read(names, writer, data, _REGISTRY_HEADER)
         start = data[:2].hex(" ") if data else "nothing"
         raise DecodeError(
-            f"not an Avro record of {name}: it starts with {start}, missing the C3 01 header "
+            f"not an Avro record of {what}: it starts with {start}, missing the C3 01 header "
             "of the single-object encoding and not 00 + a 4-byte schema id of the "
             "schema-registry format",
             record=data,
@@ -211,10 +225,12 @@ class SchemaStore:
         known = self._by_id[schema_id] = (str(parsed["name"]), parsed)
         return known
 
-    def _read(self, name: str, writer: tuple[str, Any], data: bytes, start: int) -> dict[str, Any]:
-        writer_name, writer_schema = writer
-        if writer_name != name:
-            raise DecodeError(f"expected a {name} record, got a {writer_name}", record=data)
+    def _read(
+        self, names: tuple[str, ...], writer: tuple[str, Any], data: bytes, start: int
+    ) -> dict[str, Any]:
+        name, writer_schema = writer
+        if name not in names:
+            raise DecodeError(f"expected a {' or '.join(names)} record, got a {name}", record=data)
         reader = self._current[name][1] if name in self._current else writer_schema
         try:
             value = schemaless_reader(io.BytesIO(data[start:]), writer_schema, reader)

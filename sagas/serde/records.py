@@ -10,6 +10,7 @@ framing, for tools and tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -20,11 +21,12 @@ from sagas.serde.payloads import SchemaSpec, full_name, load_schema
 
 __all__ = [
     "Serde",
-    "decode_event",
+    "decode_events",
     "decode_payload",
     "decode_state",
     "default_serde",
     "encode_event",
+    "encode_events",
     "encode_payload",
     "encode_state",
 ]
@@ -41,6 +43,10 @@ _TYPED = (
     "reason",
     "data",
 )
+
+
+# The journal's records: one per transition, and the one per event of earlier releases.
+_JOURNAL_RECORDS = ("sagas.Transition", "sagas.JournalEvent")
 
 
 def _dumps(value: Any) -> str:
@@ -178,8 +184,23 @@ class Serde:
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"saga state does not fit this release: {exc}", record=data) from exc
 
+    def encode_events(self, events: Sequence[JournalEvent], saga_type: str, version: int) -> bytes:
+        """Encode the events of one transition of one saga as one ``sagas.Transition``."""
+        return self._ready().encode(
+            "sagas.Transition",
+            {
+                "saga_id": events[0].saga_id,
+                "saga_type": saga_type,
+                "version": version,
+                "events": [
+                    {"type": e.type, "at_ms": e.at_ms, "body_json": _dumps(e.body)} for e in events
+                ],
+            },
+        )
+
     def encode_event(self, event: JournalEvent, saga_type: str, version: int) -> bytes:
-        """Encode a journal event as ``sagas.JournalEvent``."""
+        """Encode one event as a ``sagas.JournalEvent``, the journal record of earlier releases
+        (one per event); :meth:`decode_events` reads it."""
         return self._ready().encode(
             "sagas.JournalEvent",
             {
@@ -192,12 +213,19 @@ class Serde:
             },
         )
 
-    def decode_event(self, data: bytes | None) -> tuple[JournalEvent, str, int]:
-        """Decode a ``sagas.JournalEvent``; return the event, its saga type and version."""
-        record = self._ready().decode("sagas.JournalEvent", data)
-        body = _loads_object(record["body_json"], "event body", data)
-        event = JournalEvent(record["type"], record["saga_id"], record["at_ms"], body)
-        return event, record["saga_type"], record["version"]
+    def decode_events(self, data: bytes | None) -> tuple[list[JournalEvent], str, int]:
+        """Decode a journal record: a ``sagas.Transition``, or a ``sagas.JournalEvent`` of an
+        earlier release. Return its events in order, the saga type and the version."""
+        name, record = self._ready().decode_one_of(_JOURNAL_RECORDS, data)
+        saga_id = record["saga_id"]
+        entries = record["events"] if name == "sagas.Transition" else [record]
+        events = [
+            JournalEvent(
+                e["type"], saga_id, e["at_ms"], _loads_object(e["body_json"], "event body", data)
+            )
+            for e in entries
+        ]
+        return events, record["saga_type"], record["version"]
 
 
 @cache
@@ -227,11 +255,16 @@ def decode_state(data: bytes | None) -> SagaState:
     return default_serde().decode_state(data)
 
 
+def encode_events(events: Sequence[JournalEvent], saga_type: str, version: int) -> bytes:
+    """:meth:`Serde.encode_events` of the default serde."""
+    return default_serde().encode_events(events, saga_type, version)
+
+
 def encode_event(event: JournalEvent, saga_type: str, version: int) -> bytes:
     """:meth:`Serde.encode_event` of the default serde."""
     return default_serde().encode_event(event, saga_type, version)
 
 
-def decode_event(data: bytes | None) -> tuple[JournalEvent, str, int]:
-    """:meth:`Serde.decode_event` of the default serde."""
-    return default_serde().decode_event(data)
+def decode_events(data: bytes | None) -> tuple[list[JournalEvent], str, int]:
+    """:meth:`Serde.decode_events` of the default serde."""
+    return default_serde().decode_events(data)

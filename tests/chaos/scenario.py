@@ -50,7 +50,7 @@ from sagas.dev.kafka import LocalKafka, LocalKafkaCluster, free_port
 from sagas.errors import BrokerError
 from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_event, decode_payload, decode_state
+from sagas.serde.records import decode_events, decode_payload, decode_state
 
 HERE = Path(__file__).resolve().parent
 SAGA_TYPES = ("order", "quick_order")
@@ -572,8 +572,8 @@ def _journal(app: App, bootstrap: str) -> list[tuple[str, int, Any]]:
     out = []
     for saga_type in SAGA_TYPES:
         for msg in read_topic(bootstrap, app.topics(saga_type).journal):
-            event, _, _ = decode_event(msg.value())
-            out.append((saga_type, msg.partition(), event))
+            events, _, _ = decode_events(msg.value())
+            out.extend((saga_type, msg.partition(), event) for event in events)
     return out
 
 

@@ -15,7 +15,7 @@ from runtime_util import Running
 from sagas.app import workers_topic
 from sagas.client import AsyncSagaClient, SagaClient
 from sagas.errors import SagaFailedError
-from sagas.serde.records import decode_event, decode_payload
+from sagas.serde.records import decode_events, decode_payload
 
 pytestmark = pytest.mark.kafka
 
@@ -25,7 +25,11 @@ def test_a_second_start_with_the_same_id_starts_nothing_new(rt: Running, bootstr
     assert rt.client.start("order", {"behaviour": {"ReserveCredit": "fail"}}, saga_id=sid) == sid
     assert rt.client.result("order", sid, timeout=60)["ScheduleShipment_done"] is True
     assert rt.participants.commands_of(sid) == ["ReserveCredit", "ReserveStock", "ScheduleShipment"]
-    journal = [decode_event(v)[0] for _, v in read_all(bootstrap, rt.app.topics("order").journal)]
+    journal = [
+        e
+        for _, v in read_all(bootstrap, rt.app.topics("order").journal)
+        for e in decode_events(v)[0]
+    ]
     assert [e.type for e in journal if e.saga_id == sid].count("started") == 1
 
 

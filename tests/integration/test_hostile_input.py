@@ -16,7 +16,7 @@ from runtime_util import Running
 
 from sagas.participants import Participant
 from sagas.partitioning import partition_for
-from sagas.serde.records import decode_event, decode_state, encode_payload
+from sagas.serde.records import decode_events, decode_state, encode_payload
 from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -65,7 +65,9 @@ def _dead_letters(bootstrap: str, topic: str, expect: int) -> list[dict[str, str
 
 def _journal(rt: Running, saga_type: str) -> list[Any]:
     journal = rt.app.topics(saga_type).journal
-    return [decode_event(v)[0] for _, v in read_all(rt.settings.bootstrap_servers, journal)]
+    return [
+        e for _, v in read_all(rt.settings.bootstrap_servers, journal) for e in decode_events(v)[0]
+    ]
 
 
 def test_an_oversized_input_is_isolated_and_sagas_on_every_partition_finish(rt: Running) -> None:

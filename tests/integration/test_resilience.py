@@ -24,7 +24,7 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_event, decode_state
+from sagas.serde.records import decode_events, decode_state
 from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -191,8 +191,8 @@ def check_deadlines(bootstrap: str, app: App) -> int:
     due: dict[tuple[str, str], int] = {}
     fired = 0
     for saga_type in SAGAS:
-        for _, value in read_all(bootstrap, app.topics(saga_type).journal):
-            event, _, _ = decode_event(value)
+        journal = read_all(bootstrap, app.topics(saga_type).journal)
+        for event in (e for _, value in journal for e in decode_events(value)[0]):
             if event.type == "timer_set":
                 due[(event.saga_id, event.body["timer_id"])] = event.body["due_ms"]
             elif event.type == "timer_fired":

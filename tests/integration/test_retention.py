@@ -13,7 +13,7 @@ from runtime_util import start_runtime
 
 from sagas.app import App
 from sagas.dsl import Saga, call, step
-from sagas.serde.records import decode_event
+from sagas.serde.records import decode_events
 from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -44,7 +44,7 @@ def _state_records(bootstrap: str, topic: str, saga_id: str) -> list[bytes | Non
 
 def _expired(bootstrap: str, app: App, saga_id: str) -> list[Any]:
     journal = app.topics("order").journal
-    events = [decode_event(v)[0] for _, v in read_all(bootstrap, journal)]
+    events = [e for _, v in read_all(bootstrap, journal) for e in decode_events(v)[0]]
     return [e for e in events if e.saga_id == saga_id and e.type == "expired"]
 
 

@@ -12,7 +12,7 @@ from runtime_util import Running, start_runtime
 from sagas_under_test import order_saga
 
 from sagas.app import App
-from sagas.serde.records import decode_event
+from sagas.serde.records import decode_events
 from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -24,6 +24,14 @@ def test_happy_path_runs_the_three_steps_and_completes(rt: Running) -> None:
     assert state.status == "completed"
     assert rt.participants.commands_of(sid) == ["ReserveCredit", "ReserveStock", "ScheduleShipment"]
     assert state.data["ScheduleShipment_done"] is True
+
+    # One journal record per transition: the start, then each of the three replies.
+    journal = read_all(rt.settings.bootstrap_servers, rt.app.topics("order").journal)
+    mine = [decode_events(v)[0] for k, v in journal if k == sid.encode()]
+    assert len(mine) == 4
+    assert [transition[0].type for transition in mine] == ["started"] + ["reply_accepted"] * 3
+    assert mine[-1][-1].type == "finished"
+    assert {e.saga_id for transition in mine for e in transition} == {sid}
 
 
 def test_a_failure_at_step_3_compensates_step_2_then_step_1(rt: Running) -> None:
@@ -54,7 +62,9 @@ def test_a_step_deadline_expiry_compensates_the_completed_steps(rt: Running) -> 
     # The journal's own clock: the deadline timer was set 3 s after the command and fired no
     # earlier than due; the compensations went out after it fired.
     journal = rt.app.topics("quick_order").journal
-    events = [decode_event(v)[0] for _, v in read_all(rt.settings.bootstrap_servers, journal)]
+    events = [
+        e for _, v in read_all(rt.settings.bootstrap_servers, journal) for e in decode_events(v)[0]
+    ]
     mine = [e for e in events if e.saga_id == sid]
     sent = {e.body["command_type"]: e.at_ms for e in mine if e.type == "command_sent"}
     due = {e.body["timer_id"]: e.body["due_ms"] for e in mine if e.type == "timer_set"}
@@ -176,7 +186,11 @@ def test_a_saga_on_a_version_the_worker_lacks_is_parked_not_lost(
     assert dead[0][2]["dlq-reason"].startswith("unknown-definition-version")
     assert state is not None
     assert (state.version, state.status) == (2, "running")  # kept as it was
-    events = [decode_event(v)[0] for _, v in read_all(bootstrap, rt.app.topics("order").journal)]
+    events = [
+        e
+        for _, v in read_all(bootstrap, rt.app.topics("order").journal)
+        for e in decode_events(v)[0]
+    ]
     assert [e.type for e in events if e.saga_id == sid].count("parked") == 1  # said once
 
 

@@ -80,5 +80,5 @@ def test_a_saga_runs_with_every_record_in_the_registry_format(
     assert serde.decode_state(snapshots[-1]).public_dict() == state.public_dict()
 
     journal = [v for _, v in read_all(bootstrap, topics.journal)]
-    assert _ids(journal) == {ids["sagas.JournalEvent"]}
-    assert {serde.decode_event(v)[0].saga_id for v in journal} == {sid}
+    assert _ids(journal) == {ids["sagas.Transition"]}
+    assert {e.saga_id for v in journal for e in serde.decode_events(v)[0]} == {sid}

@@ -56,7 +56,7 @@ def test_order_program_lists_topics_records_and_graph() -> None:
     assert program.name == "order"
     assert program.version == 1
     assert program.topics == ("credit.commands", "stock.commands", "shipping.commands")
-    assert program.record_types == ("sagas.Payload", "sagas.JournalEvent", "sagas.SagaState")
+    assert program.record_types == ("sagas.Payload", "sagas.Transition", "sagas.SagaState")
     assert set(program.record_types) <= set(default_store().names())  # each has its .avsc
     assert program.entry == "reserve-credit"
     assert [(a, b) for a, b, _ in program.edges] == [

@@ -23,7 +23,7 @@ from sagas.engine import (
     transition,
 )
 from sagas.engine.ids import CommandRef
-from sagas.serde.records import decode_event, decode_state, encode_event, encode_state
+from sagas.serde.records import decode_events, decode_state, encode_events, encode_state
 
 PROGRAM = sagas.compile(
     Saga[dict[str, Any]](
@@ -178,5 +178,5 @@ def test_the_secret_survives_the_state_and_journal_records() -> None:
     first = started()
     assert first.state is not None
     assert decode_state(encode_state(first.state)) == first.state
-    events = [decode_event(encode_event(e, "order", 1))[0] for e in first.events]
+    events, _, _ = decode_events(encode_events(first.events, "order", 1))
     assert fold(PROGRAM, events) == first.state

@@ -45,7 +45,12 @@ def _store(registry: RegistryDouble | None) -> SchemaStore:
 
 def test_records_round_trip_in_the_confluent_wire_format(registry: RegistryDouble) -> None:
     store = _store(registry)
-    assert sorted(registry.subjects) == ["sagas.JournalEvent", "sagas.Payload", "sagas.SagaState"]
+    assert sorted(registry.subjects) == [
+        "sagas.JournalEvent",
+        "sagas.Payload",
+        "sagas.SagaState",
+        "sagas.Transition",
+    ]
     client = SchemaRegistryClient({"url": registry.url})
     latest = client.get_latest_version("sagas.Payload")
 

@@ -23,10 +23,10 @@ from sagas.partitioning import murmur2, partition_for
 from sagas.protocol import STATE_SUMMARY, traceparent
 from sagas.runtime.store import EXPIRE, PartitionStore
 from sagas.serde.records import (
-    decode_event,
+    decode_events,
     decode_payload,
     decode_state,
-    encode_event,
+    encode_events,
     encode_payload,
     encode_state,
 )
@@ -62,9 +62,10 @@ def test_state_snapshots_round_trip_through_avro() -> None:
     assert decode_state(encode_state(state)) == state
 
 
-def test_journal_events_round_trip_with_their_saga_type_and_version() -> None:
-    event = JournalEvent("command_sent", "s1", 1234, {"command_id": "s1:a:1"})
-    assert decode_event(encode_event(event, "order", 3)) == (event, "order", 3)
+def test_a_transitions_events_round_trip_in_one_record_with_their_saga_type_and_version() -> None:
+    sent = JournalEvent("command_sent", "s1", 1234, {"command_id": "s1:a:1"})
+    timer = JournalEvent("timer_set", "s1", 1234, {"timer_id": "t", "due_ms": 2000})
+    assert decode_events(encode_events([sent, timer], "order", 3)) == ([sent, timer], "order", 3)
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,11 @@ from sagas.engine.model import JournalEvent, ParentRef, SagaState
 from sagas.serde.avro import SchemaStore, default_store, schema_dir
 from sagas.serde.compat import check, main
 from sagas.serde.records import (
-    decode_event,
+    decode_events,
     decode_payload,
     decode_state,
     encode_event,
+    encode_events,
     encode_payload,
     encode_state,
 )
@@ -46,6 +47,7 @@ STATE = SagaState(
     reason="OutOfStock",
 )
 EVENT = JournalEvent("command_sent", "s-1", 1_234, {"command_id": "s-1:reserve:1"})
+TIMER = JournalEvent("timer_set", "s-1", 1_234, {"timer_id": "deadline", "due_ms": 9_000})
 PAYLOAD = {"customer": "ada", "amount": 30.5, "nested": {"a": [1, None, "x"]}}
 
 
@@ -63,6 +65,7 @@ def _current_record(name: str) -> dict[str, Any]:
     encoded = {
         "sagas.SagaState": lambda: encode_state(STATE),
         "sagas.JournalEvent": lambda: encode_event(EVENT, "order", 3),
+        "sagas.Transition": lambda: encode_events([EVENT, TIMER], "order", 3),
         "sagas.Payload": lambda: encode_payload(PAYLOAD),
     }[name]()
     value = schemaless_reader(io.BytesIO(encoded[10:]), default_store().schema(name), None)
@@ -78,7 +81,7 @@ def _defaults(name: str) -> dict[str, Any]:
 def test_every_record_type_has_history() -> None:
     names = {json.loads(p.read_text())["namespace"] + "." + json.loads(p.read_text())["name"]
              for p in HISTORY}  # fmt: skip
-    assert names == {"sagas.SagaState", "sagas.JournalEvent", "sagas.Payload"}
+    assert names == {"sagas.SagaState", "sagas.JournalEvent", "sagas.Transition", "sagas.Payload"}
     shipped = SchemaStore()  # the library's own schemas (the process store also holds payloads)
     shipped.load_dir(schema_dir())
     assert set(shipped.names()) == names
@@ -102,9 +105,20 @@ def test_a_record_written_with_a_history_version_reads_into_the_current_schema(
         state = decode_state(raw)
         assert state == (STATE if "reason" in fields else dataclasses.replace(STATE, reason=None))
     elif name == "sagas.JournalEvent":
-        assert decode_event(raw) == (EVENT, "order", 3)
+        assert decode_events(raw) == ([EVENT], "order", 3)
+    elif name == "sagas.Transition":
+        assert decode_events(raw) == ([EVENT, TIMER], "order", 3)
     else:
         assert decode_payload(raw) == PAYLOAD
+
+
+def test_a_journal_holds_old_one_event_records_and_new_transition_records() -> None:
+    # Earlier releases wrote one record per event; a journal written across an upgrade has both.
+    journal = [encode_event(EVENT, "order", 3), encode_events([EVENT, TIMER], "order", 4)]
+    assert [decode_events(raw) for raw in journal] == [
+        ([EVENT], "order", 3),
+        ([EVENT, TIMER], "order", 4),
+    ]
 
 
 def test_a_state_from_before_reason_existed_reads_with_no_reason() -> None:
