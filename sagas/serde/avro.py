@@ -175,20 +175,21 @@ class SchemaStore:
             DecodeError: as :meth:`decode`, or a record of a type not in ``names``.
             RegistryError: as :meth:`decode`.
         """
-        what = " or ".join(names)
         if data and data[:2] == MAGIC and len(data) >= _HEADER:
             writer = self._by_fingerprint.get(data[2:_HEADER])
             if writer is None:
                 raise DecodeError(
-                    f"unknown schema fingerprint {data[2:_HEADER].hex()} for {what}; the writer "
-                    "used a schema this release does not know (add it to schemas/history)",
+                    f"unknown schema fingerprint {data[2:_HEADER].hex()} for "
+                    f"{' or '.join(names)}; the writer used a schema this release does not know "
+                    "(add it to schemas/history)",
                     record=data,
                 )
             return writer[0], self._read(names, writer, data, _HEADER)
         if data and data[:1] == REGISTRY_MAGIC and len(data) >= _REGISTRY_HEADER:
-            writer = self._by_schema_id(what, data)
+            writer = self._by_schema_id(" or ".join(names), data)
             return writer[0], self._read(names, writer, data, _REGISTRY_HEADER)
         start = data[:2].hex(" ") if data else "nothing"
+        what = " or ".join(names)
         raise DecodeError(
             f"not an Avro record of {what}: it starts with {start}, missing the C3 01 header "
             "of the single-object encoding and not 00 + a 4-byte schema id of the "
