@@ -36,6 +36,7 @@ __all__ = [
     "Merge",
     "Node",
     "Parallel",
+    "ParentClose",
     "Payload",
     "SchemaSpec",
     "Sleep",
@@ -67,6 +68,10 @@ RETRYABLE: Literal["retriable"] = "retriable"
 definition used."""
 
 Join = Literal["all", "first"]
+ParentClose = Literal["cancel", "abandon"]
+"""What a child saga does when its parent compensates, is cancelled or passes a deadline while
+the child runs: ``cancel`` it (it compensates itself; the parent waits for its end), or
+``abandon`` it (it runs on, and its result is ignored)."""
 SchemaSpec: TypeAlias = type[Any] | str | Path | Mapping[str, Any]
 """An Avro payload schema: a dataclass, the path of an ``.avsc`` file, or the schema as a dict
 (see :mod:`sagas.serde.payloads`)."""
@@ -328,6 +333,7 @@ class Child(Generic[D]):
     kind: Kind
     deadline: timedelta | None
     merge: Merge[D]
+    parent_close: ParentClose = "cancel"
     _problem: DefinitionError | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -336,6 +342,9 @@ class Child(Generic[D]):
             self,
             _bad_name(self.name),
             None if self.saga else "child() needs saga='<saga type name>'",
+            None
+            if self.parent_close in ("cancel", "abandon")
+            else f"parent_close={self.parent_close!r}: use 'cancel' or 'abandon'",
             _bad_kind(self.kind),
             _bad_duration(self.deadline, "deadline"),
             None if self.compensate is None else self.compensate._problem,
@@ -501,13 +510,18 @@ def child(
     kind: Kind = "compensatable",
     deadline: timedelta | None = None,
     merge: Merge[D] = None,
+    parent_close: ParentClose = "cancel",
 ) -> Child[D]:
     """Run a saga of type ``saga`` with ``input(data)`` as its data; its final data merges back.
 
-    The child fails the step when it ends compensated, failed or cancelled.
+    The child fails the step when it ends compensated, failed or cancelled. When the parent
+    compensates, is cancelled or passes a deadline while the child runs, ``parent_close``
+    decides: ``"cancel"`` (the default) cancels the child, which compensates itself, and the
+    parent waits for its end before it goes on (a child that completed is undone by
+    ``compensate``); ``"abandon"`` lets it run on and ignores its result.
     """
     _warn_kind(kind)
-    return Child(name, saga, input, compensate, kind, deadline, merge)
+    return Child(name, saga, input, compensate, kind, deadline, merge, parent_close)
 
 
 def _blocks(blocks: Sequence[Node[D]]) -> tuple[Node[D], ...]:

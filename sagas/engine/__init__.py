@@ -13,6 +13,7 @@ from sagas.engine.ids import CommandRef, parse_command_id, public_command_id
 from sagas.engine.model import (
     TERMINAL,
     Cancel,
+    ChildCancel,
     ChildStart,
     CommandOut,
     Decision,
@@ -24,6 +25,7 @@ from sagas.engine.model import (
     Reply,
     Resume,
     SagaState,
+    Settle,
     Signal,
     Start,
     Status,
@@ -41,9 +43,11 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "Start",
     "Terminate",
     "Resume",
+    "Settle",
     "TimerFired",
     "ParentRef",
     # outputs
+    "ChildCancel",
     "ChildStart",
     "CommandOut",
     "Decision",

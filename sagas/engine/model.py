@@ -16,6 +16,7 @@ from sagas.engine.ids import public_command_id
 __all__ = [
     "TERMINAL",
     "Cancel",
+    "ChildCancel",
     "ChildStart",
     "CommandOut",
     "Decision",
@@ -27,6 +28,7 @@ __all__ = [
     "Reply",
     "Resume",
     "SagaState",
+    "Settle",
     "Signal",
     "Start",
     "Status",
@@ -38,8 +40,17 @@ __all__ = [
 JsonDict: TypeAlias = dict[str, Any]
 Outcome = Literal["success", "failure", "retryable-failure"]
 Status = Literal[
-    "running", "compensating", "completed", "compensated", "failed", "cancelled", "terminated"
+    "running",
+    "in-doubt",
+    "compensating",
+    "completed",
+    "compensated",
+    "failed",
+    "cancelled",
+    "terminated",
 ]
+"""``in-doubt``: the saga waits for its pivot's definitive answer after a deadline passed (it
+resends the same command until one comes, or an operator settles it)."""
 TERMINAL: frozenset[str] = frozenset(
     {"completed", "compensated", "failed", "cancelled", "terminated"}
 )
@@ -131,7 +142,18 @@ class Resume:
     by: str
 
 
-Input: TypeAlias = Start | Reply | TimerFired | Signal | Cancel | Terminate | Resume
+@dataclass(frozen=True)
+class Settle:
+    """An operator's answer for a pivot whose outcome is in doubt: ``done`` (its effect took
+    place: the saga goes on) or not (the saga compensates); journaled with who and why."""
+
+    saga_id: str
+    done: bool
+    by: str
+    reason: str
+
+
+Input: TypeAlias = Start | Reply | TimerFired | Signal | Cancel | Terminate | Resume | Settle
 
 # ---------------------------------------------------------------------------------------- outputs
 
@@ -155,6 +177,9 @@ class CommandOut:
     attempt: int
     deadline_ms: int | None
     send: int = 1
+    purpose: str = "do"
+    """What the command is for: ``do`` (a step's command), ``undo`` (its compensation), or a
+    long-running operation's ``start``, ``status`` or ``cancel``."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +190,16 @@ class ChildStart:
     saga_id: str
     data: JsonDict
     parent: ParentRef
+
+
+@dataclass(frozen=True)
+class ChildCancel:
+    """Cancel a running child saga (its parent compensates or was cancelled); the runtime
+    routes it to the child type's inbox as a :class:`Cancel`."""
+
+    saga_type: str
+    saga_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -381,3 +416,4 @@ class Decision:
     commands: list[CommandOut]
     children: list[ChildStart]
     parent_replies: list[ParentReply]
+    child_cancels: list[ChildCancel] = field(default_factory=list)
