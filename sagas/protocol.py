@@ -6,7 +6,7 @@ CLI and the query endpoint read every name from here. No Kafka client here.
 Topics of a saga type (namespace ``ns``, saga ``s``):
 
 ===================  ===========================================================================
-``ns.s.inbox``       every input (start, reply, signal, cancel), key = saga id
+``ns.s.inbox``       every input (start, reply, signal, cancel, ...), key = saga id
 ``ns.s.state``       compacted snapshots, co-partitioned with the inbox
 ``ns.s.journal``     every transition's events, key = saga id
 ``ns.s.dlq``         inputs that could not be handled, with ``dlq-*`` headers saying why
@@ -31,6 +31,10 @@ __all__ = [
     "DLQ_HEADERS",
     "INBOX_TOPIC",
     "MAX_LIMIT",
+    "SETTLED",
+    "SETTLED_BY",
+    "SETTLE_DONE",
+    "SETTLE_NOT_DONE",
     "STATE_SUMMARY",
     "TOKEN_ENV",
     "Headers",
@@ -61,6 +65,20 @@ STATE_SUMMARY = "sagas-summary"
 a JSON array ``[status, version, updated_ms, timer id, due ms, ...]`` (see
 :func:`sagas.wire.summary_header`). Records of releases before it lack it and are decoded."""
 
+SETTLED = "settled"
+"""The header of a ``settle`` input saying what an operator found the in-doubt pivot did:
+:data:`SETTLE_DONE` (its effect took place: the saga goes on) or :data:`SETTLE_NOT_DONE` (it did
+not: the saga compensates). No other value is accepted."""
+
+SETTLE_DONE = "done"
+"""The :data:`SETTLED` value of a pivot that took effect."""
+
+SETTLE_NOT_DONE = "not-done"
+"""The :data:`SETTLED` value of a pivot that did not take effect."""
+
+SETTLED_BY = "settled-by"
+"""The header of a ``settle`` input naming who settled it (journaled with the reason)."""
+
 INBOX_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,243}\.inbox")
 """What a command's ``reply-to`` may name by default: a saga inbox."""
 
@@ -77,7 +95,8 @@ class TopicNames:
 
     @property
     def inbox(self) -> str:
-        """Every input of the saga type: starts, replies, signals, cancels (key = saga id)."""
+        """Every input of the saga type: starts, replies, signals, cancels and operators' inputs
+        (key = saga id)."""
         return self._topic("inbox")
 
     @property

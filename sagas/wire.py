@@ -16,7 +16,12 @@ cancel       ``saga-id``, ``reason``.
 terminate    ``saga-id``, ``terminated-by`` (who), ``reason``: end without compensating.
 resume       ``saga-id``, ``step`` (the top-level block to enter again), ``resumed-by``: run a
              failed saga on.
+settle       ``saga-id``, ``settled`` (done | not-done: whether the in-doubt pivot took effect),
+             ``settled-by`` (who), ``reason``: settle a saga waiting in-doubt for its pivot's
+             answer; done goes on, not-done compensates.
 ===========  =================================================================================
+
+A parent saga cancels a running child with a ``cancel`` input to the child type's inbox.
 
 Commands (to the participant's topic): headers ``saga-id``, ``saga-type``, ``command-id``,
 ``command-type``, ``attempt`` (the request number: a new one only after an answered failure),
@@ -37,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sagas.engine.model import (
     Cancel,
+    ChildCancel,
     ChildStart,
     CommandOut,
     Decision,
@@ -47,12 +53,23 @@ from sagas.engine.model import (
     Reply,
     Resume,
     SagaState,
+    Settle,
     Signal,
     Start,
     Terminate,
 )
 from sagas.errors import DecodeError
-from sagas.protocol import STATE_SUMMARY, Headers, RawHeaders, dead_letter_headers, traceparent
+from sagas.protocol import (
+    SETTLE_DONE,
+    SETTLE_NOT_DONE,
+    SETTLED,
+    SETTLED_BY,
+    STATE_SUMMARY,
+    Headers,
+    RawHeaders,
+    dead_letter_headers,
+    traceparent,
+)
 from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
@@ -64,6 +81,7 @@ __all__ = [
     "Headers",
     "OutRecord",
     "StateSummary",
+    "child_cancel_record",
     "command_record",
     "dead_letter_headers",
     "decision_records",
@@ -158,9 +176,21 @@ def decode_input(
         if not h.get("step"):
             raise DecodeError("resume without a step header naming the block", record=value)
         return Resume(saga_id, h["step"], h.get("resumed-by") or "unknown")
+    if kind == "settle":
+        settled = h.get(SETTLED)
+        if settled not in (SETTLE_DONE, SETTLE_NOT_DONE):
+            said = "no settled header" if settled is None else f"settled header {settled!r}"
+            raise DecodeError(
+                f"settle with {said}: it must be {SETTLE_DONE!r} (the pivot took effect) or "
+                f"{SETTLE_NOT_DONE!r} (it did not)",
+                record=value,
+            )
+        by = h.get(SETTLED_BY) or "unknown"
+        return Settle(saga_id, settled == SETTLE_DONE, by, h.get("reason") or "")
     raise DecodeError(
         f"unknown input kind {kind!r}: the sagas-input header must be start, reply, signal, "
-        "cancel, terminate or resume (or a reply must carry command-id and outcome headers)",
+        "cancel, terminate, resume or settle (or a reply must carry command-id and outcome "
+        "headers)",
         record=value,
     )
 
@@ -200,6 +230,14 @@ def input_record(
         return OutRecord(topic, key, encode_payload({}), headers)
     if isinstance(inp, Resume):
         headers = _h(sagas_input="resume", saga_id=inp.saga_id, step=inp.step, resumed_by=inp.by)
+        return OutRecord(topic, key, encode_payload({}), headers)
+    if isinstance(inp, Settle):
+        headers = [
+            *_h(sagas_input="settle", saga_id=inp.saga_id),
+            (SETTLED, (SETTLE_DONE if inp.done else SETTLE_NOT_DONE).encode()),
+            (SETTLED_BY, inp.by.encode()),
+            *_h(reason=inp.reason),
+        ]
         return OutRecord(topic, key, encode_payload({}), headers)
     raise TypeError(f"timer firings are not sent to the inbox: {inp!r}")
 
@@ -260,9 +298,10 @@ def command_record(
 def decision_records(
     app: App, program: Program, decision: Decision, serde: Serde | None = None
 ) -> list[OutRecord]:
-    """Every record a decision sends: its commands (replying to the saga's inbox), child starts
-    and parent replies, all encoded with ``serde`` (default: the app's); the one way a decision
-    becomes records, for the worker and for :mod:`sagas.testing` alike.
+    """Every record a decision sends: its commands (replying to the saga's inbox), child starts,
+    child cancels (a :class:`Cancel` for the child type's inbox) and parent replies, all encoded
+    with ``serde`` (default: the app's); the one way a decision becomes records, for the worker
+    and for :mod:`sagas.testing` alike.
 
     Raises:
         PayloadSchemaError: a command payload does not fit its schema (then nothing is sent: the
@@ -279,6 +318,10 @@ def decision_records(
         for child in decision.children
     ]
     records += [
+        child_cancel_record(cancel, app.topics(cancel.saga_type).inbox, serde)
+        for cancel in decision.child_cancels
+    ]
+    records += [
         parent_reply_record(reply, app.topics(reply.parent.saga_type).inbox, serde)
         for reply in decision.parent_replies
     ]
@@ -288,6 +331,12 @@ def decision_records(
 def child_start_record(child: ChildStart, inbox: str, serde: Serde | None = None) -> OutRecord:
     """The start of a child saga, for the child type's inbox."""
     return input_record(inbox, Start(child.saga_id, child.data, child.parent), serde)
+
+
+def child_cancel_record(cancel: ChildCancel, inbox: str, serde: Serde | None = None) -> OutRecord:
+    """A parent's cancel of a running child saga, for the child type's inbox: the same record
+    as a client's :class:`Cancel`."""
+    return input_record(inbox, Cancel(cancel.saga_id, cancel.reason), serde)
 
 
 def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = None) -> OutRecord:
