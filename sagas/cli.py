@@ -25,10 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 
+from sagas.engine.model import Status
 from sagas.errors import ConfigurationError, SagaError
 from sagas.observe.cli import metrics_option, observe_options
 from sagas.observe.cli import register as register_observe
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["cli", "load_app", "load_participant", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+STATUSES: tuple[str, ...] = get_args(Status)
+"""Every saga status, in the engine's order (``sagas list --status``)."""
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
 
@@ -703,7 +706,7 @@ def status(
     rows = [
         ("saga", state.saga_id),
         ("type", f"{state.saga_type} v{state.version}"),
-        ("status", state.status),
+        ("status", _status_line(state)),
         ("started", _when(state.started_ms)),
         ("updated", _when(state.updated_ms)),
         ("completed", ", ".join(state.completed) or "-"),
@@ -711,8 +714,29 @@ def status(
         ("reason", state.reason or "-"),
         ("data", json.dumps(state.data, sort_keys=True, default=str)),
     ]
+    if state.status == "in-doubt":
+        rows.append(
+            (
+                "hint",
+                f"settle it with: sagas settle {saga_type} {saga_id} -n {op.namespace} "
+                "--done|--not-done --reason TEXT",
+            )
+        )
     click.echo("\n".join(f"{k + ':':<13}{v}" for k, v in rows))
     return 0
+
+
+def _status_line(state: SagaState) -> str:
+    """A saga's status for people; an in-doubt one names the pivot it waits on."""
+    if state.status != "in-doubt":
+        return state.status
+    from sagas.operate.control import in_doubt_steps
+
+    steps = ", ".join(in_doubt_steps(state)) or "?"
+    return (
+        f"in-doubt (pivot {steps}: no definitive answer by its deadline; its command is sent "
+        "again until one comes, or an operator settles it)"
+    )
 
 
 @cli.command()
@@ -741,7 +765,10 @@ def result(
 @cli.command("list")
 @click.argument("saga_type")
 @click.option(
-    "--status", "status_", help="only sagas in this status (running, completed, compensated, ...)"
+    "--status",
+    "status_",
+    type=click.Choice(STATUSES),
+    help="only sagas in this status",
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @json_option

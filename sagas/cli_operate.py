@@ -1,5 +1,5 @@
 """The operator commands beside ``sagas start | status | list ...``: history, terminate, resume,
-``dlq list | replay`` and ``topics plan | apply``. Tables (rich) for people, ``--json`` for
+settle, ``dlq list | replay`` and ``topics plan | apply``. Tables (rich) for people, ``--json`` for
 scripts, progress bars on stderr for long work; errors are one line and exit 2 (see
 :func:`sagas.cli.main`). The work is done by :mod:`sagas.operate`; this module only parses and
 prints.
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from sagas.operate import AppSpec, Change, DeadLetter, History
     from sagas.settings import KafkaSettings
 
-__all__ = ["dlq", "history", "parse_time", "resume", "terminate", "topics"]
+__all__ = ["dlq", "history", "parse_time", "resume", "settle", "terminate", "topics"]
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -203,7 +203,7 @@ def _print_history(found: History, status: str | None) -> None:
         click.echo("its state expired after its retention; the journal keeps its history")
 
 
-# --------------------------------------------------------------------------- terminate, resume
+# ------------------------------------------------------------------ terminate, resume, settle
 
 
 @cli.command()
@@ -257,6 +257,66 @@ def resume(
         )
     else:
         click.echo(f"resume sent to {saga_type} {saga_id}: step {done.step!r} runs again")
+    return 0
+
+
+@cli.command()
+@click.argument("saga_type")
+@click.argument("saga_id")
+@click.option("--done", is_flag=True, help="the in-doubt pivot took effect: the saga goes on")
+@click.option(
+    "--not-done", is_flag=True, help="the in-doubt pivot did not take effect: the saga compensates"
+)
+@click.option("--reason", required=True, help="how you know (journaled)")
+@click.option("--by", help="who (journaled; default: your user name)")
+@json_option
+@operator_options
+def settle(
+    *,
+    saga_type: str,
+    saga_id: str,
+    done: bool,
+    not_done: bool,
+    reason: str,
+    by: str | None,
+    as_json: bool,
+    op: Operator,
+) -> int:
+    """Settle a saga in-doubt about its pivot (its deadline passed without an answer): --done
+    if the pivot took effect, --not-done if it did not."""
+    from sagas.operate import in_doubt_steps
+    from sagas.operate import settle as send_settle
+
+    if done == not_done:
+        raise click.UsageError(
+            "give --done (the pivot took effect: the saga goes on) or --not-done (it did not: "
+            "the saga compensates)" + (", not both" if done else "")
+        )
+    if not reason.strip():
+        raise click.UsageError("--reason is empty: say how you know (it is journaled)")
+    state = _existing(op, saga_type, saga_id)
+    who = _who(by)
+    send_settle(_settings(op), op.namespace, state, done=done, by=who, reason=reason)
+    steps = in_doubt_steps(state)
+    answer = "done" if done else "not-done"
+    if as_json:
+        _print_json(
+            {
+                "saga_type": saga_type,
+                "saga_id": saga_id,
+                "settled": answer,
+                "steps": steps,
+                "by": who,
+                "reason": reason,
+            }
+        )
+        return 0
+    goes = "goes on" if done else "compensates"
+    click.echo(
+        f"settle ({answer}) sent to {saga_type} {saga_id}"
+        + (f" for {', '.join(steps)}" if steps else "")
+        + f": the saga {goes}"
+    )
     return 0
 
 

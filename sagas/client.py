@@ -90,8 +90,8 @@ class SagaClient:
     # ------------------------------------------------------------------------- writes
 
     def send(self, saga_type: str, inp: Input) -> None:
-        """Write one engine input (``Start``, ``Signal``, ``Cancel``, ``Terminate``, ``Resume``)
-        to the saga type's inbox and wait until Kafka has it.
+        """Write one engine input (``Start``, ``Signal``, ``Cancel``, ``Terminate``, ``Resume``,
+        ``Settle``) to the saga type's inbox and wait until Kafka has it.
 
         Raises:
             BrokerError: it was not acknowledged.
@@ -151,6 +151,27 @@ class SagaClient:
         if state is None:
             raise ConfigurationError(f"no saga {saga_id!r} of type {saga_type!r}")
         return resume(self.settings, self.namespace, state, by=by, step=step)
+
+    def settle(
+        self, saga_type: str, saga_id: str, *, done: bool, reason: str, by: str
+    ) -> SagaState:
+        """Settle a saga that is ``in-doubt`` (its pivot's deadline passed without a definitive
+        answer): ``done`` says the pivot took effect (the saga goes on), else it did not (the
+        saga compensates). The worker journals ``settled`` with ``by`` and ``reason``. Returns
+        the state it was settled from (see :func:`sagas.operate.control.settle_input`).
+
+        Raises:
+            ConfigurationError: no such saga, it is not in-doubt (the worker would ignore the
+                settle), or ``reason`` or ``by`` is empty.
+            BrokerError: the input was not written.
+        """
+        from sagas.operate.control import settle_input
+
+        state = self.status(saga_type, saga_id)
+        if state is None:
+            raise ConfigurationError(f"no saga {saga_id!r} of type {saga_type!r}")
+        self.send(saga_type, settle_input(state, done=done, by=by, reason=reason))
+        return state
 
     def history(
         self,
@@ -417,6 +438,20 @@ class AsyncSagaClient:
     async def terminate(self, saga_type: str, saga_id: str, reason: str, *, by: str) -> None:
         """See :meth:`SagaClient.terminate`."""
         await asyncio.to_thread(self.sync.terminate, saga_type, saga_id, reason, by=by)
+
+    async def resume(
+        self, saga_type: str, saga_id: str, *, by: str, step: str | None = None
+    ) -> Resumed:
+        """See :meth:`SagaClient.resume`."""
+        return await asyncio.to_thread(self.sync.resume, saga_type, saga_id, by=by, step=step)
+
+    async def settle(
+        self, saga_type: str, saga_id: str, *, done: bool, reason: str, by: str
+    ) -> SagaState:
+        """See :meth:`SagaClient.settle`."""
+        return await asyncio.to_thread(
+            self.sync.settle, saga_type, saga_id, done=done, reason=reason, by=by
+        )
 
     async def history(self, saga_type: str, saga_id: str, **window: int | None) -> History:
         """See :meth:`SagaClient.history`."""

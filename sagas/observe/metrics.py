@@ -12,8 +12,9 @@ or command id. A label fed from outside (a command type in a header) keeps at mo
 ``sagas_finished_total``                   saga_type, status (completed, compensated, ...)
 ``sagas_parked_total``                     saga_type: no definition of its version here
 ``sagas_expired_total``                    saga_type: retention ran out
-``sagas_in_flight``                        saga_type, status (running, compensating): read
-                                           from the tracked workers at scrape
+``sagas_in_flight``                        saga_type, status (running, in-doubt,
+                                           compensating): read from the tracked workers at
+                                           scrape
 ``sagas_step_duration_seconds``            saga_type, step, result (completed, failed)
 ``sagas_commands_sent_total``              saga_type, command_type
 ``sagas_timer_lateness_seconds``           saga_type: fired minus due

@@ -1,4 +1,4 @@
-"""Terminate and resume sagas: the inputs an operator sends, and what resume replays.
+"""Terminate, resume and settle sagas: the inputs an operator sends, and what resume replays.
 
 ``terminate`` ends a saga without compensating; the worker journals who and why (``terminated``)
 and finishes it with status ``terminated``. ``resume`` brings back a saga in one of two states:
@@ -9,6 +9,11 @@ and finishes it with status ``terminated``. ``resume`` brings back a saga in one
   :func:`sagas.operate.dlq.replay`: once each).
 - failed: resume sends a ``resume`` input naming the step to run again (default: the last step
   that failed, from the saga's history); the engine enters it anew with a new attempt.
+
+``settle`` answers for a pivot in doubt. A saga is ``in-doubt`` when its pivot's deadline passed
+without a definitive answer: it keeps sending the same command and waits. An operator who found
+out what happened says ``done`` (the pivot took effect: the saga goes on) or not (it did not: the
+saga compensates); the worker journals ``settled`` with who and why.
 """
 
 from __future__ import annotations
@@ -16,14 +21,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sagas.engine.model import Input, Resume, SagaState, Terminate
+from sagas.engine.model import Input, Resume, SagaState, Settle, Terminate
 from sagas.errors import ConfigurationError
 from sagas.operate.dlq import PARKED, ReplayReport, list_dead_letters, replay
 from sagas.operate.history import read_history
 from sagas.protocol import TopicNames
 from sagas.settings import KafkaSettings
 
-__all__ = ["Resumed", "failed_step", "resume", "send_input", "terminate"]
+__all__ = [
+    "Resumed",
+    "failed_step",
+    "in_doubt_steps",
+    "resume",
+    "send_input",
+    "settle",
+    "settle_input",
+    "terminate",
+]
 
 
 def send_input(settings: KafkaSettings, namespace: str, saga_type: str, inp: Input) -> None:
@@ -125,3 +139,44 @@ def resume(
             "version) resumes"
         )
     return Resumed("replayed", report=replay(settings, parked))
+
+
+def in_doubt_steps(state: SagaState) -> list[str]:
+    """The steps an ``in-doubt`` saga waits on (its pivot), from its active blocks; empty for a
+    saga in any other status."""
+    if state.status != "in-doubt":
+        return []
+    return sorted({token.step for token in state.tokens.values()})
+
+
+def settle_input(state: SagaState, *, done: bool, by: str, reason: str) -> Settle:
+    """The ``settle`` input for a saga in doubt about its pivot: ``done`` if the pivot took
+    effect (the saga goes on), else not (the saga compensates).
+
+    Raises:
+        ConfigurationError: the saga is not ``in-doubt`` (the worker would ignore it), or
+            ``reason`` or ``by`` is empty (both are journaled).
+    """
+    if not reason.strip():
+        raise ConfigurationError("give the reason for the settle: it is journaled with who")
+    if not by.strip():
+        raise ConfigurationError("give who settles (by): it is journaled with the reason")
+    if state.status != "in-doubt":
+        raise ConfigurationError(
+            f"saga {state.saga_id!r} is {state.status}, not in-doubt: only a saga waiting for "
+            "its pivot's answer after the pivot's deadline is settled"
+        )
+    return Settle(state.saga_id, done, by, reason)
+
+
+def settle(
+    settings: KafkaSettings, namespace: str, state: SagaState, *, done: bool, by: str, reason: str
+) -> None:
+    """Settle a saga in doubt about its pivot (see :func:`settle_input`).
+
+    Raises:
+        ConfigurationError: the saga is not in-doubt, or ``reason`` or ``by`` is empty.
+        BrokerError: the input was not written.
+    """
+    inp = settle_input(state, done=done, by=by, reason=reason)
+    send_input(settings, namespace, state.saga_type, inp)

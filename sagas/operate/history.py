@@ -144,6 +144,8 @@ def entry(event: JournalEvent, offset: int) -> HistoryEntry:
     """A journal event as a timeline row (secrets removed)."""
     body = _public(event.body)
     outcome = body.get("outcome") or body.get("status")
+    if event.type == "settled" and isinstance(body.get("done"), bool):
+        outcome = "done" if body["done"] else "not-done"  # the operator's answer
     reason = body.get("reason")
     attempt = body.get("attempt")
     return HistoryEntry(

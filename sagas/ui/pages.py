@@ -11,22 +11,25 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote, urlencode
 
-from sagas.engine.model import SagaState
+from sagas.engine.model import SagaState, Status
 
-__all__ = ["AGES", "STATUSES", "Row", "dlq_page", "list_page", "page", "saga_page", "timeline"]
+__all__ = [
+    "AGES",
+    "STATUSES",
+    "Row",
+    "dlq_page",
+    "list_page",
+    "page",
+    "saga_page",
+    "settle_hint",
+    "timeline",
+]
 
-STATUSES = (
-    "running",
-    "compensating",
-    "completed",
-    "compensated",
-    "failed",
-    "cancelled",
-    "terminated",
-)
+STATUSES: tuple[str, ...] = get_args(Status)
+"""Every saga status, in the engine's order (the list's filter)."""
 AGES = {"15m": 15 * 60_000, "1h": 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000}
 """The age filter: started within."""
 
@@ -75,6 +78,23 @@ def _badge(status: str) -> str:
     return f'<span class="status s-{_e(status)}">{_e(status)}</span>'
 
 
+def settle_hint(saga_type: str, saga_id: str, namespace: str) -> str:
+    """The command that settles an in-doubt saga, as an operator types it."""
+    ns = f" -n {namespace}" if namespace else ""
+    return f"sagas settle {saga_type} {saga_id}{ns} --done|--not-done --reason TEXT"
+
+
+def _in_doubt_note(state: SagaState, namespace: str) -> str:
+    steps = sorted({t.step for t in state.tokens.values()})
+    pivot = ", ".join(f"<b>{_e(s)}</b>" for s in steps) or "its pivot"
+    return (
+        f'<p class="in-doubt-note">In doubt: waiting on pivot {pivot}, which gave no definitive '
+        "answer by its deadline; its command is sent again until one comes. If you know what "
+        "happened, settle it with: "
+        f"<code>{_e(settle_hint(state.saga_type, state.saga_id, namespace))}</code></p>"
+    )
+
+
 def _select(name: str, options: Sequence[str], chosen: str | None, empty: str) -> str:
     opts = [f'<option value="">{empty}</option>'] + [
         f'<option value="{_e(o)}"{" selected" if o == chosen else ""}>{_e(o)}</option>'
@@ -117,8 +137,16 @@ def list_page(
         for s in sagas
     )
     note = " (the newest 1000 per type)" if capped else ""
+    doubt = counts.get("in-doubt", 0)
+    doubt_note = (
+        f'<p class="in-doubt-note">{doubt} in doubt: each waits for its pivot\'s answer after '
+        "the pivot's deadline. Open one to see the step; settle it with "
+        "<code>sagas settle TYPE ID --done|--not-done --reason TEXT</code></p>"
+        if doubt
+        else ""
+    )
     return (
-        f"<h1>Sagas</h1>{form}<div class=counts>{chips}</div>"
+        f"<h1>Sagas</h1>{form}<div class=counts>{chips}</div>{doubt_note}"
         f"<p class=muted>{len(sagas)} shown{note}</p>"
         '<table id="sagas"><thead><tr><th>id</th><th>type</th><th>status</th><th>step</th>'
         f"<th>started</th><th>updated</th></tr></thead><tbody>{rows}</tbody></table>"
@@ -190,8 +218,16 @@ def _until(due: int, now_ms: int) -> str:
 def _action_forms(state: SagaState, steps: Sequence[str]) -> str:
     ids = f'data-type="{_e(state.saga_type)}" data-id="{_e(state.saga_id)}"'
     step_opts = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in steps)
+    settle = (
+        '<form data-action="settle"><select name="settled">'
+        '<option value="done">done: the pivot took effect</option>'
+        '<option value="not-done">not done: it did not</option></select>'
+        '<input name="reason" placeholder="how you know" required><button>Settle</button></form>'
+        if state.status == "in-doubt"
+        else ""
+    )
     return (
-        f'<section class="actions" {ids}><h2>Actions</h2>'
+        f'<section class="actions" {ids}><h2>Actions</h2>{settle}'
         '<form data-action="signal"><input name="name" placeholder="signal name" required>'
         '<input name="payload" placeholder=\'{"payload": "json"}\'><button>Signal</button></form>'
         '<form data-action="cancel"><input name="reason" placeholder="reason">'
@@ -214,8 +250,10 @@ def saga_page(
     actions: bool,
     steps: Sequence[str],
     now_ms: int,
+    namespace: str = "",
 ) -> str:
-    """One saga: its status, timeline, data, timers, diagram and (with a token) actions."""
+    """One saga: its status, timeline, data, timers, diagram and (with a token) actions; an
+    in-doubt saga also says which pivot it waits on and how to settle it."""
     head = f"<h1>{_e(saga_type)} <code>{_e(saga_id)}</code> "
     if state is None:
         head += '<span class="status">no snapshot</span></h1>'
@@ -223,6 +261,8 @@ def saga_page(
         head += f"{_badge(state.status)}</h1><p class=muted>version {state.version}, started "
         head += f"{when(state.started_ms)}, updated {when(state.updated_ms)}"
         head += f"{' · ' + _e(state.reason) if state.reason else ''}</p>"
+        if state.status == "in-doubt":
+            head += _in_doubt_note(state, namespace)
     body_rows = "".join(
         f'<tr class="ev-{_e(r.event)}"><td title="{when(r.at_ms)}">{when(r.at_ms)[11:]}</td>'
         f"<td class=gap>{'' if r.gap_ms is None else '+' + span(r.gap_ms)}</td>"

@@ -7,8 +7,8 @@
                                        between events, data, pending timers, the
                                        definition's diagram with the current step marked
 ``GET /dlq?topic=<dlq>``               dead letters of the app's (or given) DLQ topics
-``POST /api/<action>``                 signal, cancel, terminate, resume, replay: only with
-                                       a token, sent as ``Authorization: Bearer <token>``
+``POST /api/<action>``                 signal, cancel, terminate, resume, settle, replay: only
+                                       with a token, sent as ``Authorization: Bearer <token>``
 =====================================  ===================================================
 
 Reads go through the same code as the CLI: :class:`sagas.client.SagaClient` (snapshots, from
@@ -66,7 +66,7 @@ class UiServer:
         port: the port (0: any free one).
         token: enables actions, which then need it; None: read-only.
         dlq_topics: dead-letter topics to show besides the saga types' (participants').
-        operator: who acts, as journaled by terminate and resume.
+        operator: who acts, as journaled by terminate, resume and settle.
 
     Raises:
         ConfigurationError: the address cannot be listened on.
@@ -210,6 +210,7 @@ class UiServer:
             actions=self.token is not None,
             steps=[n for n, node in program.nodes.items() if not node.scopes],
             now_ms=now,
+            namespace=self.app.namespace,
         )
         status = HTTPStatus.OK if state is not None or rows else HTTPStatus.NOT_FOUND
         return status, pages.page(f"{saga_type} {saga_id}", body, actions=self.token is not None)
@@ -293,7 +294,27 @@ class UiServer:
                 step=args.get("step") or None,
             )
             return f"{done.action} {done.step or ''}".strip()
-        raise ValueError(f"unknown action {action!r}: signal, cancel, terminate, resume, replay")
+        if action == "settle":
+            settled = args.get("settled")
+            if settled not in ("done", "not-done"):
+                raise ValueError("settled must be 'done' (the pivot took effect) or 'not-done'")
+            if not str(args.get("reason") or "").strip():
+                raise ValueError("give the reason for the settle: how you know (it is journaled)")
+            state = self.client.status(saga_type, saga_id)
+            if state is None:
+                raise ValueError(f"saga {saga_id} has no snapshot")
+            operate.settle(
+                self.settings,
+                self.app.namespace,
+                state,
+                done=settled == "done",
+                by=self.operator,
+                reason=reason,
+            )
+            return f"settle ({settled}) sent"
+        raise ValueError(
+            f"unknown action {action!r}: signal, cancel, terminate, resume, settle, replay"
+        )
 
     def authorized(self, header: str | None) -> bool:
         """Whether an action request carries the token."""
