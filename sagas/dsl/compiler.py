@@ -244,6 +244,22 @@ def compile_saga(saga: Saga[Any]) -> Program:
                 saga=s,
                 step=name,
             )
+        first = [p for p, _ in nodes[name].scopes if _join(nodes[p]) == "first"]
+        if first and b.kind != "pivot" and b.compensate is None:
+            raise DefinitionError(
+                f"a step inside the first-wins parallel {first[-1]!r} must be undoable: when "
+                "another branch wins, its work is compensated; add compensate=call(...), or "
+                "use join='all'",
+                saga=s,
+                step=name,
+            )
+        if first and isinstance(b, Child) and b.parent_close != "cancel":
+            raise DefinitionError(
+                f"a child saga inside the first-wins parallel {first[-1]!r} is cancelled when "
+                "another branch wins: remove parent_close='abandon', or use join='all'",
+                saga=s,
+                step=name,
+            )
         if b.kind != "pivot":
             continue
         if nodes[name].scopes:
@@ -384,6 +400,10 @@ def _schemas(saga: str, nodes: Mapping[str, ProgramNode]) -> tuple[dict[str, Any
         for c in calls:
             add(c.command, c.schema, c.reply_schema, name)
     return payloads, replies
+
+
+def _join(node: ProgramNode) -> str | None:
+    return node.block.join if isinstance(node.block, Parallel) else None
 
 
 def _kind(node: ProgramNode) -> str | None:

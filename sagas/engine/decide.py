@@ -24,13 +24,18 @@ from sagas.engine.flow import (
     SAGA_DEADLINE,
     Ctx,
     attempt,
+    await_pivot,
+    cancel_child,
     compensate,
     fail,
     finish,
     go,
+    late_completion,
     ms,
+    pivot_in_flight,
     pump,
     resume,
+    schedule_resend,
     send_cancel,
     send_undo,
     start_cancel,
@@ -39,6 +44,7 @@ from sagas.engine.flow import (
 from sagas.engine.jsonvalue import build_payload
 from sagas.engine.model import (
     Cancel,
+    ChildCancel,
     ChildStart,
     CommandOut,
     Decision,
@@ -48,6 +54,7 @@ from sagas.engine.model import (
     Reply,
     Resume,
     SagaState,
+    Settle,
     Signal,
     Start,
     Terminate,
@@ -62,14 +69,29 @@ def _non_retryable(reply: Reply, non_retryable: tuple[str, ...]) -> bool:
     return reply.outcome == "failure" or reply.payload.get("error") in non_retryable
 
 
-def _retry_or_fail(ctx: Ctx, name: str, token: Token, why: str, retry_key: str) -> None:
+UNSURE_BACKOFF = "backoff-unsure"
+"""The phase of a long-running operation backing off after a ``retryable-failure`` to its
+start that did not say ``"started": false``: it may have started, so a deadline cancels it."""
+
+
+def _retry_or_fail(
+    ctx: Ctx, name: str, token: Token, why: str, retry_key: str, *, unsure: bool = False
+) -> None:
+    """Back off and try again; give up per the retry policy. ``unsure``: a long-running start
+    that may have started (given up, it is cancelled and verified)."""
     b = ctx.p.nodes[name].block
     assert isinstance(b, Step | LongRunning)  # only these retry
     failures = token.failures + 1
     if b.retry.gives_up(failures):
-        fail(ctx, name, f"{why}; gave up after {failures} attempts")
+        why = f"{why}; gave up after {failures} attempts"
+        if unsure and b.kind == "pivot":
+            await_pivot(ctx, name, "compensated", why, overdue=False)
+            return
+        if unsure:
+            start_cancel(ctx, name)
+        fail(ctx, name, why)
         return
-    phase = "backoff"
+    phase = UNSURE_BACKOFF if unsure else "backoff"
     ctx.emit("phase", step=name, phase=phase, failures=failures, checks=token.checks)
     ctx.set_timer(name, "retry", b.retry.delay_ms(failures, ctx.st.seed, retry_key))
 
@@ -93,21 +115,45 @@ def _on_reply(ctx: Ctx, r: Reply) -> None:
     if isinstance(b, Step):
         if b.kind == "retriable":  # the reply may come during the back-off before a resend
             ctx.clear_timers(step, "deadline", "retry")
+        held = b.kind == "pivot" and ctx.st.held is not None  # no new request: the answer decides
         if r.outcome == "success":
             ctx.merge(step, b.merge, r.payload)
             finish(ctx, step, action=True, pivot=b.kind == "pivot")
-        elif _non_retryable(r, b.retry.non_retryable):
+        elif held or _non_retryable(r, b.retry.non_retryable):
             fail(ctx, step, f"{b.command} failed: {_error(r)}")
         else:
             _retry_or_fail(ctx, step, token, f"{b.command} failed: {_error(r)}", r.command_id)
     elif isinstance(b, Child):
-        if r.outcome == "success":
+        ended = f"child saga {b.saga} ended {r.payload.get('status', 'failed')}"
+        if token.phase == "cancelling":
+            _on_stopped_child(ctx, step, b, r, ended)
+        elif r.outcome == "success":
             ctx.merge(step, b.merge, r.payload)
             finish(ctx, step, action=True, pivot=b.kind == "pivot")
         else:
-            fail(ctx, step, f"child saga {b.saga} ended {r.payload.get('status', 'failed')}")
+            fail(ctx, step, ended)
     elif isinstance(b, LongRunning):
         _on_lr_reply(ctx, step, b, token, r)
+
+
+def _on_stopped_child(ctx: Ctx, name: str, b: Child[Any], r: Reply, ended: str) -> None:
+    """The end of a child saga its parent asked to cancel. A pivot's decides the saga; any
+    other's is undone if the child completed anyway."""
+    awaited = b.kind == "pivot" and ctx.st.status in ("running", "in-doubt")
+    if awaited and r.outcome == "success":
+        ctx.merge(name, b.merge, r.payload)
+        finish(ctx, name, action=True, pivot=True)
+        return
+    ctx.clear_timers(name)
+    if r.outcome == "success":
+        ctx.emit("step_completed", step=name, action=True, pivot=False)
+        late_completion(ctx, name)
+    else:
+        ctx.emit("step_failed", step=name, reason=ended)
+        if awaited:
+            compensate(ctx, ended, "compensated")
+            return
+    pump(ctx)
 
 
 def _on_lr_reply(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, r: Reply) -> None:
@@ -120,7 +166,9 @@ def _on_lr_reply(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, r: Repl
         elif _non_retryable(r, b.retry.non_retryable):
             fail(ctx, name, f"{b.start.command} failed: {_error(r)}")
         else:
-            _retry_or_fail(ctx, name, token, f"{b.start.command} failed: {_error(r)}", r.command_id)
+            why = f"{b.start.command} failed: {_error(r)}"
+            unsure = r.payload.get("started") is not False
+            _retry_or_fail(ctx, name, token, why, r.command_id, unsure=unsure)
     elif token.phase == "polling":
         if r.outcome == "success" and b.done(r.payload):
             ctx.merge(name, b.merge, r.payload)
@@ -137,17 +185,29 @@ def _on_lr_reply(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, r: Repl
         else:
             _cancel_failed(ctx, name, b, token, r.command_id)
     elif token.phase == "verifying":
+        awaited = b.kind == "pivot" and ctx.st.status in ("running", "in-doubt")
         if r.outcome == "success" and b.cancelled(r.payload):
             ctx.clear_timers(name)
             ctx.emit("step_failed", step=name, reason="cancelled; cancellation confirmed")
+            if awaited:  # the pivot did not take effect
+                compensate(ctx, f"operation {name!r} cancelled", "compensated")
+                return
         elif r.outcome == "success" and b.done(r.payload):
             ctx.merge(name, b.merge, r.payload)
+            if awaited:  # the pivot took effect after all: the saga goes on
+                finish(ctx, name, action=True, pivot=True)
+                return
             ctx.clear_timers(name)
             ctx.emit("step_completed", step=name, action=True, pivot=False)
-            if ctx.st.status == "compensating" and ctx.p.nodes[name].compensation:
-                ctx.emit("outcome", outcome=ctx.st.outcome, reason=ctx.st.reason)
-                queue = [name, *ctx.st.to_undo]
-                ctx.emit("compensating", reason=ctx.st.reason, outcome=ctx.st.outcome, queue=queue)
+            late_completion(ctx, name)
+        elif awaited and token.checks + 1 >= b.checks:  # in doubt: poll on until it is known
+            if ctx.st.status != "in-doubt":
+                why = f"cancellation of {name!r} not confirmed after {b.checks} status checks"
+                ctx.emit(
+                    "pivot_awaited", step=name, outcome="compensated", reason=why, overdue=True
+                )
+            ctx.emit("phase", step=name, phase="verifying", failures=0, checks=token.checks + 1)
+            ctx.set_timer(name, "poll", every)
         elif token.checks + 1 >= b.checks:
             ctx.clear_timers(name)
             why = f"cancellation of {name!r} not confirmed after {b.checks} status checks"
@@ -180,7 +240,11 @@ def _on_timer(ctx: Ctx, timer_id: str) -> None:
     owner, kind, _ = timer_id.rsplit(":", 2)
     st = ctx.st
     if owner == "@saga":
-        compensate(ctx, "the saga deadline passed", "compensated")
+        pivot = pivot_in_flight(ctx)
+        if pivot is not None:  # its answer decides: never compensate a pivot on a guess
+            await_pivot(ctx, pivot, "compensated", "the saga deadline passed", overdue=True)
+        else:
+            compensate(ctx, "the saga deadline passed", "compensated")
         return
     if kind in ("undo-retry", "undo-timeout"):
         assert st.undo is not None  # undo timers are cleared with the undo
@@ -196,15 +260,26 @@ def _on_timer(ctx: Ctx, timer_id: str) -> None:
     elif isinstance(b, WaitSignal):
         fail(ctx, owner, f"signal {b.signal!r} did not arrive within {b.timeout}")
     elif isinstance(b, Child):
-        fail(ctx, owner, f"child saga {b.saga} did not finish within {b.deadline}")
+        why = f"child saga {b.saga} did not finish within {b.deadline}"
+        if b.kind == "pivot":
+            await_pivot(ctx, owner, "compensated", why, overdue=True)
+        else:
+            cancel_child(ctx, owner, why)
+            fail(ctx, owner, why)
     elif isinstance(b, Step):
-        if kind == "retry":  # after a back-off: the pending command again, or a new request
+        if kind == "resend":  # an in-doubt pivot: the same request again, until it is answered
+            attempt(ctx, owner, b, again=token.cmd)
+            schedule_resend(ctx, owner)
+        elif kind == "retry":  # after a back-off: the pending command again, or a new request
             ctx.emit("phase", step=owner, phase="waiting", failures=token.failures, checks=0)
             attempt(ctx, owner, b, again=token.cmd)
         elif b.kind == "retriable":  # an attempt timed out: send it again after a back-off
             assert token.cmd is not None
             why = f"{b.command} timed out after {b.deadline}"
             _retry_or_fail(ctx, owner, token, why, token.cmd)
+        elif b.kind == "pivot" and token.cmd is not None:
+            why = f"{b.command} got no reply within {b.deadline}"
+            await_pivot(ctx, owner, "compensated", why, overdue=True)
         else:
             fail(ctx, owner, f"{b.command} got no reply within {b.deadline}")
     elif isinstance(b, LongRunning):
@@ -218,8 +293,11 @@ def _on_timer(ctx: Ctx, timer_id: str) -> None:
             ctx.send(owner, "start", b.start, b.topic)
         elif kind == "poll":
             ctx.send(owner, "status", b.status, b.topic)
-        elif token.phase == "backoff":
+        elif token.phase == "backoff":  # its participant said nothing started
             fail(ctx, owner, f"operation {owner!r} did not start within {b.deadline}")
+        elif b.kind == "pivot":
+            why = f"operation {owner!r} passed its deadline {b.deadline}"
+            await_pivot(ctx, owner, "compensated", why, overdue=False)
         else:
             start_cancel(ctx, owner)
             fail(ctx, owner, f"operation {owner!r} passed its deadline {b.deadline}")
@@ -255,6 +333,8 @@ def _ignore(ctx: Ctx, inp: Input, reason: str) -> None:
         body["name"] = inp.name
     elif isinstance(inp, Resume):
         body["step"] = inp.step
+    elif isinstance(inp, Settle):
+        body["done"] = inp.done
     ctx.emit("ignored", **body)
 
 
@@ -302,20 +382,51 @@ def _decide(ctx: Ctx, inp: Input) -> None:
         else:
             _on_timer(ctx, inp.timer_id)
     elif isinstance(inp, Signal):
-        if st.status != "running":
+        if st.status not in ("running", "in-doubt"):
             _ignore(ctx, inp, f"the saga is {st.status}")
         else:
             _on_signal(ctx, inp)
     elif isinstance(inp, Cancel):
-        if st.status != "running":
-            _ignore(ctx, inp, f"the saga is already {st.status}")
-        elif st.pivoted:
-            pivot = next(s for s in st.completed if _is_pivot(ctx.p, s))
-            _ignore(ctx, inp, f"refused: the saga passed its pivot {pivot!r} and cannot be undone")
-        else:
-            compensate(ctx, f"cancelled: {inp.reason}", "cancelled")
+        _on_cancel(ctx, inp)
     elif isinstance(inp, Terminate):
         terminate(ctx, inp.by, inp.reason)
+    elif isinstance(inp, Settle):
+        _on_settle(ctx, inp)
+
+
+def _on_cancel(ctx: Ctx, inp: Cancel) -> None:
+    st = ctx.st
+    pivot = pivot_in_flight(ctx)
+    if st.status not in ("running", "in-doubt"):
+        _ignore(ctx, inp, f"the saga is already {st.status}")
+    elif st.pivoted:
+        done = next(s for s in st.completed if _is_pivot(ctx.p, s))
+        _ignore(ctx, inp, f"refused: the saga passed its pivot {done!r} and cannot be undone")
+    elif st.held is not None:
+        _ignore(ctx, inp, f"the saga already waits for its pivot's answer ({st.held[1]})")
+    elif pivot is not None:  # the pivot's answer decides whether the cancel can be honoured
+        await_pivot(ctx, pivot, "cancelled", f"cancelled: {inp.reason}", overdue=False)
+    else:
+        compensate(ctx, f"cancelled: {inp.reason}", "cancelled")
+
+
+def _on_settle(ctx: Ctx, inp: Settle) -> None:
+    st = ctx.st
+    pivot = pivot_in_flight(ctx)
+    if st.status != "in-doubt" or pivot is None:
+        _ignore(ctx, inp, f"only an in-doubt saga is settled; this one is {st.status}")
+        return
+    ctx.emit("settled", step=pivot, done=inp.done, by=inp.by, reason=inp.reason)
+    token = st.tokens[pivot]
+    if token.cmd is not None:  # its late answer changes nothing now
+        ctx.emit("attempt_expired", command_id=token.cmd)
+    why = f"settled by {inp.by}: {inp.reason}"
+    if inp.done:
+        finish(ctx, pivot, action=True, pivot=True)
+        return
+    ctx.clear_timers(pivot)
+    ctx.emit("step_failed", step=pivot, reason=f"not done: {why}")
+    compensate(ctx, why, "compensated")
 
 
 def _on_resume(ctx: Ctx, inp: Resume) -> None:
@@ -375,6 +486,7 @@ def _outputs(ctx: Ctx) -> Decision:
     commands: list[CommandOut] = []
     children: list[ChildStart] = []
     replies: list[ParentReply] = []
+    cancels: list[ChildCancel] = []
     st = ctx.s
     for e in ctx.events:
         b = e.body
@@ -392,15 +504,18 @@ def _outputs(ctx: Ctx) -> Decision:
                     b["attempt"],
                     b["deadline_ms"],
                     b.get("send", 1),
+                    b["key"].rsplit(":", 1)[1],
                 )
             )
         elif e.type == "child_started":
             parent = ParentRef(ctx.p.name, e.saga_id, b["command_id"])
             children.append(ChildStart(b["child_type"], b["child_id"], b["data"], parent))
+        elif e.type == "child_cancelled":
+            cancels.append(ChildCancel(b["child_type"], b["child_id"], b["reason"]))
         elif e.type == "finished" and st is not None and st.parent is not None:
             if b["status"] == "completed":
                 replies.append(ParentReply(st.parent, "success", st.data))
             else:
                 payload = {"status": b["status"], "reason": b["reason"], "error": b["status"]}
                 replies.append(ParentReply(st.parent, "failure", payload))
-    return Decision(ctx.s, ctx.events, commands, children, replies)
+    return Decision(ctx.s, ctx.events, commands, children, replies, cancels)

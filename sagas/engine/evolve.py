@@ -40,6 +40,14 @@ finished           status, reason — terminal
 terminated         by, reason — an operator ended the saga without compensating (``finished``
                    with status ``terminated`` follows)
 resumed            step, by, previous_reason — a failed saga runs again from ``step``
+pivot_awaited      step, outcome, reason, overdue — a cancel or deadline came while the pivot was
+                   in flight: it is held until the pivot's answer (``overdue``: a deadline passed
+                   unanswered, the saga is ``in-doubt`` and resends the same command)
+cancel_refused     reason — a held cancel was refused: the pivot took effect
+settled            step, done, by, reason — an operator decided an in-doubt pivot
+child_cancelled    step, child_type, child_id, reason — the running child saga was asked to cancel
+unwinding          step, queue — losing or failed branches of first-wins parallel ``step``: these
+                   completed (or maybe completed) steps are undone now, in ``queue`` order
 parked             reason — written by the worker: no definition of the saga's version here
 expired            retention_ms — written by the worker: a finished saga's retention ran out, and
                    its snapshot left the state topic (the state is gone)
@@ -132,8 +140,23 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
     match t:
         case "secret_set":
             return replace(s, secret=b["secret"])
-        case "note" | "branch_taken" | "signal_received" | "terminated":
+        case (
+            "note"
+            | "branch_taken"
+            | "signal_received"
+            | "terminated"
+            | "settled"
+            | "child_cancelled"
+            | "cancel_refused"
+        ):
             return s
+        case "pivot_awaited":
+            s = replace(s, held=s.held or (b["outcome"], b["reason"]))
+            return replace(s, status="in-doubt") if b["overdue"] else s
+        case "unwinding":
+            gone = set(b["queue"])
+            completed = tuple(c for c in s.completed if c not in gone)
+            return replace(s, to_undo=(*s.to_undo, *b["queue"]), completed=completed)
         case "resumed":
             return replace(s, status="running", outcome=None, reason=None)
         case "entered":
@@ -158,7 +181,9 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
             s = replace(s, tokens=_without(s.tokens, step), pending=_drop_pending(s, step))
             if b["action"]:
                 s = replace(s, completed=(*s.completed, step), pivoted=s.pivoted or b["pivot"])
-            return s
+            if b["pivot"] and s.status == "in-doubt":
+                s = replace(s, status="running")
+            return replace(s, held=None) if b["pivot"] else s
         case "step_failed" | "abandoned":
             step = b["step"]
             return replace(
@@ -182,6 +207,7 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
             return replace(
                 s,
                 status="compensating",
+                held=None,
                 to_undo=tuple(b["queue"]),
                 outcome=cast(Status, b["outcome"]),
                 reason=b["reason"],
@@ -206,6 +232,7 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
                 joins={},
                 undo=None,
                 to_undo=(),
+                held=None,
             )
     raise ValueError(f"unknown journal event type {t!r}")
 

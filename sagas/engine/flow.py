@@ -37,6 +37,7 @@ from sagas.dsl.nodes import (
     WaitSignal,
 )
 from sagas.dsl.program import Program
+from sagas.dsl.retry import FOREVER
 from sagas.engine.evolve import evolve
 from sagas.engine.ids import check_entropy, command_id, new_secret
 from sagas.engine.jsonvalue import build_payload, merge_reply
@@ -46,13 +47,18 @@ __all__ = [
     "SAGA_DEADLINE",
     "Ctx",
     "attempt",
+    "await_pivot",
+    "cancel_child",
     "compensate",
     "fail",
     "finish",
     "go",
+    "late_completion",
     "ms",
+    "pivot_in_flight",
     "pump",
     "resume",
+    "schedule_resend",
     "send_cancel",
     "send_undo",
     "start_cancel",
@@ -236,7 +242,9 @@ def _enter(ctx: Ctx, name: str) -> None:
             if target is None and name in ctx.st.tokens:
                 _end_scope(ctx, (*scopes, (name, i)))
         for target in node.targets:
-            if target is not None and name in ctx.st.tokens and ctx.st.status == "running":
+            token = ctx.st.tokens.get(name)
+            joining = token is not None and token.phase == "joining"
+            if target is not None and joining and ctx.st.status == "running":
                 _enter(ctx, target)
 
 
@@ -253,6 +261,9 @@ def go(ctx: Ctx, target: str | None, scopes: tuple[tuple[str, int], ...]) -> Non
 def finish(ctx: Ctx, name: str, *, action: bool = False, pivot: bool = False) -> None:
     """Block ``name`` completed (``action``: it is compensable history); go on after it."""
     ctx.clear_timers(name)
+    held = ctx.st.held
+    if pivot and held is not None and held[0] == "cancelled":
+        ctx.emit("cancel_refused", reason=f"the pivot {name!r} took effect; refused: {held[1]}")
     ctx.emit("step_completed", step=name, action=action, pivot=pivot)
     if pivot:
         ctx.clear_timers("@saga")
@@ -271,29 +282,90 @@ def _end_scope(ctx: Ctx, scopes: tuple[tuple[str, int], ...]) -> None:
     block = ctx.p.nodes[par].block
     assert isinstance(block, Parallel)  # scopes only name parallels
     ok, _ = ctx.st.joins[par]
-    if block.join == "first":
-        _abandon_scope(ctx, (*scopes[:-1], (par, -1)), keep=idx)
-    elif len(ok) < len(block.branches):
+    if block.join == "first":  # the winner: undo the others before going on
+        others = [i for i in range(len(block.branches)) if i != idx]
+        ctx.emit("phase", step=par, phase="unwinding", failures=0, checks=0)
+        _unwind(ctx, par, others)
+        pump(ctx)
+        return
+    if len(ok) < len(block.branches):
         return
     finish(ctx, par)
 
 
-def _in_scope(ctx: Ctx, name: str, scope: tuple[tuple[str, int], ...], keep: int) -> bool:
-    own = ctx.p.nodes[name].scopes
-    if len(own) < len(scope) or own[: len(scope) - 1] != scope[:-1]:
+def _in_branches(ctx: Ctx, name: str, par: str, branches: list[int] | None = None) -> bool:
+    """Whether block ``name`` lies inside parallel ``par`` (in one of ``branches``, if given)."""
+    scopes = ctx.p.nodes[name].scopes
+    return any(p == par and (branches is None or i in branches) for p, i in scopes)
+
+
+def _undoable_in_flight(ctx: Ctx, name: str) -> bool:
+    token = ctx.st.tokens.get(name)
+    node = ctx.p.nodes[name]
+    return (
+        token is not None
+        and token.cmd is not None
+        and isinstance(node.block, Step)
+        and node.compensation is not None
+    )
+
+
+def _unwind(ctx: Ctx, par: str, branches: list[int], maybe_done: list[str] | None = None) -> None:
+    """Stop ``branches`` of first-wins parallel ``par`` and queue the undo of what they did or
+    may have done (commands without a reply), newest first; the undo runs while the saga goes
+    on, and ``par`` finishes only when it is done (:func:`pump`)."""
+    st = ctx.st
+    inside = [n for n in st.tokens if n != par and _in_branches(ctx, n, par, branches)]
+    in_flight = [*(maybe_done or []), *(n for n in inside if _undoable_in_flight(ctx, n))]
+    done = [
+        s
+        for s in reversed(st.completed)
+        if _in_branches(ctx, s, par, branches) and ctx.p.nodes[s].compensation
+    ]
+    for name in inside:
+        _abandon(ctx, name, f"branch of {par!r} lost or failed")
+    busy = {*ctx.st.to_undo, *([ctx.st.undo.step] if ctx.st.undo else [])}
+    queue = [n for n in dict.fromkeys([*in_flight, *done]) if n not in busy]
+    if queue:
+        ctx.emit("unwinding", step=par, queue=queue)
+
+
+def _unwound(ctx: Ctx, par: str) -> bool:
+    st = ctx.st
+    if any(n != par and _in_branches(ctx, n, par) for n in st.tokens):
         return False
-    par, idx = scope[-1]
-    mine = own[len(scope) - 1]
-    return mine[0] == par and (idx == -1 or mine[1] == idx) and mine[1] != keep
+    if st.undo is not None and _in_branches(ctx, st.undo.step, par):
+        return False
+    return not any(_in_branches(ctx, n, par) for n in st.to_undo)
 
 
-def _abandon_scope(ctx: Ctx, scope: tuple[tuple[str, int], ...], keep: int = -2) -> None:
-    """Stop every token inside ``scope`` (``(par, -1)`` = any branch of par but ``keep``)."""
-    for name in [n for n in ctx.st.tokens if _in_scope(ctx, n, scope, keep)]:
-        _abandon(ctx, name)
+def _first_parallel(ctx: Ctx, name: str) -> str | None:
+    """The innermost active first-wins parallel around ``name``."""
+    for par, _ in reversed(ctx.p.nodes[name].scopes):
+        block = ctx.p.nodes[par].block
+        if isinstance(block, Parallel) and block.join == "first" and par in ctx.st.tokens:
+            return par
+    return None
 
 
-def _abandon(ctx: Ctx, name: str) -> None:
+def late_completion(ctx: Ctx, name: str) -> None:
+    """Block ``name``, being stopped (a cancelled operation, a cancelled child), completed
+    anyway: undo it with the rest while compensating, or with its branch's losers."""
+    if ctx.p.nodes[name].compensation is None:
+        return
+    st = ctx.st
+    if st.status == "compensating":
+        queue = [name, *st.to_undo]
+        ctx.emit("compensating", reason=st.reason, outcome=st.outcome, queue=queue)
+        return
+    par = _first_parallel(ctx, name)
+    if par is not None:
+        ctx.emit("unwinding", step=par, queue=[name])
+
+
+def _abandon(ctx: Ctx, name: str, reason: str) -> None:
+    """Stop block ``name``: a long-running operation is cancelled and verified, a running child
+    saga cancelled (both stay active until that ends), anything else dropped."""
     token = ctx.st.tokens.get(name)
     if token is None:
         return
@@ -301,8 +373,26 @@ def _abandon(ctx: Ctx, name: str) -> None:
         if token.phase not in _CANCELLING:
             start_cancel(ctx, name)
         return
+    if cancel_child(ctx, name, reason):
+        return
     ctx.clear_timers(name)
     ctx.emit("abandoned", step=name)
+
+
+def cancel_child(ctx: Ctx, name: str, reason: str) -> bool:
+    """Ask child block ``name``'s running saga to cancel (unless its ``parent_close`` is
+    ``abandon``); the block stays active, ``cancelling``, until the child's end comes back.
+    Returns whether the block waits for the child."""
+    b = ctx.p.nodes[name].block
+    token = ctx.st.tokens.get(name)
+    if not isinstance(b, Child) or b.parent_close != "cancel" or token is None or not token.cmd:
+        return False
+    if token.phase != "cancelling":
+        ctx.clear_timers(name)
+        child_id = f"{ctx.saga_id}/{name}/{ctx.st.counters[f'{name}:child']}"
+        ctx.emit("child_cancelled", step=name, child_type=b.saga, child_id=child_id, reason=reason)
+        ctx.emit("phase", step=name, phase="cancelling", failures=0, checks=0)
+    return True
 
 
 def _in_flight(ctx: Ctx, name: str) -> bool:
@@ -333,10 +423,12 @@ def fail(ctx: Ctx, name: str, reason: str) -> None:
         assert isinstance(block, Parallel)  # scopes only name parallels
         if block.join != "first" or par not in ctx.st.tokens:
             continue
-        _abandon_scope(ctx, scopes[: depth + 1])
+        _unwind(ctx, par, [idx], maybe_done)  # a failed branch is undone at once
         ctx.emit("branch_ended", step=par, index=idx, ok=False)
         if len(ctx.st.joins[par][1]) == len(block.branches):
             fail(ctx, par, f"every branch of {par!r} failed; last: {reason}")
+        else:
+            pump(ctx)
         return
     compensate(ctx, reason, "compensated", maybe_done)
 
@@ -344,11 +436,15 @@ def fail(ctx: Ctx, name: str, reason: str) -> None:
 def compensate(ctx: Ctx, reason: str, outcome: str, maybe_done: list[str] | None = None) -> None:
     """Undo, newest first, what completed and what may have (commands without a reply)."""
     st = ctx.st
-    if st.status != "running":
+    if st.status not in ("running", "in-doubt"):
         return
+    if st.held is not None:  # a cancel or deadline waited for the pivot, which was not done
+        outcome = st.held[0]
+        reason = st.held[1] if reason == st.held[1] else f"{st.held[1]}; {reason}"
     in_flight = [*(maybe_done or []), *(n for n in st.tokens if _in_flight(ctx, n))]
     done = [s for s in reversed(st.completed) if ctx.p.nodes[s].compensation]
     queue = [] if st.pivoted else list(dict.fromkeys([*in_flight, *done]))
+    queue += [q for q in st.to_undo if q not in queue]  # branches being unwound
     ctx.clear_timers("@saga")
     ctx.emit(
         "compensating",
@@ -357,13 +453,23 @@ def compensate(ctx: Ctx, reason: str, outcome: str, maybe_done: list[str] | None
         queue=queue,
     )
     for name in list(ctx.st.tokens):
-        _abandon(ctx, name)
+        _abandon(ctx, name, reason)
     pump(ctx)
 
 
 def pump(ctx: Ctx) -> None:
-    """While compensating with no block active: start the next undo, or end the saga."""
+    """Start the next undo: while compensating once no block is active (or end the saga when
+    none is left); while running, as soon as the last one ended, finishing each first-wins
+    parallel whose losing branches are undone."""
     st = ctx.st
+    if st.status in ("running", "in-doubt"):  # first-wins losers are undone as the saga goes on
+        if st.undo is None and st.to_undo:
+            ctx.emit("undo_started", step=st.to_undo[0])
+            send_undo(ctx, st.to_undo[0])
+        for par, token in list(ctx.st.tokens.items()):
+            if token.phase == "unwinding" and par in ctx.st.tokens and _unwound(ctx, par):
+                finish(ctx, par)
+        return
     if st.status != "compensating" or st.tokens or st.undo is not None:
         return
     if not st.to_undo:
@@ -450,6 +556,53 @@ def send_cancel(ctx: Ctx, name: str, b: LongRunning[Any], *, again: str | None =
     polling interval, it counts as failed."""
     ctx.send(name, "cancel", b.cancel, b.topic, again=again)
     ctx.set_timer(name, "cancel-wait", max(ms(b.every.total_seconds()), 1000))
+
+
+# ----------------------------------------------------------------------------------------- pivots
+
+
+def pivot_in_flight(ctx: Ctx) -> str | None:
+    """The pivot whose outcome is not known yet: its command sent and unanswered, its
+    operation running (or maybe started), its child saga running. ``None`` if there is none."""
+    for name, token in ctx.st.tokens.items():
+        b = ctx.p.nodes[name].block
+        if not isinstance(b, Step | LongRunning | Child) or b.kind != "pivot":
+            continue
+        if isinstance(b, LongRunning) and token.phase != "backoff":
+            return name
+        if not isinstance(b, LongRunning) and token.cmd is not None:
+            return name
+    return None
+
+
+def await_pivot(ctx: Ctx, name: str, outcome: str, reason: str, *, overdue: bool) -> None:
+    """A cancel or deadline came while pivot ``name`` is in flight: hold it until the pivot's
+    definitive answer (done: the saga goes on; not done: it compensates with ``outcome`` and
+    ``reason``). An operation is cancelled and verified, a child saga cancelled; a command
+    whose deadline passed (``overdue``) makes the saga ``in-doubt`` and is sent again, the
+    same request, until its participant answers (it refuses what came too late)."""
+    b = ctx.p.nodes[name].block
+    was_overdue = ctx.st.status == "in-doubt"
+    overdue = overdue and not isinstance(b, LongRunning)  # its cancel and checks decide
+    ctx.emit(
+        "pivot_awaited", step=name, outcome=outcome, reason=reason, overdue=overdue or was_overdue
+    )
+    if isinstance(b, LongRunning):
+        if ctx.st.tokens[name].phase not in _CANCELLING:
+            start_cancel(ctx, name)
+    elif isinstance(b, Child):
+        cancel_child(ctx, name, reason)
+    elif overdue and not was_overdue:
+        ctx.clear_timers(name, "deadline")
+        schedule_resend(ctx, name)
+
+
+def schedule_resend(ctx: Ctx, name: str) -> None:
+    """Send in-doubt pivot ``name``'s command again after a back-off (1 s, doubling, 5 min)."""
+    token = ctx.st.tokens[name]
+    failures = token.failures + 1
+    ctx.emit("phase", step=name, phase="in-doubt", failures=failures, checks=0)
+    ctx.set_timer(name, "resend", FOREVER.delay_ms(failures, ctx.st.seed, token.cmd or name))
 
 
 def ms(seconds: float) -> int:

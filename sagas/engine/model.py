@@ -280,6 +280,9 @@ class SagaState:
         outcome: the terminal status compensation will end in.
         reason: why the saga compensated or failed.
         signals: signals received before a step waited for them, in order.
+        held: ``(outcome, reason)`` of a cancel or deadline that came while the pivot was in
+            flight: it waits for the pivot's answer, and compensates with these if it was not
+            done (a done pivot refuses a held cancel).
         secret: the key of the tags in its command ids (hex; empty for a saga started by a
             release without tags, until it sends its next command).
     """
@@ -305,6 +308,7 @@ class SagaState:
     outcome: Status | None = None
     reason: str | None = None
     signals: tuple[tuple[str, JsonDict], ...] = ()
+    held: tuple[str, str] | None = None
     secret: str = field(default="", repr=False)
 
     @property
@@ -336,6 +340,7 @@ class SagaState:
             "outcome": self.outcome,
             "reason": self.reason,
             "signals": [[name, payload] for name, payload in self.signals],
+            "held": list(self.held) if self.held else None,
             "secret": self.secret,
         }
 
@@ -377,6 +382,7 @@ class SagaState:
             outcome=cast("Status | None", d["outcome"]),
             reason=d["reason"],
             signals=tuple((str(n), dict(p)) for n, p in d["signals"]),
+            held=(str(d["held"][0]), str(d["held"][1])) if d.get("held") else None,
             secret=str(d.get("secret") or ""),
         )
 

@@ -149,12 +149,27 @@ def test_a_day_long_deadline_expires_in_milliseconds() -> None:
 
 
 def test_cancel_before_and_after_the_pivot() -> None:
+    # A cancel while the pivot's command is in flight waits for the pivot's answer.
     env = order_env()
     env.on("ScheduleShipment", silent())
     env.start("order", "o-1", ORDER)
     env.cancel("o-1", "customer changed their mind")
+    assert env.state("o-1").status == "running"
+    assert env.journal("o-1")[-1].type == "pivot_awaited"
+    pivot = real_id(env, "o-1:schedule-shipment:1")
+    env.reply(pivot, "failure", {"error": "deadline-passed"})  # not done: the cancel goes on
     assert env.state("o-1").status == "cancelled"
     assert env.command_types("o-1")[-2:] == ["ReleaseStock", "ReleaseCredit"]
+
+    env = order_env()
+    env.on("ScheduleShipment", silent())
+    env.start("order", "o-3", ORDER)
+    env.cancel("o-3", "customer changed their mind")
+    env.reply(real_id(env, "o-3:schedule-shipment:1"), "success", {"shipment_id": "s-3"})
+    assert env.state("o-3").status == "completed"  # done: the cancel is refused
+    refused = [e for e in env.journal("o-3") if e.type == "cancel_refused"]
+    assert "customer changed their mind" in refused[0].body["reason"]
+    assert "ReleaseCredit" not in env.command_types("o-3")
 
     env = order_env()
     env.start("order", "o-2", ORDER)
@@ -417,10 +432,13 @@ def test_parallel_first_to_succeed() -> None:
     d = saga(parallel("race", [s("a")], [s("b")], join="first"), s("c"))
     env = env_for(d, ok=("b", "c"))
     env.on("Do-a", silent())
+    env.on("Undo-a", succeed())
     env.start("demo", "d-1", {})
     state = env.state("d-1")
     assert state.status == "completed"
     assert state.completed == ("b", "c")
+    # the loser's command got no reply: it may have been done, so it is undone before the join
+    assert env.command_types("d-1") == ["Do-a", "Do-b", "Undo-a", "Do-c"]
     env.reply(real_id(env, "d-1:a:1"))  # the loser's late reply is ignored
     assert env.journal("d-1")[-1].type == "ignored"
 
