@@ -9,9 +9,15 @@
     env.advance(timedelta(days=1))          # the deadline passes in milliseconds
     assert env.state("o-1").status == "compensated"
     assert env.command_types("o-1")[-1] == "ReleaseCredit"
+
+The scripted services behave as participants do: a command reaches its service ``lag`` after
+it is sent and is refused when that is past its deadline; a command id is handled once (a resend
+gets the recorded reply); successful commands make or undo the :class:`Effect` s in
+``env.effects()``.
 """
 
 from sagas.testing.env import (
+    Effect,
     Responder,
     Response,
     SagaTestEnv,
@@ -22,6 +28,7 @@ from sagas.testing.env import (
 )
 
 __all__ = [
+    "Effect",
     "Responder",
     "Response",
     "SagaTestEnv",

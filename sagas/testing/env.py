@@ -1,13 +1,32 @@
 """The in-memory environment behind :mod:`sagas.testing`.
 
 It runs the same :func:`sagas.engine.transition` as the Kafka worker, one input at a time, with a
-virtual clock: replies, child starts and parent replies are delivered through a FIFO queue, and
-``advance`` fires every due timer in due-time order. Nothing sleeps; a day passes in milliseconds.
+virtual clock: replies, child starts, child cancels and parent replies are delivered through a
+queue in time order, and ``advance`` fires every due timer in due-time order. Nothing sleeps; a
+day passes in milliseconds.
 
 Each decision goes through :func:`sagas.wire.decision_records`, the worker's own encoding of
 commands with their payload schemas: a decision whose payload does not fit its schema is not
 applied, exactly as the worker dead-letters its input; it shows in
 :attr:`SagaTestEnv.dead_letters`.
+
+The scripted participants behave as :mod:`sagas.participants` does:
+
+* A command reaches its service ``lag`` after it was sent (:attr:`Response.lag`); a service
+  handles the commands of one saga on one topic in the order they were sent (one Kafka
+  partition), and its reply arrives ``after`` the handling.
+* A command handled after its ``deadline_ms`` is refused: a ``failure`` reply with
+  ``{"error": "deadline-passed", "message": ...}``, and no effect.
+* A command id handled before (a resend) gets the recorded reply again, ``after`` the handling;
+  its script is not consulted again and nothing happens again. Until the first reply has
+  arrived the service is still at work on it (``after`` includes its work), and a resend gets no
+  reply of its own. A :func:`silent` send is lost on the way (nothing is recorded), so a resend
+  of it consults the script again.
+* The services keep a ledger of effects (:meth:`SagaTestEnv.effects`): a successful ``do`` or
+  long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
+  saga (for a child step, every effect of the child sagas it started); a successful long-running
+  ``cancel``, or a ``status`` reply the block reads as failed or cancelled, removes the
+  operation's. Failures have no effect.
 """
 
 from __future__ import annotations
@@ -20,6 +39,7 @@ from datetime import timedelta
 from typing import Any
 
 from sagas.app import App
+from sagas.dsl.nodes import LongRunning
 from sagas.dsl.program import Program
 from sagas.dsl.saga import Saga
 from sagas.engine import (
@@ -30,24 +50,48 @@ from sagas.engine import (
     Outcome,
     Reply,
     SagaState,
+    Settle,
     Signal,
     Start,
     TimerFired,
     transition,
 )
 from sagas.errors import ConfigurationError, PayloadSchemaError
+from sagas.serde.records import Serde
 from sagas.wire import decision_records
 
-__all__ = ["Responder", "Response", "SagaTestEnv", "fail", "retryable_fail", "silent", "succeed"]
+__all__ = [
+    "Effect",
+    "Responder",
+    "Response",
+    "SagaTestEnv",
+    "fail",
+    "purpose_of",
+    "retryable_fail",
+    "silent",
+    "succeed",
+]
+
+_ZERO = timedelta(0)
 
 
 @dataclass(frozen=True)
 class Response:
-    """A scripted participant reply; ``outcome=None`` means the participant stays silent."""
+    """A scripted participant reply; ``outcome=None`` means the command is lost (no reply).
+
+    Attributes:
+        outcome: the reply's outcome, or ``None`` for a send that never reaches the service.
+        payload: the reply's payload.
+        after: from the handling to the reply's arrival.
+        lag: from the send to the handling (a command handled after its deadline is refused).
+        duplicate: the reply arrives once more, this long after its first arrival.
+    """
 
     outcome: Outcome | None
     payload: Mapping[str, Any] = field(default_factory=dict)
-    after: timedelta = timedelta(0)
+    after: timedelta = _ZERO
+    lag: timedelta = _ZERO
+    duplicate: timedelta | None = None
 
 
 Responder = Response | Callable[[CommandOut], Response] | Sequence[Response]
@@ -55,27 +99,42 @@ Responder = Response | Callable[[CommandOut], Response] | Sequence[Response]
 command, or a list used in turn (its last element repeats)."""
 
 
+@dataclass(frozen=True)
+class Effect:
+    """An effect a service made and that stands: a successful ``do`` or ``start`` command."""
+
+    saga_id: str
+    step: str
+    command_type: str
+    command_id: str
+
+
 def succeed(
-    payload: Mapping[str, Any] | None = None, *, after: timedelta = timedelta(0)
+    payload: Mapping[str, Any] | None = None,
+    *,
+    after: timedelta = _ZERO,
+    lag: timedelta = _ZERO,
 ) -> Response:
-    """Reply ``success`` with ``payload`` (after ``after`` of virtual time)."""
-    return Response("success", dict(payload or {}), after)
+    """Reply ``success`` with ``payload`` (handled ``lag`` after the send, the reply ``after``)."""
+    return Response("success", dict(payload or {}), after, lag)
 
 
-def fail(error: str = "failed", *, after: timedelta = timedelta(0), **payload: Any) -> Response:
+def fail(
+    error: str = "failed", *, after: timedelta = _ZERO, lag: timedelta = _ZERO, **payload: Any
+) -> Response:
     """Reply ``failure`` (not retried) with ``{"error": error, **payload}``."""
-    return Response("failure", {"error": error, **payload}, after)
+    return Response("failure", {"error": error, **payload}, after, lag)
 
 
 def retryable_fail(
-    error: str = "unavailable", *, after: timedelta = timedelta(0), **payload: Any
+    error: str = "unavailable", *, after: timedelta = _ZERO, lag: timedelta = _ZERO, **payload: Any
 ) -> Response:
     """Reply ``retryable-failure`` with ``{"error": error, **payload}``."""
-    return Response("retryable-failure", {"error": error, **payload}, after)
+    return Response("retryable-failure", {"error": error, **payload}, after, lag)
 
 
 def silent() -> Response:
-    """Never reply (let a deadline pass)."""
+    """Never reply: the send is lost (let a deadline pass; a resend is scripted again)."""
     return Response(None)
 
 
@@ -83,8 +142,46 @@ def _ms(d: timedelta) -> int:
     return round(d.total_seconds() * 1000)
 
 
+_PURPOSES = frozenset({"undo", "start", "status", "cancel"})
+
+
+def purpose_of(cmd: CommandOut) -> str:
+    """What ``cmd`` is for: its ``purpose``, or, when that is the default ``do``, what its id
+    says (``<saga>:<step>:<purpose>:<n>:<tag>``; a step's own command has no purpose part)."""
+    if cmd.purpose != "do":
+        return cmd.purpose
+    prefix = f"{cmd.saga_id}:{cmd.step}:"
+    if cmd.command_id.startswith(prefix):
+        head = cmd.command_id[len(prefix) :].split(":", 1)[0]
+        if head in _PURPOSES:
+            return head
+    return "do"
+
+
+_SHARED_SERDE: Serde | None = None
+
+
+def _shared_serde() -> Serde:
+    """One serde for every environment whose programs declare no schemas (making one costs
+    milliseconds: it loads and fingerprints the built-in schemas)."""
+    global _SHARED_SERDE  # noqa: PLW0603 - a lazily made, read-only cache
+    if _SHARED_SERDE is None:
+        _SHARED_SERDE = Serde()
+    return _SHARED_SERDE
+
+
+_INPUT, _HANDLE = 0, 1
+
+
 class SagaTestEnv:
     """Run sagas in memory against scripted participants and a virtual clock.
+
+    Drive it with ``start``, ``signal``, ``cancel``, ``settle`` (an operator's answer for a saga
+    in doubt about its pivot), ``reply`` by hand, ``advance``, ``jump`` (the worker was down) and
+    ``run_until_idle``. Child sagas run too (register their types), and a parent's child cancels
+    reach them as :class:`~sagas.engine.Cancel` inputs. Besides the sagas (``state``, ``journal``,
+    ``commands``), the services' side shows: ``effects`` (the ledger), ``executions`` (handler
+    runs per command id) and ``recorded`` (the reply a service recorded for a command id).
 
     Args:
         *sagas: the saga types (definitions or compiled programs) this environment runs.
@@ -102,8 +199,19 @@ class SagaTestEnv:
         self._journals: dict[str, list[JournalEvent]] = {}
         self._script: dict[str, Responder] = {}
         self._used: dict[str, int] = {}
-        self._queue: list[tuple[int, int, str, Input]] = []
+        # (due, seq, kind, a, b): an input (saga type, Input) or a handling (CommandOut, Response)
+        self._queue: list[tuple[int, int, int, Any, Any]] = []
+        self._timers: list[tuple[int, str, int, str]] = []  # (due, saga id, seq, timer id)
         self._seq = 0
+        # the services' side
+        self._in_flight: dict[str, Response] = {}  # command id -> its first send's response
+        # command id -> the reply recorded for it, and when (its first arrival)
+        self._recorded: dict[str, tuple[Response, int]] = {}
+        self._fifo: dict[tuple[str, str], int] = {}  # (topic, saga id) -> last handling time
+        self._ledger: list[Effect] = []
+        self._executions: dict[str, dict[str, int]] = {}  # saga id -> command id -> runs
+        self._children: dict[tuple[str, str], list[str]] = {}  # (parent, step) -> child ids
+        self._child_ids: dict[str, list[str]] = {}  # parent -> child ids
         self.commands: list[CommandOut] = []
         """Every command sent, in order."""
         self.dead_letters: list[tuple[Input, str]] = []
@@ -123,7 +231,10 @@ class SagaTestEnv:
     def _app(self) -> App:
         """The programs as an app, as a worker would hold them (for their payload schemas)."""
         if self._app_cache is None:
-            self._app_cache = App("test", self._programs.values())
+            programs = list(self._programs.values())
+            plain = not any(p.payload_schemas or p.reply_schemas for p in programs)
+            serde = _shared_serde() if plain else None
+            self._app_cache = App("test", programs, serde=serde)
         return self._app_cache
 
     def on(self, command_type: str, respond: Responder) -> None:
@@ -152,6 +263,13 @@ class SagaTestEnv:
         self._push(self.now_ms, self._type_of(saga_id), Cancel(saga_id, reason))
         self._drain(self.now_ms)
 
+    def settle(
+        self, saga_id: str, done: bool, by: str = "test", reason: str = "settled by test"
+    ) -> None:
+        """An operator's answer for a saga in doubt about its pivot: ``done`` or not."""
+        self._push(self.now_ms, self._type_of(saga_id), Settle(saga_id, done, by, reason))
+        self._drain(self.now_ms)
+
     def reply(
         self,
         command_id: str,
@@ -168,6 +286,12 @@ class SagaTestEnv:
         """Move the virtual clock forward by ``by``, firing due timers and replies in time order."""
         self._drain(self.now_ms + _ms(by))
 
+    def jump(self, by: timedelta) -> None:
+        """Move the clock forward by ``by`` at once, as if the worker had been down that long:
+        the inputs and timers that came due meanwhile are handled in time order, all at the new
+        time (late), while the services handle their commands at their own time."""
+        self._drain(self.now_ms + _ms(by), late=True)
+
     def run_until_idle(self, limit: timedelta = timedelta(days=365)) -> None:
         """Advance until no timer is pending and no reply is in flight (at most ``limit``)."""
         end = self.now_ms + _ms(limit)
@@ -183,6 +307,10 @@ class SagaTestEnv:
         """The saga's current state."""
         return self._states[saga_id]
 
+    def saga_ids(self) -> list[str]:
+        """Every saga started in this environment (children included), in start order."""
+        return list(self._states)
+
     def journal(self, saga_id: str) -> list[JournalEvent]:
         """Every journal event of the saga, in order."""
         return list(self._journals.get(saga_id, []))
@@ -195,6 +323,24 @@ class SagaTestEnv:
         """The types of the commands the saga sent, in order."""
         return [c.command_type for c in self.commands_for(saga_id)]
 
+    def effects(self, saga_id: str | None = None) -> list[Effect]:
+        """The effects that stand (of one saga, or all), oldest first."""
+        return [e for e in self._ledger if saga_id is None or e.saga_id == saga_id]
+
+    def executions(self, saga_id: str | None = None) -> dict[str, int]:
+        """Per command id (of one saga, or all) that reached a service: how many times its
+        handler ran. A resend answered from the recorded reply does not run it, nor does a
+        command refused for its deadline (0)."""
+        if saga_id is not None:
+            return dict(self._executions.get(saga_id, {}))
+        return {cid: n for runs in self._executions.values() for cid, n in runs.items()}
+
+    def recorded(self, command_id: str) -> Response | None:
+        """The reply a service recorded for ``command_id`` (a refused late command's too), or
+        ``None`` if no send of it reached its service yet."""
+        hit = self._recorded.get(command_id)
+        return hit[0] if hit else None
+
     # ------------------------------------------------------------------------------- internals
 
     def _type_of(self, saga_id: str) -> str:
@@ -204,33 +350,47 @@ class SagaTestEnv:
 
     def _push(self, due: int, saga_type: str, inp: Input) -> None:
         self._seq += 1
-        heapq.heappush(self._queue, (due, self._seq, saga_type, inp))
+        heapq.heappush(self._queue, (due, self._seq, _INPUT, saga_type, inp))
+
+    def _push_handling(self, due: int, cmd: CommandOut, response: Response | None) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (due, self._seq, _HANDLE, cmd, response))
+
+    def _next_timer(self) -> tuple[int, str, int, str] | None:
+        """The earliest pending timer (dropping cleared or fired ones from the heap)."""
+        while self._timers:
+            due, saga_id, _, timer_id = self._timers[0]
+            if self._states[saga_id].timers.get(timer_id) == due:
+                return self._timers[0]
+            heapq.heappop(self._timers)
+        return None
 
     def _next_due(self) -> int | None:
-        dues = [due for s in self._states.values() for due in s.timers.values()]
+        timer = self._next_timer()
+        dues = [timer[0]] if timer else []
         if self._queue:
             dues.append(self._queue[0][0])
         return min(dues, default=None)
 
-    def _next_timer(self, until: int) -> tuple[int, str, str] | None:
-        best: tuple[int, str, str] | None = None
-        for saga_id, st in self._states.items():
-            for timer_id, due in st.timers.items():
-                if due <= until and (best is None or (due, saga_id) < best[:2]):
-                    best = (due, saga_id, timer_id)
-        return best
-
-    def _drain(self, until: int) -> None:
+    def _drain(self, until: int, *, late: bool = False) -> None:
         while True:
-            timer = self._next_timer(until)
+            timer = self._next_timer()
+            if timer is not None and timer[0] > until:
+                timer = None
             queued = self._queue[0] if self._queue and self._queue[0][0] <= until else None
             if queued is not None and (timer is None or queued[0] <= timer[0]):
                 heapq.heappop(self._queue)
-                self.now_ms = max(self.now_ms, queued[0])
-                self._apply(queued[2], queued[3])
+                due, _, kind, a, b = queued
+                if kind == _HANDLE:  # services keep their own time, even while the worker is down
+                    if not late:
+                        self.now_ms = max(self.now_ms, due)
+                    self._handle(due, a, b)
+                    continue
+                self.now_ms = until if late else max(self.now_ms, due)
+                self._apply(a, b)
             elif timer is not None:
-                due, saga_id, timer_id = timer
-                self.now_ms = max(self.now_ms, due)
+                due, saga_id, _, timer_id = heapq.heappop(self._timers)
+                self.now_ms = until if late else max(self.now_ms, due)
                 self._apply(self._types[saga_id], TimerFired(saga_id, timer_id, due))
             else:
                 self.now_ms = max(self.now_ms, until)
@@ -253,17 +413,107 @@ class SagaTestEnv:
         if decision.state is not None:
             self._states[inp.saga_id] = decision.state
             self._types[inp.saga_id] = saga_type
+        for e in decision.events:
+            if e.type == "timer_set":
+                self._seq += 1
+                entry = (e.body["due_ms"], e.saga_id, self._seq, e.body["timer_id"])
+                heapq.heappush(self._timers, entry)
+            elif e.type == "child_started":
+                kids = self._children.setdefault((e.saga_id, e.body["step"]), [])
+                kids.append(e.body["child_id"])
+                self._child_ids.setdefault(e.saga_id, []).append(e.body["child_id"])
         for cmd in decision.commands:
             self.commands.append(cmd)
-            response = self._respond(cmd)
-            if response.outcome is not None:
-                reply = Reply(cmd.saga_id, cmd.command_id, response.outcome, dict(response.payload))
-                self._push(self.now_ms + _ms(response.after), saga_type, reply)
+            self._send(cmd)
         for ch in decision.children:
             self._push(self.now_ms, ch.saga_type, Start(ch.saga_id, ch.data, ch.parent))
+        for cc in decision.child_cancels:
+            self._push(self.now_ms, cc.saga_type, Cancel(cc.saga_id, cc.reason))
         for pr in decision.parent_replies:
             reply = Reply(pr.parent.saga_id, pr.parent.command_id, pr.outcome, pr.payload)
             self._push(self.now_ms, pr.parent.saga_type, reply)
+
+    # ------------------------------------------------------------------------------- services
+
+    def _send(self, cmd: CommandOut) -> None:
+        """A command leaves: lost, or on its way to its service (behind the saga's earlier ones
+        on that topic)."""
+        cid = cmd.command_id
+        recorded = self._recorded.get(cid)
+        first = self._in_flight.get(cid) or (recorded[0] if recorded else None)
+        response: Response | None = None
+        if first is None:  # a new request, or a resend of a lost one: the script answers
+            response = self._respond(cmd)
+            if response.outcome is None:
+                return
+            self._in_flight[cid] = response
+            first = response
+        key = (cmd.topic, cmd.saga_id)
+        due = max(self.now_ms + _ms(first.lag), self._fifo.get(key, 0))
+        self._fifo[key] = due
+        self._push_handling(due, cmd, response)
+
+    def _handle(self, at: int, cmd: CommandOut, response: Response | None) -> None:
+        """The service handles ``cmd`` at ``at``: once per command id, refused when late."""
+        cid = cmd.command_id
+        if response is None:  # a resend: the recorded reply again, once it is recorded
+            recorded, ready = self._recorded[cid]
+            if at >= ready:
+                self._deliver(at, cmd, recorded)
+            return
+        del self._in_flight[cid]
+        runs = self._executions.setdefault(cmd.saga_id, {})
+        if cmd.deadline_ms is not None and at > cmd.deadline_ms:
+            message = f"the saga stopped waiting at {cmd.deadline_ms}; the handler did not run"
+            payload = {"error": "deadline-passed", "message": message}
+            response = Response("failure", payload, response.after, response.lag)
+            runs.setdefault(cid, 0)
+        else:
+            runs[cid] = runs.get(cid, 0) + 1
+            if response.outcome == "success":
+                self._book(cmd, response)
+        self._recorded[cid] = (response, at + _ms(response.after))
+        self._deliver(at, cmd, response)
+
+    def _deliver(self, at: int, cmd: CommandOut, response: Response) -> None:
+        assert response.outcome is not None  # lost sends are never handled
+        reply = Reply(cmd.saga_id, cmd.command_id, response.outcome, dict(response.payload))
+        arrives = at + _ms(response.after)
+        self._push(arrives, cmd.saga_type, reply)
+        if response.duplicate is not None:
+            self._push(arrives + _ms(response.duplicate), cmd.saga_type, reply)
+
+    def _book(self, cmd: CommandOut, response: Response) -> None:
+        """The ledger after a successful handling of ``cmd``."""
+        purpose = purpose_of(cmd)
+        if purpose in ("do", "start"):
+            effect = Effect(cmd.saga_id, cmd.step, cmd.command_type, cmd.command_id)
+            self._ledger.append(effect)
+        elif purpose in ("undo", "cancel"):
+            self._undo(cmd.saga_id, cmd.step)
+        elif purpose == "status":
+            block = self._block(cmd)
+            if isinstance(block, LongRunning) and _reads_ended(block, response.payload):
+                self._undo(cmd.saga_id, cmd.step)
+
+    def _block(self, cmd: CommandOut) -> object:
+        program = self._programs.get(cmd.saga_type)
+        node = program.nodes.get(cmd.step) if program else None
+        return node.block if node else None
+
+    def _undo(self, saga_id: str, step: str) -> None:
+        """Remove ``step``'s effects in the saga, and every effect of the children it started."""
+        gone = {saga_id: {step}}
+        todo = list(self._children.get((saga_id, step), []))
+        while todo:  # a child step's compensation undoes its child sagas, and theirs
+            child = todo.pop()
+            gone[child] = set()
+            todo.extend(self._child_ids.get(child, []))
+        self._ledger = [
+            e
+            for e in self._ledger
+            if e.saga_id not in gone or (gone[e.saga_id] and e.step not in gone[e.saga_id])
+        ]
 
     def _respond(self, cmd: CommandOut) -> Response:
         script = self._script.get(cmd.command_type)
@@ -276,3 +526,11 @@ class SagaTestEnv:
         i = self._used.get(cmd.command_type, 0)
         self._used[cmd.command_type] = i + 1
         return script[min(i, len(script) - 1)]
+
+
+def _reads_ended(block: LongRunning[Any], payload: Mapping[str, Any]) -> bool:
+    """Whether a status reply says the operation failed or was cancelled (so it is gone)."""
+    try:
+        return bool(block.failed(payload) or block.cancelled(payload))
+    except Exception:  # a predicate that cannot read this reply: the engine will say so
+        return False
