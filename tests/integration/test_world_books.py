@@ -35,6 +35,7 @@ class Ledger:
     """The world: effects standing per (saga id, step), and how often each key ran."""
 
     effects: set[tuple[str, str]] = field(default_factory=set)
+    ran: set[tuple[str, str]] = field(default_factory=set)
     runs: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -129,6 +130,7 @@ class World:
         def do(payload: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
             with self.ledger.lock:
                 self.ledger.effects.add((ctx.saga_id, name))
+                self.ledger.ran.add((ctx.saga_id, name))
                 key = ctx.idempotency_key
                 self.ledger.runs[key] = self.ledger.runs.get(key, 0) + 1
             time.sleep(self.slow.get(name, 0.0))  # done, but the answer is late
@@ -164,10 +166,11 @@ class World:
     def wait_for(self, saga_id: str, effect: str, timeout: float = 60.0) -> None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if effect in self.ledger.of(saga_id):
-                return
+            with self.ledger.lock:
+                if (saga_id, effect) in self.ledger.ran:
+                    return
             time.sleep(0.05)
-        raise AssertionError(f"{saga_id} never did {effect}")
+        raise AssertionError(f"{saga_id}'s {effect} never ran")
 
     def journal(self, saga_type: str, saga_id: str) -> list[str]:
         return [e.event for e in self.client.history(saga_type, saga_id).entries]
@@ -218,6 +221,7 @@ def test_a_first_wins_loser_that_lands_late_is_undone(world: World) -> None:
     sid = world.client.start("race", {})
     state = world.wait("race", sid)
     assert state.status == "completed", state.reason
+    world.wait_for(sid, "slow")  # the loser's command did reach its service
     assert world.ledger.of(sid) == {"fast", "after"}
 
 
