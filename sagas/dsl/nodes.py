@@ -475,9 +475,11 @@ def parallel(name: str, *branches: Sequence[Node[D]], join: Join = "all") -> Par
         name: the name of the join.
         *branches: the step lists.
         join: ``"all"`` waits for every branch (any failure fails the saga); ``"first"``
-            continues with the first branch to succeed and abandons the others (the saga fails
-            only when every branch failed). Steps completed in an abandoned branch are
-            compensated if the saga later compensates.
+            continues with the first branch to succeed (the saga fails only when every branch
+            failed): the other branches stop, and what they completed or may have completed
+            (a command without a reply) is compensated, newest first, before the saga goes
+            past the join; a branch that fails is undone at once. Every step in a first-wins
+            branch must therefore be undoable (the compiler says so).
     """
     return Parallel(name, tuple(_blocks(b) for b in branches), join)
 
