@@ -26,7 +26,7 @@ The scripted participants behave as :mod:`sagas.participants` does:
   long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
   saga (for a child step, every effect of the child sagas it started); a successful long-running
   ``cancel``, or a ``status`` reply the block reads as failed or cancelled, removes the
-  operation's. Failures have no effect.
+  operation's (the one the step started last). Failures have no effect.
 """
 
 from __future__ import annotations
@@ -301,6 +301,11 @@ class SagaTestEnv:
                 return
             self._drain(nxt)
 
+    @property
+    def idle(self) -> bool:
+        """No timer is pending and nothing is in flight (no command, reply or input)."""
+        return self._next_due() is None
+
     # ----------------------------------------------------------------------------- inspection
 
     def state(self, saga_id: str) -> SagaState:
@@ -489,17 +494,25 @@ class SagaTestEnv:
         if purpose in ("do", "start"):
             effect = Effect(cmd.saga_id, cmd.step, cmd.command_type, cmd.command_id)
             self._ledger.append(effect)
-        elif purpose in ("undo", "cancel"):
+        elif purpose == "undo":
             self._undo(cmd.saga_id, cmd.step)
+        elif purpose == "cancel":
+            self._end_operation(cmd.saga_id, cmd.step)
         elif purpose == "status":
             block = self._block(cmd)
             if isinstance(block, LongRunning) and _reads_ended(block, response.payload):
-                self._undo(cmd.saga_id, cmd.step)
+                self._end_operation(cmd.saga_id, cmd.step)
 
     def _block(self, cmd: CommandOut) -> object:
         program = self._programs.get(cmd.saga_type)
         node = program.nodes.get(cmd.step) if program else None
         return node.block if node else None
+
+    def _end_operation(self, saga_id: str, step: str) -> None:
+        """The operation ``step`` started last (a loop starts one per round) is gone."""
+        mine = [i for i, e in enumerate(self._ledger) if (e.saga_id, e.step) == (saga_id, step)]
+        if mine:
+            del self._ledger[mine[-1]]
 
     def _undo(self, saga_id: str, step: str) -> None:
         """Remove ``step``'s effects in the saga, and every effect of the children it started."""

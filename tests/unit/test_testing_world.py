@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sagas import Saga, call, child, long_running, sleep, step
+from sagas import Saga, branch, call, child, goto, long_running, sleep, step
 from sagas.engine import ChildCancel, CommandOut, Decision, Input, SagaState
 from sagas.engine import transition as engine_transition
 from sagas.testing import Effect, Response, SagaTestEnv, fail, silent, succeed
@@ -274,6 +274,38 @@ def test_a_long_running_operation_stands_from_its_start_until_cancelled_or_faile
     assert [(e.step, e.command_type) for e in env.effects("v-1")] == [("create", "CreateVm")]
     env.advance(timedelta(minutes=5))
     assert [e.step for e in env.effects("v-1")] == standing
+
+
+def test_a_failed_operation_takes_only_its_own_effect_away() -> None:
+    twice = Saga[dict[str, Any]](
+        "twice",
+        version=1,
+        deadline=timedelta(hours=1),
+        steps=[
+            long_running(
+                "op",
+                to="ops",
+                start=call("StartOp"),
+                status=call("GetOp"),
+                cancel=call("CancelOp"),
+                every=S,
+                done=lambda r: r["state"] == "done",
+                failed=lambda r: r["state"] == "failed",
+                compensate=call("UndoOp"),
+                merge=lambda d, r: {**d, "n": d.get("n", 0) + ("state" in r)},  # status replies
+            ),
+            branch("again", lambda d: d["n"] < 2, then=[goto("op")]),
+        ],
+    )
+    env = SagaTestEnv(twice)
+    env.on("StartOp", succeed())
+    env.on("GetOp", [succeed({"state": "done"}), succeed({"state": "failed"})])
+    env.on("UndoOp", fail("not now"))
+    env.start("twice", "t-1", {})
+    env.advance(2 * S)
+    starts = [c.command_id for c in env.commands_for("t-1") if c.command_type == "StartOp"]
+    assert len(starts) == 2
+    assert [e.command_id for e in env.effects("t-1")] == starts[:1]  # the first one stands
 
 
 def parent_and_child() -> tuple[Saga[dict[str, Any]], Saga[dict[str, Any]]]:
