@@ -26,7 +26,7 @@ The scripted participants behave as :mod:`sagas.participants` does:
   long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
   saga (for a child step, every effect of the child sagas it started); a successful long-running
   ``cancel``, or a ``status`` reply the block reads as failed or cancelled, removes the
-  operation's (the one the step started last). Failures have no effect.
+  operation's (that of the step's latest start). Failures have no effect.
 """
 
 from __future__ import annotations
@@ -210,6 +210,7 @@ class SagaTestEnv:
         self._fifo: dict[tuple[str, str], int] = {}  # (topic, saga id) -> last handling time
         self._ledger: list[Effect] = []
         self._executions: dict[str, dict[str, int]] = {}  # saga id -> command id -> runs
+        self._starts: dict[tuple[str, str], str] = {}  # (saga, step) -> its latest start's id
         self._children: dict[tuple[str, str], list[str]] = {}  # (parent, step) -> child ids
         self._child_ids: dict[str, list[str]] = {}  # parent -> child ids
         self.commands: list[CommandOut] = []
@@ -444,6 +445,8 @@ class SagaTestEnv:
         """A command leaves: lost, or on its way to its service (behind the saga's earlier ones
         on that topic)."""
         cid = cmd.command_id
+        if purpose_of(cmd) == "start":
+            self._starts[(cmd.saga_id, cmd.step)] = cid
         recorded = self._recorded.get(cid)
         first = self._in_flight.get(cid) or (recorded[0] if recorded else None)
         response: Response | None = None
@@ -509,10 +512,9 @@ class SagaTestEnv:
         return node.block if node else None
 
     def _end_operation(self, saga_id: str, step: str) -> None:
-        """The operation ``step`` started last (a loop starts one per round) is gone."""
-        mine = [i for i, e in enumerate(self._ledger) if (e.saga_id, e.step) == (saga_id, step)]
-        if mine:
-            del self._ledger[mine[-1]]
+        """The operation of ``step``'s latest start (a loop starts one per round) is gone."""
+        start = self._starts.get((saga_id, step))
+        self._ledger = [e for e in self._ledger if e.command_id != start]
 
     def _undo(self, saga_id: str, step: str) -> None:
         """Remove ``step``'s effects in the saga, and every effect of the children it started."""

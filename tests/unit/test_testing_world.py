@@ -276,8 +276,9 @@ def test_a_long_running_operation_stands_from_its_start_until_cancelled_or_faile
     assert [e.step for e in env.effects("v-1")] == standing
 
 
-def test_a_failed_operation_takes_only_its_own_effect_away() -> None:
-    twice = Saga[dict[str, Any]](
+def op_twice() -> Saga[dict[str, Any]]:
+    """A long-running operation run twice by a loop."""
+    return Saga[dict[str, Any]](
         "twice",
         version=1,
         deadline=timedelta(hours=1),
@@ -291,13 +292,33 @@ def test_a_failed_operation_takes_only_its_own_effect_away() -> None:
                 every=S,
                 done=lambda r: r["state"] == "done",
                 failed=lambda r: r["state"] == "failed",
+                cancelled=lambda r: r["state"] == "cancelled",
+                deadline=5 * S,
                 compensate=call("UndoOp"),
                 merge=lambda d, r: {**d, "n": d.get("n", 0) + ("state" in r)},  # status replies
             ),
             branch("again", lambda d: d["n"] < 2, then=[goto("op")]),
         ],
     )
-    env = SagaTestEnv(twice)
+
+
+def test_a_cancel_ends_the_latest_operation_only_if_it_started() -> None:
+    env = SagaTestEnv(op_twice())
+    env.on("StartOp", [succeed(), silent()])  # the second start is lost
+    env.on("GetOp", [succeed({"state": "done"}), succeed({"state": "cancelled"})])
+    env.on("CancelOp", succeed())
+    env.on("UndoOp", fail("not now"))
+    env.start("twice", "t-1", {})
+    env.advance(timedelta(minutes=1))
+    assert env.state("t-1").status == "compensating"  # undoing the first, which stands
+    cancels = [c for c in env.commands_for("t-1") if c.command_type == "CancelOp"]
+    assert env.executions("t-1")[cancels[0].command_id] == 1
+    first = next(c for c in env.commands_for("t-1") if c.command_type == "StartOp")
+    assert [e.command_id for e in env.effects("t-1")] == [first.command_id]
+
+
+def test_a_failed_operation_takes_only_its_own_effect_away() -> None:
+    env = SagaTestEnv(op_twice())
     env.on("StartOp", succeed())
     env.on("GetOp", [succeed({"state": "done"}), succeed({"state": "failed"})])
     env.on("UndoOp", fail("not now"))
