@@ -23,9 +23,13 @@ What a participant checks before it runs a handler (see the README's trust model
 * **reply-to** must name a saga inbox (``<namespace>.<saga>.inbox``, or what ``reply_to``
   allows) that exists; any other command goes to ``<group>.dlq`` with the reason, so a forged
   command can never make the participant write into a state, journal or other topic.
-* **A command past its deadline** (the ``deadline`` header, epoch ms) is not executed: the saga
-  stopped waiting for it and compensates the step instead. It gets a recorded ``failure`` reply
-  with ``error = "deadline-passed"``. Set ``late_commands="execute"`` to run such commands anyway.
+* **A command past its deadline** (the ``deadline`` header, epoch ms) is not executed: it gets a
+  recorded ``failure`` reply with ``error = "deadline-passed"``, a definitive "not done" (a saga
+  that awaits its pivot decides on it). Not when the command may have reached a handler before:
+  a record below the partition's end offset when this instance took the partition over (its
+  previous owner may have run the handler and died, or lost the partition, before committing)
+  runs again with the same idempotency key, as a refusal would deny an effect that may stand.
+  Set ``late_commands="execute"`` to run every late command.
 * **The saga itself** cannot be checked by a participant (it does not read the worker's state):
   whoever may write a command topic may ask for its effects. Protect command topics with ACLs.
 """
@@ -277,8 +281,18 @@ class Participant:
 
         return loop.run_until_complete(wait())
 
-    def execute(self, topic: str, value: bytes | None, headers: RawHeaders) -> Executed:
+    def execute(
+        self,
+        topic: str,
+        value: bytes | None,
+        headers: RawHeaders,
+        *,
+        seen_before: bool = False,
+    ) -> Executed:
         """Run the handler of one command record; never raises for a handler's failure.
+
+        ``seen_before``: the record may have reached a handler before (a redelivery after its
+        partition changed hands): it runs even past its deadline, with the same idempotency key.
 
         Raises:
             DecodeError: the record is not a command (headers missing, payload unreadable), or
@@ -324,6 +338,7 @@ class Participant:
 
         if (
             self.late_commands == "reject"
+            and not seen_before
             and ctx.deadline_ms is not None
             and ctx.deadline_ms < self.clock_ms()
         ):

@@ -15,7 +15,9 @@ It is the participant side of :class:`~sagas.runtime.loop.TransactionalLoop`:
 
 Handlers run before the transaction begins, so a slow handler never holds one open. On assignment
 the recorded replies of each new partition are read from its replies partition, after the group's
-committed offsets are stable (a predecessor's transaction is decided).
+committed offsets are stable (a predecessor's transaction is decided), and its end offset is
+noted: a command below it may have reached the previous owner's handler, so it is never refused
+as late (see :meth:`sagas.participants.Participant.execute`).
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ class ParticipantLoop:
         id: after an abort they are written again instead of running the handler again."""
         self._known_topics: set[str] = set()
         self._topics_read_at = 0.0
+        self._fresh_from: dict[tuple[str, int], int] = {}
+        """Per partition, its end offset when it was assigned here: a command below it may
+        have reached a handler of the partition's previous owner."""
 
     # ------------------------------------------------------------------------- topics
 
@@ -180,12 +185,17 @@ class ParticipantLoop:
         """Read the recorded replies of each new partition."""
         for tp in partitions:
             self.replies[(tp.topic, tp.partition)] = self._restore(tp.topic, tp.partition)
+            _, end = self.loop.consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+            )
+            self._fresh_from[(tp.topic, tp.partition)] = end
 
     def revoked(self, partitions: list[TopicPartition]) -> None:
         """Forget the recorded replies of partitions that left."""
         for tp in partitions:
             self.replies.pop((tp.topic, tp.partition), None)
             self._unrecorded.pop((tp.topic, tp.partition), None)
+            self._fresh_from.pop((tp.topic, tp.partition), None)
 
     def owns(self, topic: str, partition: int) -> bool:
         """Whether the partition's recorded replies are here."""
@@ -260,7 +270,10 @@ class ParticipantLoop:
             return
         started = time.monotonic()
         try:
-            executed = self.participant.execute(tp[0], msg.value(), headers)
+            seen_before = (msg.offset() or 0) < self._fresh_from.get(tp, 0)
+            executed = self.participant.execute(
+                tp[0], msg.value(), headers, seen_before=seen_before
+            )
         except DecodeError as exc:
             batch.dead_letter(msg, f"not a command: {exc}")
             return

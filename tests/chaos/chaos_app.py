@@ -6,7 +6,13 @@ namespace), ``CHAOS_PARTITIONS`` and ``CHAOS_LEDGER`` (the folder of the externa
 
 Every command's payload is the saga's data; ``behaviour`` says what a command does:
 ``{"ScheduleShipment": "fail"}`` fails it, ``"silent"`` does the work but never replies,
-``"retry:1"`` answers the first attempt with a retryable failure. Each executed command makes two
+``"retry:1"`` answers the first attempt with a retryable failure, ``"slow:1500"`` does the work
+at once and answers 1.5 s later.
+
+The sagas that test the world's books beside the orders: ``tight_order`` (a 2 s saga deadline
+that a slow pivot outlives), ``race`` (credit and stock race in a first-wins parallel, the loser
+undone) and ``parent`` (reserves credit, runs a ``hold`` child saga that reserves stock and
+sleeps; an operator cancels some parents while the child runs). Each executed command makes two
 effects: a record in ``<ns>.effects`` written with ``ctx.send`` (in the transaction of the reply),
 and a line in this process's external ledger, keyed by ``ctx.idempotency_key`` as an external API
 would take it.
@@ -23,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sagas.app import App
-from sagas.dsl import Retry, Saga, call, step
+from sagas.dsl import Retry, Saga, call, child, parallel, sleep, step
 from sagas.dsl.program import Program
 from sagas.errors import CommandFailed
 from sagas.participants import NO_REPLY, CommandContext, Participant
@@ -31,7 +37,7 @@ from sagas.runtime.config import KafkaSettings
 
 SERVICES = {
     "credit": ["ReserveCredit", "ReleaseCredit"],
-    "stock": ["ReserveStock", "ReleaseStock"],
+    "stock": ["ReserveStock", "ReleaseStock", "ReleaseHold"],
     "shipping": ["ScheduleShipment"],
 }
 UNDO = {"reserve_credit": "ReleaseCredit", "reserve_stock": "ReleaseStock"}
@@ -57,13 +63,80 @@ def order_saga(ns: str, name: str, step_deadline: timedelta) -> Program:
     ).compile()  # fmt: skip
 
 
+def tight_order(ns: str) -> Program:
+    """The order with a 2 s saga deadline and no step deadlines: a slow pivot is in flight
+    when it passes."""
+    return Saga[dict[str, Any]](
+        "tight_order", 1, deadline=timedelta(seconds=2),
+        steps=[
+            step("reserve_credit", to=f"{ns}.credit", command="ReserveCredit", payload=_all,
+                 compensate=call("ReleaseCredit", _all)),
+            step("reserve_stock", to=f"{ns}.stock", command="ReserveStock", payload=_all,
+                 compensate=call("ReleaseStock", _all)),
+            step("schedule_shipment", to=f"{ns}.shipping", command="ScheduleShipment",
+                 payload=_all, kind="pivot"),
+        ],
+    ).compile()  # fmt: skip
+
+
+def race_saga(ns: str) -> Program:
+    """Credit and stock race (first wins; the loser is undone), then the shipment."""
+    return Saga[dict[str, Any]](
+        "race", 1, deadline=timedelta(minutes=30),
+        steps=[
+            parallel(
+                "reserve",
+                [step("reserve_credit", to=f"{ns}.credit", command="ReserveCredit",
+                      payload=_all, compensate=call("ReleaseCredit", _all))],
+                [step("reserve_stock", to=f"{ns}.stock", command="ReserveStock",
+                      payload=_all, compensate=call("ReleaseStock", _all))],
+                join="first",
+            ),
+            step("schedule_shipment", to=f"{ns}.shipping", command="ScheduleShipment",
+                 payload=_all, kind="pivot"),
+        ],
+    ).compile()  # fmt: skip
+
+
+def parent_saga(ns: str) -> Program:
+    """Reserve credit, then a ``hold`` child saga (undone by ``ReleaseHold``), then ship."""
+    return Saga[dict[str, Any]](
+        "parent", 1, deadline=timedelta(minutes=30),
+        steps=[
+            step("reserve_credit", to=f"{ns}.credit", command="ReserveCredit", payload=_all,
+                 compensate=call("ReleaseCredit", _all)),
+            child("hold", saga="hold", input=_all,
+                  compensate=call("ReleaseHold", _all, to=f"{ns}.stock")),
+            step("schedule_shipment", to=f"{ns}.shipping", command="ScheduleShipment",
+                 payload=_all, kind="pivot"),
+        ],
+    ).compile()  # fmt: skip
+
+
+def hold_saga(ns: str) -> Program:
+    """The child: reserve stock, then hold it for a while."""
+    return Saga[dict[str, Any]](
+        "hold", 1, deadline=timedelta(minutes=30),
+        steps=[
+            step("reserve_stock", to=f"{ns}.stock", command="ReserveStock", payload=_all,
+                 compensate=call("ReleaseStock", _all)),
+            sleep("hold", timedelta(seconds=2)),
+        ],
+    ).compile()  # fmt: skip
+
+
 def make_app(ns: str, partitions: int) -> App:
-    """``order`` (60 s step deadlines) and ``quick_order`` (3 s ones)."""
+    """``order`` (60 s step deadlines), ``quick_order`` (3 s ones), and the world's books
+    sagas ``tight_order``, ``race``, ``parent`` and ``hold``."""
     return App(
         ns,
         [
             order_saga(ns, "order", timedelta(seconds=60)),
             order_saga(ns, "quick_order", timedelta(seconds=3)),
+            tight_order(ns),
+            race_saga(ns),
+            parent_saga(ns),
+            hold_saga(ns),
         ],
         partitions=partitions,
     )
@@ -112,6 +185,8 @@ def make_participant(ns: str, ledger: ExternalLedger) -> Participant:
         ctx.send(effects, {"command_id": ctx.command_id, "type": ctx.command_type})
         if behaviour == "silent":
             return NO_REPLY
+        if behaviour.startswith("slow:"):  # done, but the answer comes late
+            time.sleep(int(behaviour.split(":")[1]) / 1000)
         return {f"{ctx.command_type}_done": True}
 
     for service, commands in SERVICES.items():

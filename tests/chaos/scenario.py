@@ -17,7 +17,12 @@ What must hold, read from Kafka with ``read_committed`` and from the participant
 - a compensated saga's compensations are exactly those of the steps it completed (and of the one
   in flight, whose command may have done its work), newest first, each done once in the world;
   a completed saga has none;
-- no timer fired before it was due (journal: ``timer_fired`` at or after the ``timer_set`` due).
+- no timer fired before it was due (journal: ``timer_fired`` at or after the ``timer_set`` due);
+- the world's books balance with each saga's end, read from the external ledger: a completed
+  saga's effects are exactly those of the steps it completed (a first-wins loser's undone), a
+  compensated or cancelled saga (its child sagas included) leaves none. The sagas that test it:
+  pivots slower than a tight saga deadline, first-wins races, parents with a child saga, and
+  operator cancels mid-flight (of orders and of parents while their child runs).
 
 Figures (printed, never asserted): sagas finished during the chaos, the longest stall of any
 partition (the largest gap between journal events of a partition while one of its sagas was not
@@ -27,6 +32,7 @@ finished), and the time from the last kill to the last terminal saga.
 from __future__ import annotations
 
 import collections
+import heapq
 import json
 import os
 import random
@@ -53,7 +59,9 @@ from sagas.runtime.topics import ensure_topics
 from sagas.serde.records import decode_events, decode_payload, decode_state
 
 HERE = Path(__file__).resolve().parent
-SAGA_TYPES = ("order", "quick_order")
+SAGA_TYPES = ("order", "quick_order", "tight_order", "race", "parent", "hold")
+ORDER_TYPES = ("order", "quick_order", "tight_order")
+"""The types whose compensations are checked step by step (credit, stock, then the pivot)."""
 
 # kind -> (saga type, behaviour, statuses it may end in)
 PLANS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
@@ -64,10 +72,24 @@ PLANS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
     # 3 s step deadlines: a kill may outlast one, and the saga then compensates.
     "quick": ("quick_order", {}, ("completed", "compensated")),
     "quick_silent": ("quick_order", {"ReserveStock": "silent"}, ("compensated",)),
+    # The world's books. A pivot slower than the 2 s saga deadline is awaited: done, the saga
+    # completes (it compensates only if a kill held its command back past the deadline).
+    "tight_slow": ("tight_order", {"ScheduleShipment": "slow:2200"}, ("completed", "compensated")),
+    "race": ("race", {"ReserveCredit": "slow:800"}, ("completed",)),
+    "parent": ("parent", {}, ("completed",)),
+    # Cancelled by an operator mid-flight: refused once the pivot took effect.
+    "cancel_order": ("order", {"ScheduleShipment": "slow:1000"}, ("cancelled", "completed")),
+    "cancel_parent": ("parent", {}, ("cancelled", "completed")),
 }
-# 20 sagas: 3 of them (15%) fail, 4 have short deadlines.
+CANCEL_AFTER: dict[str, tuple[float, float]] = {
+    "cancel_order": (0.0, 1.5),
+    "cancel_parent": (0.3, 2.0),  # the child reserves stock and holds it for 2 s
+}
+"""Seconds after its start when an operator cancels a saga of these kinds (uniform)."""
+# 26 sagas: 3 of them (12%) fail, 4 have short deadlines, 6 test the world's books.
 MIX = ["ok"] * 12 + ["retry", "ship_fails", "ship_fails", "stock_fails"]
 MIX += ["quick"] * 3 + ["quick_silent"]
+MIX += ["tight_slow", "race", "parent", "cancel_order", "cancel_parent", "race"]
 
 
 @dataclass
@@ -417,17 +439,35 @@ def _start_sagas(settings: KafkaSettings, ns: str, kinds: dict[str, str], spread
     did not take (it restarts meanwhile; a second start of an id starts nothing new)."""
     client = SagaClient(settings, ns)
     began = time.monotonic()
+    rng = random.Random(len(kinds))
+    cancels: list[tuple[float, str, str]] = []  # (when, saga id, type), a heap
+
+    def retried(send: Any, *args: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                send(*args, **kwargs)
+                return
+            except BrokerError:
+                time.sleep(0.5)
+
+    def cancel_due(until: float) -> None:
+        while cancels and cancels[0][0] <= until:
+            when, sid, saga_type = heapq.heappop(cancels)
+            time.sleep(max(0.0, when - time.monotonic()))
+            retried(client.cancel, saga_type, sid, "an operator changed their mind")
+
     try:
         for i, (sid, kind) in enumerate(kinds.items()):
             if spread:
-                time.sleep(max(0.0, began + i * spread / len(kinds) - time.monotonic()))
+                due = began + i * spread / len(kinds)
+                cancel_due(due)
+                time.sleep(max(0.0, due - time.monotonic()))
             saga_type, behaviour, _ = PLANS[kind]
-            while True:
-                try:
-                    client.start(saga_type, {"behaviour": behaviour}, saga_id=sid)
-                    break
-                except BrokerError:
-                    time.sleep(0.5)
+            retried(client.start, saga_type, {"behaviour": behaviour}, saga_id=sid)
+            if kind in CANCEL_AFTER:
+                low, high = CANCEL_AFTER[kind]
+                heapq.heappush(cancels, (time.monotonic() + rng.uniform(low, high), sid, saga_type))
+        cancel_due(float("inf"))
     finally:
         client.close()
 
@@ -452,11 +492,14 @@ def _wait_terminal(
 
 def read_ledger(folder: Path) -> list[dict[str, Any]]:
     """Every call the participants made to the external API (see :mod:`chaos_app`)."""
-    return [
+    calls = [
         json.loads(line)
         for path in sorted(folder.glob("external-*.jsonl"))
         for line in path.read_text().splitlines()
     ]
+    for seq, call in enumerate(calls):  # a file's order is its process's: it breaks ms ties
+        call.setdefault("seq", seq)
+    return calls
 
 
 def check(
@@ -491,7 +534,9 @@ def check(
     external, reruns = _external_effects(calls, violations)
     journal = _journal(app, bootstrap)
     fired = _check_timers(journal, violations)
-    compensations = _check_compensations(allowed, states, journal, external, violations)
+    orders = [sid for sid in allowed if sid in states and states[sid].saga_type in ORDER_TYPES]
+    compensations = _check_compensations(orders, states, journal, external, violations)
+    _check_books(allowed, states, external, violations)
     finished = [e.at_ms for _, _, e in journal if e.type == "finished"]
     during = sum(chaos_start_ms <= at <= chaos_end_ms for at in finished)
     stall, where, stall_began = _longest_stall(journal)
@@ -552,18 +597,17 @@ def _external_effects(
         if seen is None or call["at_ms"] < seen["at_ms"]:
             first[call["key"]] = call
     keys: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
-    per_saga: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+    ordered: dict[str, list[tuple[int, int, str]]] = collections.defaultdict(list)
     for key, call in first.items():
         keys[(call["saga_id"], call["type"])].add(key)
-        per_saga[call["saga_id"]].append((call["at_ms"], call["type"]))
+        ordered[call["saga_id"]].append((call["at_ms"], call.get("seq", 0), call["type"]))
     split = {effect: k for effect, k in keys.items() if len(k) > 1}
     if split:
         violations.append(
             f"{len(split)} external effects made twice, under different idempotency keys: "
             f"{list(split.items())[:3]}"
         )
-    for effects in per_saga.values():
-        effects.sort()
+    per_saga = {sid: [(at, kind) for at, _, kind in sorted(c)] for sid, c in ordered.items()}
     return per_saga, len(calls) - len(first)
 
 
@@ -639,6 +683,65 @@ def _check_compensations(
 
 
 UNDO_OF = {"reserve_credit": "ReleaseCredit", "reserve_stock": "ReleaseStock"}
+EFFECT_OF = {
+    "reserve_credit": "ReserveCredit",
+    "reserve_stock": "ReserveStock",
+    "schedule_shipment": "ScheduleShipment",
+}
+UNDOES = {"ReleaseCredit": "ReserveCredit", "ReleaseStock": "ReserveStock"}
+
+
+def _standing(calls: list[tuple[int, str]]) -> set[str]:
+    """The effects left standing by one saga's calls, in time order (an undo before its
+    effect, as a compensation that overtook its command would be, undoes nothing)."""
+    now: dict[str, bool] = {}
+    for _, kind in calls:
+        if kind in EFFECT_OF.values():
+            now[kind] = True
+        elif kind in UNDOES:
+            now[UNDOES[kind]] = False
+    return {kind for kind, stands in now.items() if stands}
+
+
+def _check_books(
+    sagas: Iterable[str],
+    states: dict[str, Any],
+    external: dict[str, list[tuple[int, str]]],
+    violations: list[str],
+) -> None:
+    """The world's books balance with each saga's end: a completed saga's effects are exactly
+    those of the steps its state says it completed; a compensated or cancelled one (with its
+    child sagas, unless ``ReleaseHold`` undid them after they ran) leaves nothing."""
+    for sid in sagas:
+        state = states.get(sid)
+        if state is None:
+            continue
+        mine = _standing(external.get(sid, []))
+        released = [at for at, kind in external.get(sid, []) if kind == "ReleaseHold"]
+        kids = {k: c for k, c in external.items() if k.startswith(f"{sid}/")}
+        kid_effects = {
+            k: _standing([c for c in calls if not released or c[0] > max(released)])
+            for k, calls in kids.items()
+        }
+        if state.status == "completed":
+            expected = {EFFECT_OF[s] for s in state.completed if s in EFFECT_OF}
+            if mine != expected:
+                violations.append(
+                    f"books: {state.saga_type} {sid} completed {list(state.completed)} but the "
+                    f"world holds {sorted(mine)}"
+                )
+            for kid, left in kid_effects.items():
+                kid_state = states.get(kid)
+                done = set() if kid_state is None else set(kid_state.completed)
+                if left != {EFFECT_OF[s] for s in done if s in EFFECT_OF}:
+                    violations.append(f"books: child {kid} of completed {sid} holds {left}")
+        elif state.status in ("compensated", "cancelled"):
+            left_kids = {k: v for k, v in kid_effects.items() if v}
+            if mine or left_kids:
+                violations.append(
+                    f"books: {state.saga_type} {sid} ended {state.status} but the world holds "
+                    f"{sorted(mine)} and of its children {left_kids}"
+                )
 
 
 def _longest_stall(journal: list[tuple[str, int, Any]]) -> tuple[float, str, int]:

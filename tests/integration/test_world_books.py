@@ -133,7 +133,7 @@ class World:
                 self.ledger.ran.add((ctx.saga_id, name))
                 key = ctx.idempotency_key
                 self.ledger.runs[key] = self.ledger.runs.get(key, 0) + 1
-            time.sleep(self.slow.get(name, 0.0))  # done, but the answer is late
+            time.sleep(payload.get(f"sleep_{name}", self.slow.get(name, 0.0)))  # answered late
             return {name: True}
 
         def undo(payload: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
@@ -239,22 +239,28 @@ def test_a_cancelled_parent_cancels_its_child_and_the_world_is_empty(world: Worl
 def test_a_pivot_that_reaches_its_participant_too_late_is_refused_and_undone(
     bootstrap: str,
 ) -> None:
-    """The pivot's participant is down until after the deadline: the saga is in doubt and
-    resends the same command; the participant, back, refuses it (deadline-passed)."""
-    world = World(bootstrap, f"late{int(time.time() * 1000) % 10**9}", down=("p",))
+    """The pivot's participant is busy (one slow command holds it) past another saga's
+    deadline: that saga is in doubt and resends the same command; the participant reaches it
+    late and refuses it (deadline-passed), so the saga compensates and leaves nothing, while
+    the slow one, done, completes."""
+    world = World(bootstrap, f"late{int(time.time() * 1000) % 10**9}")
     try:
-        sid = world.client.start("deadline", {})
+        slow = world.client.start("deadline", {"sleep_p": 7.0})
+        world.wait_for(slow, "p")  # its handler holds the participant for 7 s
+        late = world.client.start("deadline", {})
         end = time.monotonic() + 30
         status = None
         while time.monotonic() < end and status != "in-doubt":
-            st = world.client.status("deadline", sid)
+            st = world.client.status("deadline", late)
             status = st.status if st else None
             time.sleep(0.2)
         assert status == "in-doubt"
-        world.serve("p")
-        state = world.wait("deadline", sid)
+        state = world.wait("deadline", late)
         assert state.status == "compensated", state.reason
-        assert world.ledger.of(sid) == set()
+        assert "deadline-passed" in (state.reason or "")
+        assert world.ledger.of(late) == set()
+        assert world.wait("deadline", slow).status == "completed"
+        assert world.ledger.of(slow) == {"a", "p", "r"}
         assert all(n == 1 for n in world.ledger.runs.values())
     finally:
         world.close()

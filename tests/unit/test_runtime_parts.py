@@ -366,3 +366,25 @@ def test_commands_carry_the_sagas_w3c_trace_and_replies_echo_it() -> None:
     assert header_dict(executed.reply.headers)["traceparent"] == header
     start = input_record("ns.order.inbox", Start("s1", {}), saga_type="order")
     assert header_dict(start.headers)["traceparent"] == header  # the client's start too
+
+
+def test_a_late_command_is_refused_unless_it_may_have_reached_a_handler_before() -> None:
+    from sagas.participants import Participant
+
+    ran: list[str] = []
+    participant = Participant(KafkaSettings("127.0.0.1:1"), "svc", clock_ms=lambda: 10_000)
+    participant.handler("credit.commands", "ReserveCredit")(
+        lambda payload, ctx: ran.append(ctx.idempotency_key) or {"ok": True}
+    )
+    cmd = CommandOut(
+        "s1:credit:1", "s1", "order", "credit", "ReserveCredit", "credit.commands", {}, 1, 5_000
+    )
+    rec = command_record(cmd, "ns.order.inbox")
+    first = participant.execute("credit.commands", rec.value, rec.headers)
+    assert first.reply is not None
+    assert header_dict(first.reply.headers)["outcome"] == "failure"
+    assert ran == []  # first seen after its deadline: refused, the handler did not run
+    again = participant.execute("credit.commands", rec.value, rec.headers, seen_before=True)
+    assert again.reply is not None
+    assert header_dict(again.reply.headers)["outcome"] == "success"
+    assert ran == ["s1:credit:1"]  # a previous owner may have run it: run again, same key
