@@ -714,6 +714,9 @@ def status(
         ("reason", state.reason or "-"),
         ("data", json.dumps(state.data, sort_keys=True, default=str)),
     ]
+    if state.held is not None:  # a cancel or deadline waits for the pivot's answer
+        outcome, why = state.held
+        rows.append(("held", f"{why} (if the pivot was not done, the saga ends {outcome})"))
     if state.status == "in-doubt":
         rows.append(
             (

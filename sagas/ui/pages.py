@@ -261,6 +261,11 @@ def saga_page(
         head += f"{_badge(state.status)}</h1><p class=muted>version {state.version}, started "
         head += f"{when(state.started_ms)}, updated {when(state.updated_ms)}"
         head += f"{' · ' + _e(state.reason) if state.reason else ''}</p>"
+        if state.held is not None:
+            head += (
+                f"<p class=muted>held: {_e(state.held[1])} (if the pivot was not done, the saga "
+                f"ends {_e(state.held[0])})</p>"
+            )
         if state.status == "in-doubt":
             head += _in_doubt_note(state, namespace)
     body_rows = "".join(

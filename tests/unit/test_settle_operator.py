@@ -47,6 +47,7 @@ APP = App("ns", [SHIP])
 
 
 def _state(status: str = "in-doubt", saga_id: str = "s1") -> SagaState:
+    held = ("compensated", "Send got no reply within 0:00:02") if status == "in-doubt" else None
     token = Token("send", "waiting", cmd=f"{saga_id}:send:1", sends=3)
     return SagaState(
         saga_id,
@@ -60,6 +61,7 @@ def _state(status: str = "in-doubt", saga_id: str = "s1") -> SagaState:
         2000,
         tokens={"send": token} if status in ("running", "in-doubt") else {},
         pending={f"{saga_id}:send:1": "send"} if status in ("running", "in-doubt") else {},
+        held=held,
     )
 
 
@@ -266,6 +268,7 @@ def test_the_ui_shows_in_doubt_with_its_own_badge_the_pivot_and_the_settle_hint(
     )
     assert '<span class="status s-in-doubt">in-doubt</span>' in shown
     assert "waiting on pivot <b>send</b>" in shown
+    assert "held: Send got no reply within 0:00:02 (if the pivot was not done" in shown
     assert "sagas settle ship s1 -n ns --done|--not-done --reason TEXT" in shown
     assert 'data-action="settle"' in shown
     running = pages.saga_page(
