@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint typecheck test test-unreliable test-unit test-integration demo kafka kafka-stop bench bench-smoke clean
+.PHONY: install lint typecheck test test-unreliable test-unit test-integration demo kafka kafka-stop bench bench-smoke clean simulate
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ test-integration: install
 
 demo: install
 	$(BIN)/python -m processors.demo
+
+# The world simulation at full size (tests/sim): random definitions against random services,
+# every saga's books checked at the end. Default 1,000,000 sagas over every core; ARGS passes
+# through, e.g. make simulate ARGS="--sagas 20000 --seed 7 --workers 2".
+simulate: install
+	$(BIN)/python -m tests.sim.run --sagas 1000000 --workers $$(nproc 2>/dev/null || echo 2) $(ARGS)
 
 # Figures are printed, never asserted: see BENCHMARKS.md. A broker of its own unless
 # KAFKA_BOOTSTRAP_SERVERS is set; Temporal and DBOS come with the bench extra, in a virtualenv

@@ -1,0 +1,60 @@
+"""A bounded sample of the world simulation (``make simulate`` runs the large one).
+
+One test holds the invariants over the sample; the other makes sure the sample is worth
+something: it reaches every end state and takes the paths the invariants are about.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.sim.run import _summary
+from tests.sim.world import WorldResult, run_many
+
+SEED = 1
+WORLDS = range(300)
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[list[WorldResult], float]:
+    started = time.perf_counter()
+    results = run_many(SEED, WORLDS)
+    return results, time.perf_counter() - started
+
+
+def test_the_books_balance_in_every_world_of_the_sample(
+    sample: tuple[list[WorldResult], float],
+) -> None:
+    results, seconds = sample
+    summary, ok = _summary(list(results), seconds, shown=3)
+    assert ok, summary
+
+
+def test_the_sample_reaches_every_end_and_every_path(
+    sample: tuple[list[WorldResult], float],
+) -> None:
+    results, _ = sample
+    statuses: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    for result in results:
+        assert result.skipped is None, result.skipped
+        statuses.update(result.statuses)
+        events.update(result.events)
+    for status in ("completed", "compensated", "cancelled", "failed", "in-doubt"):
+        assert statuses[status] > 0, statuses
+    paths = (
+        "pivot_awaited",  # a deadline or cancel while the pivot was in flight
+        "cancel_refused",  # ... then the pivot's answer was done
+        "settled",  # an operator settled an in-doubt saga
+        "child_cancelled",  # a parent stopped its child
+        "unwinding",  # a first-wins parallel undid its losers
+        "signal_received",
+        "signal_consumed",
+        "refused",  # services refused commands that came after their deadline
+    )
+    for path in paths:
+        assert events[path] > 0, f"no {path} in the sample: {sorted(events.items())}"
+    assert sum(r.children for r in results) > 0
