@@ -268,7 +268,7 @@ def _on_timer(ctx: Ctx, timer_id: str) -> None:
             fail(ctx, owner, why)
     elif isinstance(b, Step):
         if kind == "resend":  # an in-doubt pivot: the same request again, until it is answered
-            attempt(ctx, owner, b, again=token.cmd)
+            attempt(ctx, owner, b, again=token.cmd, keep_deadline=True)
             schedule_resend(ctx, owner)
         elif kind == "retry":  # after a back-off: the pending command again, or a new request
             ctx.emit("phase", step=owner, phase="waiting", failures=token.failures, checks=0)

@@ -90,7 +90,8 @@ def _without(mapping: Any, key: str) -> dict[str, Any]:
 
 def _clear_cmd(state: SagaState, cid: str) -> SagaState:
     tokens = {
-        k: (replace(t, cmd=None, sends=0) if t.cmd == cid else t) for k, t in state.tokens.items()
+        k: (replace(t, cmd=None, sends=0, due=None) if t.cmd == cid else t)
+        for k, t in state.tokens.items()
     }
     undo = state.undo
     if undo is not None and undo.cmd == cid:
@@ -107,8 +108,8 @@ def _set_cmd(state: SagaState, b: dict[str, Any]) -> SagaState:
         assert state.undo is not None  # invariant of the engine, not user input
         return replace(state, undo=replace(state.undo, cmd=cid, sends=sends))
     if step in state.tokens:
-        tokens = {**state.tokens, step: replace(state.tokens[step], cmd=cid, sends=sends)}
-        state = replace(state, tokens=tokens)
+        token = replace(state.tokens[step], cmd=cid, sends=sends, due=b.get("deadline_ms"))
+        state = replace(state, tokens={**state.tokens, step: token})
     return state
 
 

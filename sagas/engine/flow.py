@@ -147,12 +147,15 @@ class Ctx:
         *,
         undo: bool = False,
         again: str | None = None,
+        keep_deadline: bool = False,
     ) -> None:
         """Send ``c`` for ``step``: a new request (the next ``n``, a new id), or, with ``again``
         (``step``'s pending command id), the same request once more: the same id and ``n``, the
         next ``send``. Its payload is built from the data again; a participant handles an id
-        once, and the first send reaches it first (same key, same partition)."""
+        once, and the first send reaches it first (same key, same partition). ``keep_deadline``:
+        a resend carries the first send's ``deadline`` (an in-doubt pivot's)."""
         key = f"{step}:{purpose}"
+        deadline = None if undo else self.deadline_of(step)
         if again is None:
             n = self.next_n(key)
             cid = self.command_id(step, str(n) if purpose == "do" else f"{purpose}:{n}")
@@ -164,6 +167,8 @@ class Ctx:
             assert holder is not None  # resend only what is pending
             assert holder.cmd == again
             sends = holder.sends + 1
+            if keep_deadline:
+                deadline = holder.due
         self.emit(
             "command_sent",
             command_id=cid,
@@ -172,7 +177,7 @@ class Ctx:
             topic=c.topic or topic,
             payload=build_payload(c.payload, self.st.data, self.p.name, step),
             attempt=n,
-            deadline_ms=None if undo else self.deadline_of(step),
+            deadline_ms=deadline,
             key=key,
             undo=undo,
             send=sends,
@@ -520,12 +525,14 @@ def resume(ctx: Ctx, step: str, by: str) -> None:
 # ------------------------------------------------------------------------------ steps and replies
 
 
-def attempt(ctx: Ctx, name: str, b: Step[Any], *, again: str | None = None) -> None:
-    """Send step ``name``'s command (``again``: the pending one, once more); a retriable step's
-    deadline bounds each send."""
+def attempt(
+    ctx: Ctx, name: str, b: Step[Any], *, again: str | None = None, keep_deadline: bool = False
+) -> None:
+    """Send step ``name``'s command (``again``: the pending one, once more, ``keep_deadline``:
+    with the deadline it first carried); a retriable step's deadline bounds each send."""
     if b.kind == "retriable" and b.deadline is not None:
         ctx.set_timer(name, "deadline", ms(b.deadline.total_seconds()))
-    ctx.send(name, "do", _call_of(b), b.topic, again=again)
+    ctx.send(name, "do", _call_of(b), b.topic, again=again, keep_deadline=keep_deadline)
 
 
 _STEP_CALLS: dict[int, tuple[Step[Any], Call[Any]]] = {}

@@ -227,6 +227,7 @@ class Token:
         cmd: the command id awaiting a reply, if any.
         checks: status polls made to confirm a cancellation.
         sends: how many times ``cmd`` was sent (a silent participant gets it again).
+        due: the ``deadline`` ``cmd`` carries (epoch ms), which a resend of it keeps.
     """
 
     step: str
@@ -235,6 +236,7 @@ class Token:
     cmd: str | None = None
     checks: int = 0
     sends: int = 0
+    due: int | None = None
 
     def to_dict(self) -> JsonDict:
         """As JSON-compatible primitives."""
@@ -245,13 +247,23 @@ class Token:
             "cmd": self.cmd,
             "checks": self.checks,
             "sends": self.sends,
+            "due": self.due,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Token:
         """Inverse of :meth:`to_dict` (a token from an earlier release counts one send)."""
         sends = int(d.get("sends", 1 if d["cmd"] else 0))
-        return cls(d["step"], d["phase"], int(d["failures"]), d["cmd"], int(d["checks"]), sends)
+        due = d.get("due")
+        return cls(
+            d["step"],
+            d["phase"],
+            int(d["failures"]),
+            d["cmd"],
+            int(d["checks"]),
+            sends,
+            None if due is None else int(due),
+        )
 
 
 @dataclass(frozen=True)
