@@ -395,7 +395,8 @@ def cancel_child(ctx: Ctx, name: str, reason: str) -> bool:
     if token.phase != "cancelling":
         ctx.clear_timers(name)
         child_id = f"{ctx.saga_id}/{name}/{ctx.st.counters[f'{name}:child']}"
-        ctx.emit("child_cancelled", step=name, child_type=b.saga, child_id=child_id, reason=reason)
+        why = f"its parent {ctx.p.name} {ctx.saga_id} stopped: {reason}"
+        ctx.emit("child_cancelled", step=name, child_type=b.saga, child_id=child_id, reason=why)
         ctx.emit("phase", step=name, phase="cancelling", failures=0, checks=0)
     return True
 
