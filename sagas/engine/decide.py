@@ -130,10 +130,20 @@ def _on_reply(ctx: Ctx, r: Reply) -> None:
         elif r.outcome == "success":
             ctx.merge(step, b.merge, r.payload)
             finish(ctx, step, action=True, pivot=b.kind == "pivot")
-        else:
-            fail(ctx, step, ended)
+        elif b.kind == "pivot" and r.payload.get("pivoted"):
+            _pivot_child_failed_past_its_pivot(ctx, step, ended)
+        else:  # a child that ended failed may have left work standing: undo it
+            fail(ctx, step, ended, partly_done=r.payload.get("status") == "failed")
     elif isinstance(b, LongRunning):
         _on_lr_reply(ctx, step, b, token, r)
+
+
+def _pivot_child_failed_past_its_pivot(ctx: Ctx, name: str, ended: str) -> None:
+    """A pivot child saga failed after its own pivot: its forward work stands, so the parent
+    passed its pivot too, and fails (nothing before it is undone)."""
+    ctx.clear_timers(name)
+    ctx.emit("step_completed", step=name, action=True, pivot=True)
+    compensate(ctx, f"{ended} past its pivot", "compensated")  # pivoted: the saga fails
 
 
 def _on_stopped_child(ctx: Ctx, name: str, b: Child[Any], r: Reply, ended: str) -> None:
@@ -144,6 +154,9 @@ def _on_stopped_child(ctx: Ctx, name: str, b: Child[Any], r: Reply, ended: str) 
         ctx.merge(name, b.merge, r.payload)
         finish(ctx, name, action=True, pivot=True)
         return
+    if awaited and r.payload.get("pivoted"):
+        _pivot_child_failed_past_its_pivot(ctx, name, ended)
+        return
     ctx.clear_timers(name)
     if r.outcome == "success":
         ctx.emit("step_completed", step=name, action=True, pivot=False)
@@ -153,6 +166,8 @@ def _on_stopped_child(ctx: Ctx, name: str, b: Child[Any], r: Reply, ended: str) 
         if awaited:
             compensate(ctx, ended, "compensated")
             return
+        if r.payload.get("status") == "failed":  # some of its work may stand: undo it
+            late_completion(ctx, name)
     pump(ctx)
 
 
@@ -516,6 +531,11 @@ def _outputs(ctx: Ctx) -> Decision:
             if b["status"] == "completed":
                 replies.append(ParentReply(st.parent, "success", st.data))
             else:
-                payload = {"status": b["status"], "reason": b["reason"], "error": b["status"]}
+                payload = {
+                    "status": b["status"],
+                    "reason": b["reason"],
+                    "error": b["status"],
+                    "pivoted": st.pivoted,
+                }
                 replies.append(ParentReply(st.parent, "failure", payload))
     return Decision(ctx.s, ctx.events, commands, children, replies, cancels)

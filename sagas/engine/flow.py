@@ -415,10 +415,13 @@ def _in_flight(ctx: Ctx, name: str) -> bool:
     )
 
 
-def fail(ctx: Ctx, name: str, reason: str) -> None:
-    """Block ``name`` failed for good: fail its branch of a ``first`` join, or the saga."""
+def fail(ctx: Ctx, name: str, reason: str, *, partly_done: bool = False) -> None:
+    """Block ``name`` failed for good: fail its branch of a ``first`` join, or the saga.
+    ``partly_done``: some of its work may stand (a child saga that ended ``failed``), so it is
+    compensated too."""
     token = ctx.st.tokens.get(name)
-    maybe_done = [name] if _in_flight(ctx, name) else []
+    partly = partly_done and ctx.p.nodes[name].compensation is not None
+    maybe_done = [name] if partly or _in_flight(ctx, name) else []
     if token is not None and token.phase not in _CANCELLING:
         ctx.clear_timers(name)
         ctx.emit("step_failed", step=name, reason=reason)
