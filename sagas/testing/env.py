@@ -24,9 +24,10 @@ The scripted participants behave as :mod:`sagas.participants` does:
   of it consults the script again.
 * The services keep a ledger of effects (:meth:`SagaTestEnv.effects`): a successful ``do`` or
   long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
-  saga (for a child step, every effect of the child sagas it started); a successful long-running
-  ``cancel``, or a ``status`` reply the block reads as failed or cancelled, removes the
-  operation's (that of the step's latest start). Failures have no effect.
+  saga (for a child step, every effect of the child sagas it started that have ended, and of
+  their children); a successful long-running ``cancel``, or a ``status`` reply the block reads
+  as failed or cancelled, removes the operation's (that of the step's latest start). Failures
+  have no effect.
 """
 
 from __future__ import annotations
@@ -517,9 +518,11 @@ class SagaTestEnv:
         self._ledger = [e for e in self._ledger if e.command_id != start]
 
     def _undo(self, saga_id: str, step: str) -> None:
-        """Remove ``step``'s effects in the saga, and every effect of the children it started."""
+        """Remove ``step``'s effects in the saga, and every effect of the child sagas it started
+        that have ended (and of their children)."""
         gone = {saga_id: {step}}
-        todo = list(self._children.get((saga_id, step), []))
+        kids = self._children.get((saga_id, step), [])
+        todo = [k for k in kids if k in self._states and self._states[k].terminal]
         while todo:  # a child step's compensation undoes its child sagas, and theirs
             child = todo.pop()
             gone[child] = set()

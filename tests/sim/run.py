@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import sys
 import time
 from collections import Counter
@@ -25,7 +26,18 @@ from tests.sim.world import WorldResult, run_many, run_world
 CHUNK = 50
 
 
-def _summary(results: list[WorldResult], seconds: float, shown: int) -> tuple[str, bool]:
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its ended children (the pool's workers)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _summary(
+    results: list[WorldResult], seconds: float, shown: int, cpu: float | None = None
+) -> tuple[str, bool]:
     results.sort(key=lambda r: r.index)
     sagas = sum(r.sagas for r in results)
     children = sum(r.children for r in results)
@@ -43,7 +55,8 @@ def _summary(results: list[WorldResult], seconds: float, shown: int) -> tuple[st
         f"seed {seed}: {len(results)} worlds, {sagas} sagas and {children} child sagas, "
         f"{events} journal events in {seconds:.1f} s",
         f"rate: {sagas / seconds:.0f} sagas/s ({(sagas + children) / seconds:.0f} with children), "
-        f"{len(results) / seconds:.1f} seeds (worlds)/s",
+        f"{len(results) / seconds:.1f} seeds (worlds)/s"
+        + (f"; {cpu:.0f} CPU s, {sagas / cpu:.0f} sagas per CPU second" if cpu else ""),
         "end states: " + ", ".join(f"{k} {n}" for k, n in statuses.most_common()),
     ]
     if skipped:
@@ -65,6 +78,7 @@ def simulate(sagas: int, seed: int, workers: int, shown: int = 3) -> tuple[str, 
     """Run worlds of ``seed`` until ``sagas`` top-level sagas ran; the summary and whether
     every invariant held."""
     started = time.perf_counter()
+    cpu = _cpu_seconds()
     results: list[WorldResult] = []
     done = 0
     next_index = 0
@@ -98,7 +112,8 @@ def simulate(sagas: int, seed: int, workers: int, shown: int = 3) -> tuple[str, 
                         file=sys.stderr,
                         flush=True,
                     )
-    return _summary(results, time.perf_counter() - started, shown)
+    seconds = time.perf_counter() - started
+    return _summary(results, seconds, shown, _cpu_seconds() - cpu)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

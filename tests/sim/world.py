@@ -418,10 +418,21 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
             kind = f"effects stand ({st.status})"
             out.append(Violation(sid, kind, f"{why}, yet ({st.status}): {standing(sid)}"))
         for kid in kids[sid]:
-            if abandoned(sid, kid):
-                books(kid.saga_id)
-            else:
-                empty(kid.saga_id, f"its parent {sid} left nothing ({why})")
+            child(sid, kid, f"its parent {sid} left nothing ({why})")
+
+    def child(parent: str, kid: Kid, why: str | None) -> None:
+        """Check ``kid`` of ``parent``; ``why``: the parent may leave nothing of it."""
+        took = accepted(parent, kid.command_id)
+        if undone(parent, kid.step) and (
+            took or not any(env.effects(t) for t in tree(kid.saga_id))
+        ):  # the compensation of its step undid it (or what of it had ended)
+            empty(kid.saga_id, f"its parent {parent} undid step {kid.step}")
+        elif abandoned(parent, kid):
+            books(kid.saga_id)
+        elif why is not None:
+            empty(kid.saga_id, why)
+        else:
+            books(kid.saga_id)
 
     def books(sid: str) -> None:
         if sid not in states:
@@ -461,16 +472,8 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
                 detail = f"before its pivot, yet standing: {standing(sid)} ({st.reason})"
                 out.append(Violation(sid, "failed: effects stand", detail))
         for kid in kids[sid]:
-            if undone(sid, kid.step):
-                empty(kid.saga_id, f"its parent {sid} undid step {kid.step}")
-            elif (
-                st.status == "completed"
-                and not accepted(sid, kid.command_id)
-                and not abandoned(sid, kid)
-            ):
-                empty(kid.saga_id, f"its parent {sid} completed without it")
-            else:
-                books(kid.saga_id)
+            without = st.status == "completed" and not accepted(sid, kid.command_id)
+            child(sid, kid, f"its parent {sid} completed without it" if without else None)
 
     for sid, st in states.items():
         if st.parent is None:
