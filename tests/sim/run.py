@@ -46,8 +46,10 @@ def _summary(
     bad = [r for r in results if r.violations]
     statuses: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
     for r in results:
         statuses.update(r.statuses)
+        notes.update(r.notes)
         kinds.update(v.kind for v in r.violations)
     lines = [r.report for r in bad[:shown]]
     seed = results[0].seed if results else 0
@@ -59,6 +61,8 @@ def _summary(
         + (f"; {cpu:.0f} CPU s, {sagas / cpu:.0f} sagas per CPU second" if cpu else ""),
         "end states: " + ", ".join(f"{k} {n}" for k, n in statuses.most_common()),
     ]
+    for note, n in notes.most_common():
+        lines.append(f"note: {n} sagas {note}")
     if skipped:
         lines.append(f"skipped {len(skipped)} worlds the compiler refused: {skipped[0].skipped}")
     if bad:

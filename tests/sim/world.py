@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,7 +34,7 @@ from typing import Any
 
 from sagas.dsl.nodes import Child, LongRunning, Step
 from sagas.dsl.program import Program
-from sagas.engine import CommandOut, JournalEvent, Outcome, fold
+from sagas.engine import CommandOut, Input, JournalEvent, Outcome, fold
 from sagas.errors import DefinitionError
 from sagas.testing import Response, SagaTestEnv, silent
 from sagas.testing.env import purpose_of
@@ -197,6 +198,21 @@ class Services:
 
 # ------------------------------------------------------------------------------------ running
 
+BUDGET = 200_000
+"""Inputs a world may take: a saga that never quiesces (a loop of timers) is a finding."""
+
+
+class BoundedEnv(SagaTestEnv):
+    """A :class:`SagaTestEnv` that stops a world taking more than :data:`BUDGET` inputs."""
+
+    inputs = 0
+
+    def _apply(self, saga_type: str, inp: Input) -> None:
+        self.inputs += 1
+        if self.inputs > BUDGET:
+            raise RuntimeError(f"no quiescence: over {BUDGET} inputs, the last {inp!r}")
+        super()._apply(saga_type, inp)
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -217,6 +233,8 @@ class WorldResult:
     statuses: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     """Journal event types seen, and ``refused`` for the late commands services refused."""
+    notes: Counter[str] = field(default_factory=Counter)
+    """Outcomes that break no invariant but may deserve a look."""
     report: str = ""
 
 
@@ -234,7 +252,7 @@ def run_world(seed: int, index: int, *, verbose: bool = False) -> WorldResult:
     except DefinitionError as exc:
         result.skipped = str(exc)
         return result
-    env = SagaTestEnv(*programs, seed=rng.randrange(2**32))
+    env = BoundedEnv(*programs, seed=rng.randrange(2**32))
     services = Services(rng, specs, env)
     log: list[str] = []
     chaos_ms = services.heal_ms = rng.randint(20_000, 300_000)
@@ -305,6 +323,7 @@ def run_world(seed: int, index: int, *, verbose: bool = False) -> WorldResult:
         if (env.recorded(c.command_id) or _OK).payload.get("error") == "deadline-passed"
     )
     result.statuses = Counter(s.status for s in states)
+    result.notes = notes(env, {p.name: p for p in programs})
     if result.violations or verbose:
         result.report = report(result, specs, env, log, verbose)
     return result
@@ -481,6 +500,22 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
     return out
 
 
+def notes(env: SagaTestEnv, programs: dict[str, Program]) -> Counter[str]:
+    """Sagas that failed because a retryable step's command was refused as late: a retryable
+    step is meant to be retried until it succeeds."""
+    out: Counter[str] = Counter()
+    for sid in env.saga_ids():
+        st = env.state(sid)
+        if st.status != "failed":
+            continue
+        for e in env.journal(sid):
+            if e.type == "step_failed" and "deadline-passed" in e.body["reason"]:
+                b = programs[st.saga_type].nodes[e.body["step"]].block
+                if isinstance(b, Step) and b.kind == "retriable":
+                    out["failed: a retryable step's command refused as late"] += 1
+    return out
+
+
 # ----------------------------------------------------------------------------------- reports
 
 
@@ -520,8 +555,9 @@ def run_many(seed: int, indexes: range) -> list[WorldResult]:
             out.append(run_world(seed, index))
         except Exception as exc:  # an engine or env crash is a finding, not the end of the run
             crash = WorldResult(seed, index, violations=[Violation("-", "crash", repr(exc))])
+            where = traceback.format_exc(limit=-4)
             crash.report = (
-                f"seed {seed} world {index}: crash {exc!r}\n"
+                f"seed {seed} world {index}: crash {exc!r}\n{where}"
                 f"  reproduce: python -m tests.sim.run --seed {seed} --index {index} -v"
             )
             out.append(crash)
