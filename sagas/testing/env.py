@@ -25,7 +25,7 @@ The scripted participants behave as :mod:`sagas.participants` does:
 * The services keep a ledger of effects (:meth:`SagaTestEnv.effects`): a successful ``do`` or
   long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
   saga (for a child step, every effect of the child sagas it started that have ended, and of
-  their children); a successful long-running ``cancel``, or a ``status`` reply the block reads
+  their ended children); a successful long-running ``cancel``, or a ``status`` reply the block reads
   as failed or cancelled, removes the operation's (that of the step's latest start). Failures
   have no effect.
 """
@@ -519,14 +519,14 @@ class SagaTestEnv:
 
     def _undo(self, saga_id: str, step: str) -> None:
         """Remove ``step``'s effects in the saga, and every effect of the child sagas it started
-        that have ended (and of their children)."""
+        that have ended (and of their ended children: one abandoned goes on)."""
         gone = {saga_id: {step}}
-        kids = self._children.get((saga_id, step), [])
-        todo = [k for k in kids if k in self._states and self._states[k].terminal]
-        while todo:  # a child step's compensation undoes its child sagas, and theirs
+        todo = list(self._children.get((saga_id, step), []))
+        while todo:  # a child step's compensation undoes its ended child sagas, and theirs
             child = todo.pop()
-            gone[child] = set()
-            todo.extend(self._child_ids.get(child, []))
+            if child in self._states and self._states[child].terminal:
+                gone[child] = set()
+                todo.extend(self._child_ids.get(child, []))
         self._ledger = [
             e
             for e in self._ledger

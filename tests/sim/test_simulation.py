@@ -1,18 +1,23 @@
 """A bounded sample of the world simulation (``make simulate`` runs the large one).
 
-One test holds the invariants over the sample; the other makes sure the sample is worth
-something: it reaches every end state and takes the paths the invariants are about.
+One test holds the invariants over the sample; another makes sure the sample is worth something
+(it reaches every end state and takes the paths the invariants are about); the last that the
+check does find unbalanced books.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from sagas import Saga, call, step
+from sagas.testing import Effect, SagaTestEnv, fail, succeed
 from tests.sim.run import _summary
-from tests.sim.world import WorldResult, run_many
+from tests.sim.world import WorldResult, check, run_many
 
 SEED = 1
 WORLDS = range(300)
@@ -58,3 +63,29 @@ def test_the_sample_reaches_every_end_and_every_path(
     for path in paths:
         assert events[path] > 0, f"no {path} in the sample: {sorted(events.items())}"
     assert sum(r.children for r in results) > 0
+
+
+def test_the_check_passes_balanced_books_and_flags_what_stands_too_many() -> None:
+    saga = Saga[dict[str, Any]](
+        "main",
+        version=1,
+        deadline=timedelta(minutes=1),
+        steps=[
+            step("a", to="a", command="Do-a", compensate=call("Undo-a")),
+            step("b", to="b", command="Do-b", kind="pivot"),
+        ],
+    )
+    program = saga.compile()
+    env = SagaTestEnv(program)
+    env.on("Do-a", succeed())
+    env.on("Undo-a", succeed())
+    env.on("Do-b", [succeed(), fail("no")])
+    env.start("main", "done", {})
+    env.start("main", "undone", {})
+    assert [env.state(s).status for s in ("done", "undone")] == ["completed", "compensated"]
+    assert check(env, {"main": program}) == []
+
+    env._ledger.append(Effect("undone", "a", "Do-a", "forged"))  # what the engine failed to undo
+    env._ledger.append(Effect("done", "a", "Do-a", "forged-too"))  # an effect done twice
+    kinds = sorted(v.kind for v in check(env, {"main": program}))
+    assert kinds == ["completed: books", "effects stand (compensated)"]

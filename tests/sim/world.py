@@ -417,8 +417,10 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
     def standing(sid: str) -> str:
         return ", ".join(f"{e.step} ({e.command_type})" for e in env.effects(sid)) or "none"
 
-    def tree(sid: str) -> list[str]:
-        return [sid, *(t for kid in kids.get(sid, []) for t in tree(kid.saga_id))]
+    def owned(sid: str) -> list[str]:
+        """``sid`` and its children, theirs..., but those abandoned (they run on their own)."""
+        mine = [k for k in kids.get(sid, []) if not abandoned(sid, k)]
+        return [sid, *(t for kid in mine for t in owned(kid.saga_id))]
 
     def empty(sid: str, why: str) -> None:
         """Nothing of ``sid`` may stand, nor of its children (but those it abandoned)."""
@@ -426,12 +428,16 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
             return
         st = states[sid]
         if st.status == "failed" and (st.parent is not None and why.startswith("its parent")):
-            left = [f"{t}: {standing(t)}" for t in tree(sid) if env.effects(t)]
+            left = [f"{t}: {standing(t)}" for t in owned(sid) if env.effects(t)]
             if left:  # one finding for the whole subtree: the child could not be undone
                 past = "past its pivot" if st.pivoted else "before its pivot"
                 kind = f"a child that failed {past} under a parent that left nothing"
                 detail = f"{why}, yet it failed ({st.reason}); standing: {'; '.join(left)}"
                 out.append(Violation(sid, kind, detail))
+            for t in owned(sid):  # what it abandoned runs on: its own books
+                for kid in kids[t]:
+                    if abandoned(t, kid):
+                        books(kid.saga_id)
             return
         if env.effects(sid):
             kind = f"effects stand ({st.status})"
@@ -443,7 +449,7 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
         """Check ``kid`` of ``parent``; ``why``: the parent may leave nothing of it."""
         took = accepted(parent, kid.command_id)
         if undone(parent, kid.step) and (
-            took or not any(env.effects(t) for t in tree(kid.saga_id))
+            took or not any(env.effects(t) for t in owned(kid.saga_id))
         ):  # the compensation of its step undid it (or what of it had ended)
             empty(kid.saga_id, f"its parent {parent} undid step {kid.step}")
         elif abandoned(parent, kid):
