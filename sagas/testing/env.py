@@ -25,9 +25,9 @@ The scripted participants behave as :mod:`sagas.participants` does:
 * The services keep a ledger of effects (:meth:`SagaTestEnv.effects`): a successful ``do`` or
   long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
   saga (for a child step, every effect of the child sagas it started that have ended, and of
-  their ended children); a successful long-running ``cancel``, or a ``status`` reply the block reads
-  as failed or cancelled, removes the operation's (that of the step's latest start). Failures
-  have no effect.
+  their ended children but those they abandoned); a successful long-running ``cancel``, or a
+  ``status`` reply the block reads as failed or cancelled, removes the operation's (that of the
+  step's latest start). Failures have no effect.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from datetime import timedelta
 from typing import Any
 
 from sagas.app import App
-from sagas.dsl.nodes import LongRunning
+from sagas.dsl.nodes import Child, LongRunning
 from sagas.dsl.program import Program
 from sagas.dsl.saga import Saga
 from sagas.engine import (
@@ -214,6 +214,9 @@ class SagaTestEnv:
         self._starts: dict[tuple[str, str], str] = {}  # (saga, step) -> its latest start's id
         self._children: dict[tuple[str, str], list[str]] = {}  # (parent, step) -> child ids
         self._child_ids: dict[str, list[str]] = {}  # parent -> child ids
+        self._child_of_cmd: dict[str, str] = {}  # a child step's command id -> the child's id
+        self._on_their_own: set[str] = set()  # children of parent_close="abandon" steps...
+        self._taken: set[str] = set()  # ... but for those whose success their parent took
         self.commands: list[CommandOut] = []
         """Every command sent, in order."""
         self.dead_letters: list[tuple[Input, str]] = []
@@ -421,11 +424,19 @@ class SagaTestEnv:
             self._states[inp.saga_id] = decision.state
             self._types[inp.saga_id] = saga_type
         for e in decision.events:
-            if e.type == "timer_set":
+            if e.type == "reply_accepted" and e.body["outcome"] == "success":
+                child = self._child_of_cmd.get(e.body["command_id"])
+                if child is not None:
+                    self._taken.add(child)
+            elif e.type == "timer_set":
                 self._seq += 1
                 entry = (e.body["due_ms"], e.saga_id, self._seq, e.body["timer_id"])
                 heapq.heappush(self._timers, entry)
             elif e.type == "child_started":
+                self._child_of_cmd[e.body["command_id"]] = e.body["child_id"]
+                block = program.nodes[e.body["step"]].block
+                if isinstance(block, Child) and block.parent_close == "abandon":
+                    self._on_their_own.add(e.body["child_id"])
                 kids = self._children.setdefault((e.saga_id, e.body["step"]), [])
                 kids.append(e.body["child_id"])
                 self._child_ids.setdefault(e.saga_id, []).append(e.body["child_id"])
@@ -512,6 +523,9 @@ class SagaTestEnv:
         node = program.nodes.get(cmd.step) if program else None
         return node.block if node else None
 
+    def _ended(self, saga_id: str) -> bool:
+        return saga_id in self._states and self._states[saga_id].terminal
+
     def _end_operation(self, saga_id: str, step: str) -> None:
         """The operation of ``step``'s latest start (a loop starts one per round) is gone."""
         start = self._starts.get((saga_id, step))
@@ -519,14 +533,17 @@ class SagaTestEnv:
 
     def _undo(self, saga_id: str, step: str) -> None:
         """Remove ``step``'s effects in the saga, and every effect of the child sagas it started
-        that have ended (and of their ended children: one abandoned goes on)."""
+        that have ended, and of their ended children (but those they abandoned)."""
         gone = {saga_id: {step}}
-        todo = list(self._children.get((saga_id, step), []))
+        todo = [c for c in self._children.get((saga_id, step), []) if self._ended(c)]
         while todo:  # a child step's compensation undoes its ended child sagas, and theirs
             child = todo.pop()
-            if child in self._states and self._states[child].terminal:
-                gone[child] = set()
-                todo.extend(self._child_ids.get(child, []))
+            gone[child] = set()
+            todo += [
+                c
+                for c in self._child_ids.get(child, [])
+                if self._ended(c) and (c not in self._on_their_own or c in self._taken)
+            ]
         self._ledger = [
             e
             for e in self._ledger
