@@ -4,13 +4,14 @@ A world (``run_world(seed, index)``, deterministic in both) draws a parent saga 
 child types it starts (:mod:`tests.sim.generate`), starts a few sagas in a
 :class:`~sagas.testing.SagaTestEnv` (the engine's transition and the worker's record encoding,
 services that handle a command after its lag, refuse it past its deadline and handle one
-command id once), and for a chaos window lets the services answer at random: lost sends,
-success, failure, retryable failure, lags past the deadline, late replies, duplicate replies, a
-pivot's reply that never comes. Cancels (of sagas and of children), signals and clock jumps (the
+command id once), and for a chaos window lets the services answer at random: success, failure,
+retryable failure, lags past the deadline, outages (the commands wait in their topic until the
+service is back), late replies, duplicate replies, a pivot's reply that never comes. How rough
+the chaos is varies per world. Cancels (of sagas and of children), signals and clock jumps (the
 worker down for a while) come at random times. Then the services heal (each new send succeeds
-at once) except, in some worlds, a pivot's service, which stays down; the world runs until it is
-idle or an hour has passed; an operator may settle the sagas left in doubt, truthfully (from the
-ledger); and the invariants are checked for every saga, children included:
+at once) except, in some worlds, a pivot's service, which stays down for good; the world runs
+until it is idle or an hour has passed; an operator may settle the sagas left in doubt,
+truthfully (from the ledger); and the invariants are checked for every saga, children included:
 
 * it ended, or it is ``in-doubt`` (waiting on its pivot), or it waits on a child that is;
 * ``fold(journal) == state``; no command id ran its handler twice;
@@ -167,7 +168,8 @@ class Services:
         return "running"
 
     def status(self, cmd: CommandOut) -> Response:
-        """Status answers are computed when the poll is handled (no lag)."""
+        """How the operation is when the poll is sent (it may wait out an outage: the later
+        commands of the operation wait behind it, so the answer stays true when handled)."""
         r = self.rng
         rough = 0 if self.healed else 0.1 * self.harsh
         lag = self.down_until_healed() if r.random() < rough else _ms(0)
@@ -181,7 +183,7 @@ class Services:
         return Response("success", {"state": state}, _ms(after), lag)
 
     def cancel(self, cmd: CommandOut) -> Response:
-        """A cancel is handled at once; a finished operation cannot be cancelled."""
+        """A finished operation cannot be cancelled; a running one, or none, can."""
         r = self.rng
         rough = 0 if self.healed else 0.15 * self.harsh
         lag = self.down_until_healed() if r.random() < rough else _ms(0)
