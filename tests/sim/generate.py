@@ -7,7 +7,7 @@ after it (each with its own deadline), every wait covered by a deadline.
 
 Names are unique across a world (child saga types included), so data keys never collide. Each
 step's reply may set the flags ``f0``..``f2`` that branches read; a loop counts its rounds in
-``n-<loop>``.
+``n-<its first step>``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ class Drawer:
     rng: random.Random
     names: int = 0
     children: list[Spec] = field(default_factory=list)
-    depth_of_types: int = 0
 
     def name(self, prefix: str) -> str:
         self.names += 1

@@ -35,9 +35,11 @@ def _cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _summary(
+def summary(
     results: list[WorldResult], seconds: float, shown: int, cpu: float | None = None
 ) -> tuple[str, bool]:
+    """What the worlds found (the first ``shown`` failing ones in full), and whether every
+    invariant held."""
     results.sort(key=lambda r: r.index)
     sagas = sum(r.sagas for r in results)
     children = sum(r.children for r in results)
@@ -73,6 +75,7 @@ def _summary(
             worlds = [r.index for r in bad if any(v.kind == kind for v in r.violations)]
             more = f" (+{len(worlds) - 10} more)" if len(worlds) > 10 else ""
             lines.append(f"  {kind}: worlds {worlds[:10]}{more}")
+        lines.append(f"replay one: python -m tests.sim.run --seed {seed} --index WORLD -v")
     else:
         lines.append("no violations")
     return "\n".join(lines), not bad
@@ -117,7 +120,7 @@ def simulate(sagas: int, seed: int, workers: int, shown: int = 3) -> tuple[str, 
                         flush=True,
                     )
     seconds = time.perf_counter() - started
-    return _summary(results, seconds, shown, _cpu_seconds() - cpu)
+    return summary(results, seconds, shown, _cpu_seconds() - cpu)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(result.report or f"seed {args.seed} world {args.index}: no violations")
         print("end states: " + ", ".join(f"{k} {n}" for k, n in result.statuses.most_common()))
         return 1 if result.violations else 0
-    summary, ok = simulate(args.sagas, args.seed, args.workers, args.show)
-    print(summary)
+    text, ok = simulate(args.sagas, args.seed, args.workers, args.show)
+    print(text)
     return 0 if ok else 1
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from sagas import Saga, call, step
 from sagas.testing import Effect, SagaTestEnv, fail, succeed
-from tests.sim.run import _summary
+from tests.sim.run import summary
 from tests.sim.world import WorldResult, check, run_many
 
 SEED = 1
@@ -34,8 +34,8 @@ def test_the_books_balance_in_every_world_of_the_sample(
     sample: tuple[list[WorldResult], float],
 ) -> None:
     results, seconds = sample
-    summary, ok = _summary(list(results), seconds, shown=3)
-    assert ok, summary
+    text, ok = summary(list(results), seconds, shown=3)
+    assert ok, text
 
 
 def test_the_sample_reaches_every_end_and_every_path(
