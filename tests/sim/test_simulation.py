@@ -20,7 +20,7 @@ from tests.sim.run import summary
 from tests.sim.world import WorldResult, check, run_many
 
 SEED = 1
-WORLDS = range(300)
+WORLDS = range(1000)
 
 
 @pytest.fixture(scope="module")

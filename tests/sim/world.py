@@ -14,7 +14,8 @@ until it is idle or an hour has passed; an operator may settle the sagas left in
 truthfully (from the ledger); and the invariants are checked for every saga, children included:
 
 * it ended, or it is ``in-doubt`` (waiting on its pivot), or it waits on a child that is;
-* ``fold(journal) == state``; no command id ran its handler twice;
+* ``fold(journal) == state``; no command id ran its handler twice; each command's ``purpose``
+  is what its id says (``do``, ``undo``, ``start``, ``status``, ``cancel``);
 * the books balance with its end state: ``completed``: the effects standing are exactly those of
   the steps and operations in ``state.completed``; ``compensated``/``cancelled``: none stand,
   nor any of its children's (save a child abandoned by ``parent_close="abandon"`` before it
@@ -29,13 +30,13 @@ import json
 import random
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from sagas.dsl.nodes import Child, LongRunning, Step
 from sagas.dsl.program import Program
-from sagas.engine import CommandOut, Input, JournalEvent, Outcome, fold
+from sagas.engine import CommandOut, Input, JournalEvent, Outcome, fold, public_command_id
 from sagas.errors import DefinitionError
 from sagas.testing import Response, SagaTestEnv, silent
 from sagas.testing.env import purpose_of
@@ -377,6 +378,12 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
                     return True
         return False
 
+    for cmd in env.commands:
+        said = purpose_of(replace(cmd, purpose="do"))  # what its id says
+        if cmd.purpose != said:
+            detail = f"{cmd.command_type} ({public_command_id(cmd.command_id)}) says {cmd.purpose}"
+            out.append(Violation(cmd.saga_id, "purpose", f"{detail}, its id {said}"))
+            break
     for sid, st in states.items():
         program = programs[st.saga_type]
         if fold(program, journals[sid]) != st:
