@@ -12,6 +12,9 @@ contract of the README and ``schemas/sagas.Payload.avsc``. It must import nothin
   and ``outcome`` (``success``, ``failure``, ``retryable-failure``); its value is a Payload whose
   JSON carries ``error`` on a failure. The partitioner is ``murmur2_random``, the Java client's.
 - Deduplicate on ``command-id``: a command seen again is answered with the reply it got.
+- Refuse a command that reaches it after its ``deadline`` (epoch ms): a ``failure`` with
+  ``error = "deadline-passed"``, without running the handler, unless a handler may have run it
+  before (a record below the partition's end offset when this consumer was assigned it).
 
 Delivery here is at least once: the reply is flushed before the command's offset is committed.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,7 +89,8 @@ class PlainParticipant:
                 "linger.ms": 1,
             }
         )
-        self._consumer.subscribe(topics)
+        self._fresh_from: dict[tuple[str, int], int] = {}  # (topic, partition) -> end offset
+        self._consumer.subscribe(topics, on_assign=self._assigned)
         self._thread = threading.Thread(target=self._run, name=f"plain-{group}", daemon=True)
         self._thread.start()
 
@@ -101,9 +106,19 @@ class PlainParticipant:
         finally:
             self._consumer.close()
 
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:  # a record below the end may have reached a handler before
+            _, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            self._fresh_from[(tp.topic, tp.partition)] = end
+
     def _handle(self, msg: Any) -> None:
         headers = {k: v.decode("utf-8") for k, v in msg.headers() or [] if v is not None}
         command_id = headers["command-id"]
+        deadline = int(headers["deadline"]) if "deadline" in headers else None
+        first_delivery = msg.offset() >= self._fresh_from.get((msg.topic(), msg.partition()), 0)
+        late = deadline is not None and deadline < time.time() * 1000 and first_delivery
+        if command_id not in self._replies and late:  # the saga decides on this refusal
+            self._replies[command_id] = ("failure", {"error": "deadline-passed"})
         if command_id not in self._replies:  # a command seen again gets the same reply
             command_type, payload = headers["command-type"], decode_payload(msg.value())
             self.received.append(

@@ -123,7 +123,7 @@ def test_the_plain_participant_imports_nothing_of_sagas() -> None:
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported == {"__future__", "io", "json", "threading", "collections", "pathlib",
+    assert imported == {"__future__", "io", "json", "threading", "time", "collections", "pathlib",
                         "typing", "confluent_kafka", "fastavro"}  # fmt: skip
     loaded = subprocess.run(
         [sys.executable, "-c", "import plain_participant, sys; "
