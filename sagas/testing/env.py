@@ -188,11 +188,22 @@ class SagaTestEnv:
         *sagas: the saga types (definitions or compiled programs) this environment runs.
         start_ms: the virtual clock's initial value, epoch milliseconds.
         seed: seeds the saga secrets (command ids are the same in every run with one seed).
+        transit: how long each record a saga's decision writes for another saga (a child's
+            start or cancel, a parent's reply) takes to arrive; those for one saga keep their
+            order. Default: they arrive at once.
     """
 
-    def __init__(self, *sagas: Saga[Any] | Program, start_ms: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *sagas: Saga[Any] | Program,
+        start_ms: int = 0,
+        seed: int = 0,
+        transit: Callable[[], timedelta] | None = None,
+    ) -> None:
         self.now_ms = start_ms
         self._random = random.Random(seed)
+        self._transit = transit
+        self._last_to: dict[str, int] = {}  # saga id -> arrival of the worker's last record
         self._app_cache: App | None = None
         self._programs: dict[str, Program] = {}
         self._states: dict[str, SagaState] = {}
@@ -444,12 +455,20 @@ class SagaTestEnv:
             self.commands.append(cmd)
             self._send(cmd)
         for ch in decision.children:
-            self._push(self.now_ms, ch.saga_type, Start(ch.saga_id, ch.data, ch.parent))
+            self._push_between(ch.saga_type, Start(ch.saga_id, ch.data, ch.parent))
         for cc in decision.child_cancels:
-            self._push(self.now_ms, cc.saga_type, Cancel(cc.saga_id, cc.reason))
+            self._push_between(cc.saga_type, Cancel(cc.saga_id, cc.reason))
         for pr in decision.parent_replies:
             reply = Reply(pr.parent.saga_id, pr.parent.command_id, pr.outcome, pr.payload)
-            self._push(self.now_ms, pr.parent.saga_type, reply)
+            self._push_between(pr.parent.saga_type, reply)
+
+    def _push_between(self, saga_type: str, inp: Input) -> None:
+        """A record one saga's decision writes for another: after its transit, in order."""
+        due = self.now_ms
+        if self._transit is not None:
+            due = max(due + _ms(self._transit()), self._last_to.get(inp.saga_id, due))
+            self._last_to[inp.saga_id] = due
+        self._push(due, saga_type, inp)
 
     # ------------------------------------------------------------------------------- services
 

@@ -7,11 +7,12 @@ services that handle a command after its lag, refuse it past its deadline and ha
 command id once), and for a chaos window lets the services answer at random: success, failure,
 retryable failure, lags past the deadline, outages (the commands wait in their topic until the
 service is back), late replies, duplicate replies, a pivot's reply that never comes. How rough
-the chaos is varies per world. Cancels (of sagas and of children), signals and clock jumps (the
-worker down for a while) come at random times. Then the services heal (each new send succeeds
-at once) except, in some worlds, a pivot's service, which stays down for good; the world runs
-until it is idle or an hour has passed; an operator may settle the sagas left in doubt,
-truthfully (from the ledger); and the invariants are checked for every saga, children included:
+the chaos is varies per world, and so does the transit of child starts, child cancels and parent
+replies. Cancels (of sagas and of children), signals and clock jumps (the worker down for a
+while) come at random times. Then the services heal (each new send succeeds at once) except, in
+some worlds, a pivot's service, which stays down for good; the world runs until it is idle or
+an hour has passed; an operator may settle the sagas left in doubt, truthfully (from the
+ledger); and the invariants are checked for every saga, children included:
 
 * it ended, or it is ``in-doubt`` (waiting on its pivot), or it waits on a child that is;
 * ``fold(journal) == state``; no command id ran its handler twice; each command's ``purpose``
@@ -255,7 +256,12 @@ def run_world(seed: int, index: int, *, verbose: bool = False) -> WorldResult:
     except DefinitionError as exc:
         result.skipped = str(exc)
         return result
-    env = BoundedEnv(*programs, seed=rng.randrange(2**32))
+    transit_ms = rng.choice([0, 0, 200, 3000])  # the worker's own records between sagas
+
+    def transit() -> timedelta:
+        return _ms(rng.randint(0, transit_ms))
+
+    env = BoundedEnv(*programs, seed=rng.randrange(2**32), transit=transit)
     services = Services(rng, specs, env)
     log: list[str] = []
     chaos_ms = services.heal_ms = rng.randint(20_000, 300_000)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sagas import Saga, branch, call, child, goto, long_running, sleep, step
-from sagas.engine import ChildCancel, CommandOut, Decision, Input, SagaState
+from sagas.engine import ChildCancel, CommandOut, Decision, Input, SagaState, Start
 from sagas.engine import transition as engine_transition
 from sagas.testing import Effect, Response, SagaTestEnv, fail, silent, succeed
 from sagas.testing import env as env_module
@@ -422,3 +422,32 @@ def test_settle_and_jump_reach_the_engine() -> None:
     done = [e for e in env.journal("n-1") if e.type == "step_completed"]
     assert [(e.body["step"], e.at_ms) for e in done] == [("b", 60_000), ("z", 65_000)]
     assert env.state("n-1").status == "completed"
+
+
+def test_records_between_sagas_take_their_transit_and_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parent, kid = parent_and_child()
+    transits = iter([3 * S, 0 * S, 0 * S, 0 * S])
+    env = SagaTestEnv(parent, kid, transit=lambda: next(transits))
+    env.on("Do-k1", succeed())
+    env.start("parent", "p-1", {})
+    kid_id = "p-1/spawn/1"
+    assert env.saga_ids() == ["p-1"]  # the child's start is on its way
+
+    def transition(program: Any, state: SagaState | None, inp: Input, now: int, **kw: Any) -> Any:
+        decision: Decision = engine_transition(program, state, inp, now, **kw)
+        if inp.saga_id == "p-1" and not isinstance(inp, Start):  # cancel it on any input
+            order = ChildCancel("kid", kid_id, "the parent says so")
+            return dataclasses.replace(decision, child_cancels=[order])
+        return decision
+
+    monkeypatch.setattr(env_module, "transition", transition)
+    env.advance(S)
+    env.signal("p-1", "anything")  # its cancel takes no time, yet comes after the start
+    env.advance(2 * S)
+    journal = env.journal(kid_id)
+    assert (journal[0].type, journal[0].at_ms) == ("started", 3_000)
+    cancelled = [e for e in journal if "the parent says so" in str(e.body)]
+    assert cancelled
+    assert cancelled[0].at_ms == 3_000
