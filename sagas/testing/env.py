@@ -292,7 +292,8 @@ class SagaTestEnv:
         outcome: Outcome = "success",
         payload: Mapping[str, Any] | None = None,
     ) -> None:
-        """Reply by hand to a command (for instance one whose participant was silent)."""
+        """Reply by hand to a command (for instance one whose participant was silent); the
+        services' ledger does not see it."""
         cmd = next(c for c in self.commands if c.command_id == command_id)
         reply = Reply(cmd.saga_id, command_id, outcome, dict(payload or {}))
         self._push(self.now_ms, cmd.saga_type, reply)
