@@ -69,6 +69,12 @@ def _non_retryable(reply: Reply, non_retryable: tuple[str, ...]) -> bool:
     return reply.outcome == "failure" or reply.payload.get("error") in non_retryable
 
 
+def _late_retryable(b: Step[Any], reply: Reply) -> bool:
+    """A retryable step's command reached its participant after its deadline and was refused
+    (``deadline-passed``): nothing was done, and the step is retried until it succeeds."""
+    return b.kind == "retriable" and reply.payload.get("error") == "deadline-passed"
+
+
 UNSURE_BACKOFF = "backoff-unsure"
 """The phase of a long-running operation backing off after a ``retryable-failure`` to its
 start that did not say ``"started": false``: it may have started, so a deadline cancels it."""
@@ -119,7 +125,7 @@ def _on_reply(ctx: Ctx, r: Reply) -> None:
         if r.outcome == "success":
             ctx.merge(step, b.merge, r.payload)
             finish(ctx, step, action=True, pivot=b.kind == "pivot")
-        elif held or _non_retryable(r, b.retry.non_retryable):
+        elif held or (_non_retryable(r, b.retry.non_retryable) and not _late_retryable(b, r)):
             fail(ctx, step, f"{b.command} failed: {_error(r)}")
         else:
             _retry_or_fail(ctx, step, token, f"{b.command} failed: {_error(r)}", r.command_id)
@@ -229,6 +235,8 @@ def _on_lr_reply(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, r: Repl
             ctx.emit("step_failed", step=name, reason=why)
             if ctx.st.status == "compensating":
                 ctx.emit("outcome", outcome="failed", reason=f"{ctx.st.reason}; {why}")
+            else:  # a losing branch's operation may run on: undo it as if it finished
+                late_completion(ctx, name)
         else:
             ctx.emit("phase", step=name, phase="verifying", failures=0, checks=token.checks + 1)
             ctx.set_timer(name, "poll", every)

@@ -226,3 +226,30 @@ def test_the_compiler_refuses_what_a_first_wins_branch_cannot_undo() -> None:
                 ),
             )
         )
+
+
+def test_a_retryable_step_refused_as_late_is_retried_not_failed() -> None:
+    env = SagaTestEnv(saga(s("p", kind="pivot"), s("r", kind="retryable", deadline=S)))
+    env.on("Do-p", succeed())
+    env.on("Do-r", [sagas.testing.fail("deadline-passed"), succeed()])
+    env.start("demo", "d-1", {})
+    env.run_until_idle()
+    assert env.state("d-1").status == "completed"
+    assert env.command_types("d-1") == ["Do-p", "Do-r", "Do-r"]
+
+
+def test_a_losing_operation_whose_cancel_is_never_confirmed_is_undone() -> None:
+    op = long_running(
+        "op", to="op.commands", start=call("Start"), status=call("Status"), cancel=call("Cancel"),
+        every=S, done=lambda r: r.get("state") == "done", checks=1, compensate=call("Undo-op"),
+    )  # fmt: skip
+    env = SagaTestEnv(saga(parallel("race", [s("a")], [op], join="first")))
+    env.on("Do-a", succeed(after=S))
+    env.on("Start", succeed())
+    env.on("Status", succeed({"state": "running"}))  # never done, never cancelled
+    env.on("Cancel", succeed())
+    env.on("Undo-op", succeed())
+    env.start("demo", "d-1", {})
+    env.run_until_idle()
+    assert env.state("d-1").status == "completed"
+    assert env.command_types("d-1")[-1] == "Undo-op"
