@@ -169,11 +169,14 @@ def _on_stopped_child(ctx: Ctx, name: str, b: Child[Any], r: Reply, ended: str) 
         late_completion(ctx, name)
     else:
         ctx.emit("step_failed", step=name, reason=ended)
-        if awaited:
-            compensate(ctx, ended, "compensated")
+        partly = r.payload.get("status") == "failed"  # some of its work may stand
+        if awaited:  # a pivot child's work cannot be undone: the saga fails if some stands
+            compensate(ctx, ended, "failed" if partly else "compensated")
             return
-        if r.payload.get("status") == "failed":  # some of its work may stand: undo it
+        if partly and ctx.p.nodes[name].compensation is not None:
             late_completion(ctx, name)
+        elif partly and ctx.st.status == "compensating":
+            ctx.emit("outcome", outcome="failed", reason=f"{ctx.st.reason}; {ended}")
     pump(ctx)
 
 

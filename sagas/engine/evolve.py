@@ -81,7 +81,10 @@ __all__ = ["evolve", "fold"]
 
 
 def _drop_pending(state: SagaState, step: str) -> dict[str, str]:
-    return {c: s for c, s in state.pending.items() if s != step}
+    """``pending`` without ``step``'s block commands (its compensation in progress, if any, is
+    kept: a step in a loop or a losing branch may be undone while its block still runs)."""
+    undo = state.undo.cmd if state.undo is not None else None
+    return {c: s for c, s in state.pending.items() if s != step or c == undo}
 
 
 def _without(mapping: Any, key: str) -> dict[str, Any]:
@@ -218,8 +221,8 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
         case "undo_phase":
             assert s.undo is not None  # invariant of the engine
             return replace(s, undo=replace(s.undo, failures=b["failures"]))
-        case "undo_done":
-            return replace(s, undo=None, pending=_drop_pending(s, b["step"]))
+        case "undo_done":  # its reply was accepted: nothing of it is pending any more
+            return replace(s, undo=None)
         case "outcome":
             return replace(s, outcome=cast(Status, b["outcome"]), reason=b["reason"])
         case "finished":

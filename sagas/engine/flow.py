@@ -420,8 +420,9 @@ def fail(ctx: Ctx, name: str, reason: str, *, partly_done: bool = False) -> None
     ``partly_done``: some of its work may stand (a child saga that ended ``failed``), so it is
     compensated too."""
     token = ctx.st.tokens.get(name)
-    partly = partly_done and ctx.p.nodes[name].compensation is not None
-    maybe_done = [name] if partly or _in_flight(ctx, name) else []
+    undoable = ctx.p.nodes[name].compensation is not None
+    maybe_done = [name] if (partly_done and undoable) or _in_flight(ctx, name) else []
+    outcome = "failed" if partly_done and not undoable else "compensated"  # it may stand
     if token is not None and token.phase not in _CANCELLING:
         ctx.clear_timers(name)
         ctx.emit("step_failed", step=name, reason=reason)
@@ -439,7 +440,7 @@ def fail(ctx: Ctx, name: str, reason: str, *, partly_done: bool = False) -> None
         else:
             pump(ctx)
         return
-    compensate(ctx, reason, "compensated", maybe_done)
+    compensate(ctx, reason, outcome, maybe_done)
 
 
 def compensate(ctx: Ctx, reason: str, outcome: str, maybe_done: list[str] | None = None) -> None:
@@ -448,7 +449,7 @@ def compensate(ctx: Ctx, reason: str, outcome: str, maybe_done: list[str] | None
     if st.status not in ("running", "in-doubt"):
         return
     if st.held is not None:  # a cancel or deadline waited for the pivot, which was not done
-        outcome = st.held[0]
+        outcome = outcome if outcome == "failed" else st.held[0]
         reason = st.held[1] if reason == st.held[1] else f"{st.held[1]}; {reason}"
     in_flight = [*(maybe_done or []), *(n for n in st.tokens if _in_flight(ctx, n))]
     done = [s for s in reversed(st.completed) if ctx.p.nodes[s].compensation]
