@@ -411,18 +411,21 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
             for e in journals[parent]
         )
 
-    def undone(parent: str, step: str) -> bool:
+    def undone(parent: str, step: str) -> int | None:
+        """When ``parent`` sent the compensation of ``step`` that succeeded, if it did."""
         undos = {
-            e.body["command_id"]
+            e.body["command_id"]: e.at_ms
             for e in journals[parent]
             if e.type == "command_sent" and e.body["step"] == step and e.body["undo"]
         }
-        return any(
-            e.type == "reply_accepted"
-            and e.body["command_id"] in undos
-            and e.body["outcome"] == "success"
-            for e in journals[parent]
-        )
+        for e in journals[parent]:
+            done = e.type == "reply_accepted" and e.body["outcome"] == "success"
+            if done and e.body["command_id"] in undos:
+                return undos[e.body["command_id"]]
+        return None
+
+    def ended_by(sid: str, at_ms: int) -> bool:
+        return any(e.type == "finished" and e.at_ms <= at_ms for e in journals.get(sid, []))
 
     def abandoned(parent: str, kid: Kid) -> bool:
         block = programs[states[parent].saga_type].nodes[kid.step].block
@@ -447,6 +450,11 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
             if left:  # one finding for the whole subtree: the child could not be undone
                 past = "past its pivot" if st.pivoted else "before its pivot"
                 kind = f"a child that failed {past} under a parent that left nothing"
+                dropped = {e.body["step"] for e in journals[sid] if e.type == "abandoned"}
+                if {e.step for e in env.effects(sid)} <= dropped and len(left) == 1:
+                    kind = (
+                        "a failed child's command in flight took effect after its parent undid it"
+                    )
                 detail = f"{why}, yet it failed ({st.reason}); standing: {'; '.join(left)}"
                 out.append(Violation(sid, kind, detail))
             for t in owned(sid):  # what it abandoned runs on: its own books
@@ -463,9 +471,9 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
     def child(parent: str, kid: Kid, why: str | None) -> None:
         """Check ``kid`` of ``parent``; ``why``: the parent may leave nothing of it."""
         took = accepted(parent, kid.command_id)
-        if undone(parent, kid.step) and (
-            took or not any(env.effects(t) for t in owned(kid.saga_id))
-        ):  # the compensation of its step undid it (or what of it had ended)
+        sent = undone(parent, kid.step)
+        if sent is not None and (took or ended_by(kid.saga_id, sent)):
+            # the compensation of its step undid it: the child had ended when it was sent
             empty(kid.saga_id, f"its parent {parent} undid step {kid.step}")
         elif abandoned(parent, kid):
             books(kid.saga_id)
