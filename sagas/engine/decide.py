@@ -118,7 +118,14 @@ def _on_reply(ctx: Ctx, r: Reply) -> None:
         return
     token = ctx.st.tokens[step]
     b = ctx.p.nodes[step].block
-    if isinstance(b, Step):
+    if token.phase == "draining":  # the saga stopped; this answer was all it waited for
+        ctx.clear_timers(step)
+        if r.outcome == "success":
+            ctx.emit("step_completed", step=step, action=True, pivot=False)
+        else:
+            ctx.emit("step_failed", step=step, reason=_error(r))
+        pump(ctx)
+    elif isinstance(b, Step):
         if b.kind == "retriable":  # the reply may come during the back-off before a resend
             ctx.clear_timers(step, "deadline", "retry")
         held = b.kind == "pivot" and ctx.st.held is not None  # no new request: the answer decides

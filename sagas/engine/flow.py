@@ -381,7 +381,25 @@ def _abandon(ctx: Ctx, name: str, reason: str) -> None:
     if cancel_child(ctx, name, reason):
         return
     ctx.clear_timers(name)
+    if _drains(ctx, name):  # its effect cannot be undone: the saga ends once it is known
+        ctx.emit("phase", step=name, phase="draining", failures=token.failures, checks=0)
+        return
     ctx.emit("abandoned", step=name)
+
+
+def _drains(ctx: Ctx, name: str) -> bool:
+    """Whether step ``name``'s command is in flight and cannot be undone (a retryable step
+    after the pivot): a saga that stops waits for its answer, so that it ends only when nothing
+    it sent can still take effect (a parent undoing it then finds all of it)."""
+    token = ctx.st.tokens.get(name)
+    node = ctx.p.nodes[name]
+    return (
+        ctx.st.status == "compensating"
+        and token is not None
+        and token.cmd is not None
+        and isinstance(node.block, Step)
+        and node.compensation is None
+    )
 
 
 def cancel_child(ctx: Ctx, name: str, reason: str) -> bool:
