@@ -192,10 +192,12 @@ def compile_saga(saga: Saga[Any]) -> Program:
                 step=name,
             )
 
+    in_loops: set[str] = set()
     for comp in _sccs(names, succ):
         cyclic = len(comp) > 1 or any(n in succ[n] for n in comp)
         if not cyclic:
             continue
+        in_loops |= comp
         loop = " → ".join(n for n in names if n in comp)
         exits = any(
             isinstance(nodes[n].block, Branch)
@@ -215,6 +217,16 @@ def compile_saga(saga: Saga[Any]) -> Program:
                 "put a step, a sleep or a signal wait inside it",
                 saga=s,
                 step=min(comp, key=names.index),
+            )
+
+    for name in names:
+        if _join(nodes[name]) == "first" and name in in_loops:
+            raise DefinitionError(
+                "a first-wins parallel cannot be inside a loop: a compensation undoes everything "
+                "its step did, so undoing one round's losing branches would undo what earlier "
+                "rounds kept; move the parallel out of the loop, or use join='all'",
+                saga=s,
+                step=name,
             )
 
     after_pivot: set[str] = set()

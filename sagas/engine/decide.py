@@ -34,8 +34,8 @@ from sagas.engine.flow import (
     ms,
     pivot_in_flight,
     pump,
+    resend,
     resume,
-    schedule_resend,
     send_cancel,
     send_undo,
     start_cancel,
@@ -146,9 +146,14 @@ def _on_reply(ctx: Ctx, r: Reply) -> None:
         elif b.kind == "pivot" and r.payload.get("pivoted"):
             _pivot_child_failed_past_its_pivot(ctx, step, ended)
         else:  # a child that ended failed may have left work standing: undo it
-            fail(ctx, step, ended, partly_done=r.payload.get("status") == "failed")
+            fail(ctx, step, ended, partly_done=r.payload.get("status") in _PARTLY)
     elif isinstance(b, LongRunning):
         _on_lr_reply(ctx, step, b, token, r)
+
+
+_PARTLY = ("failed", "terminated")
+"""How a child saga may end with some of its work standing (past its pivot, an unconfirmed
+cancellation, or an operator's terminate)."""
 
 
 def _pivot_child_failed_past_its_pivot(ctx: Ctx, name: str, ended: str) -> None:
@@ -176,7 +181,7 @@ def _on_stopped_child(ctx: Ctx, name: str, b: Child[Any], r: Reply, ended: str) 
         late_completion(ctx, name)
     else:
         ctx.emit("step_failed", step=name, reason=ended)
-        partly = r.payload.get("status") == "failed"  # some of its work may stand
+        partly = r.payload.get("status") in _PARTLY  # some of its work may stand
         if awaited:  # a pivot child's work cannot be undone: the saga fails if some stands
             compensate(ctx, ended, "failed" if partly else "compensated")
             return
@@ -217,7 +222,7 @@ def _on_lr_reply(ctx: Ctx, name: str, b: LongRunning[Any], token: Token, r: Repl
             _cancel_failed(ctx, name, b, token, r.command_id)
     elif token.phase == "verifying":
         awaited = b.kind == "pivot" and ctx.st.status in ("running", "in-doubt")
-        if r.outcome == "success" and b.cancelled(r.payload):
+        if r.outcome == "success" and (b.cancelled(r.payload) or b.failed(r.payload)):
             ctx.clear_timers(name)
             ctx.emit("step_failed", step=name, reason="cancelled; cancellation confirmed")
             if awaited:  # the pivot did not take effect
@@ -300,9 +305,8 @@ def _on_timer(ctx: Ctx, timer_id: str) -> None:
             cancel_child(ctx, owner, why)
             fail(ctx, owner, why)
     elif isinstance(b, Step):
-        if kind == "resend":  # an in-doubt pivot: the same request again, until it is answered
-            attempt(ctx, owner, b, again=token.cmd, keep_deadline=True)
-            schedule_resend(ctx, owner)
+        if kind == "resend":  # in doubt, or draining: the same request, until it is answered
+            resend(ctx, owner)
         elif kind == "retry":  # after a back-off: the pending command again, or a new request
             ctx.emit("phase", step=owner, phase="waiting", failures=token.failures, checks=0)
             attempt(ctx, owner, b, again=token.cmd)
@@ -448,6 +452,10 @@ def _on_settle(ctx: Ctx, inp: Settle) -> None:
     pivot = pivot_in_flight(ctx)
     if st.status != "in-doubt" or pivot is None:
         _ignore(ctx, inp, f"only an in-doubt saga is settled; this one is {st.status}")
+        return
+    b = ctx.p.nodes[pivot].block
+    if isinstance(b, Child):
+        _ignore(ctx, inp, f"its pivot is the child saga {b.saga}, whose end decides: settle it")
         return
     ctx.emit("settled", step=pivot, done=inp.done, by=inp.by, reason=inp.reason)
     token = st.tokens[pivot]

@@ -157,10 +157,12 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
         case "pivot_awaited":
             s = replace(s, held=s.held or (b["outcome"], b["reason"]))
             return replace(s, status="in-doubt") if b["overdue"] else s
-        case "unwinding":
-            gone = set(b["queue"])
-            completed = tuple(c for c in s.completed if c not in gone)
-            return replace(s, to_undo=(*s.to_undo, *b["queue"]), completed=completed)
+        case "unwinding":  # what the parallel's branches did in this round leaves the books
+            gone, mark = set(b["queue"]), s.opened.get(b["step"], 0)
+            cut = [i for i, c in enumerate(s.completed) if i >= mark and c in gone]
+            completed = tuple(c for i, c in enumerate(s.completed) if i not in cut)
+            opened = {k: m - sum(i < m for i in cut) for k, m in s.opened.items()}
+            return replace(s, to_undo=(*s.to_undo, *b["queue"]), completed=completed, opened=opened)
         case "resumed":
             return replace(s, status="running", outcome=None, reason=None)
         case "entered":
@@ -183,6 +185,8 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
         case "step_completed":
             step = b["step"]
             s = replace(s, tokens=_without(s.tokens, step), pending=_drop_pending(s, step))
+            if step in s.opened:
+                s = replace(s, opened=_without(s.opened, step))
             if b["action"]:
                 s = replace(s, completed=(*s.completed, step), pivoted=s.pivoted or b["pivot"])
             if b["pivot"] and s.status == "in-doubt":
@@ -195,9 +199,11 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
                 tokens=_without(s.tokens, step),
                 pending=_drop_pending(s, step),
                 joins=_without(s.joins, step),
+                opened=_without(s.opened, step) if step in s.opened else s.opened,
             )
         case "join_opened":
-            return replace(s, joins={**s.joins, b["step"]: ((), ())})
+            opened = {**s.opened, b["step"]: len(s.completed)}
+            return replace(s, joins={**s.joins, b["step"]: ((), ())}, opened=opened)
         case "branch_ended":
             ok, bad = s.joins[b["step"]]
             pair = ((*ok, b["index"]), bad) if b["ok"] else (ok, (*bad, b["index"]))
@@ -234,6 +240,7 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
                 pending={},
                 timers={},
                 joins={},
+                opened={},
                 undo=None,
                 to_undo=(),
                 held=None,

@@ -57,6 +57,7 @@ __all__ = [
     "ms",
     "pivot_in_flight",
     "pump",
+    "resend",
     "resume",
     "schedule_resend",
     "send_cancel",
@@ -322,9 +323,10 @@ def _unwind(ctx: Ctx, par: str, branches: list[int], maybe_done: list[str] | Non
     st = ctx.st
     inside = [n for n in st.tokens if n != par and _in_branches(ctx, n, par, branches)]
     in_flight = [*(maybe_done or []), *(n for n in inside if _undoable_in_flight(ctx, n))]
+    this_round = st.completed[st.opened.get(par, 0) :]  # a loop's earlier rounds stand
     done = [
         s
-        for s in reversed(st.completed)
+        for s in reversed(this_round)
         if _in_branches(ctx, s, par, branches) and ctx.p.nodes[s].compensation
     ]
     for name in inside:
@@ -382,7 +384,7 @@ def _abandon(ctx: Ctx, name: str, reason: str) -> None:
         return
     ctx.clear_timers(name)
     if _drains(ctx, name):  # its effect cannot be undone: the saga ends once it is known
-        ctx.emit("phase", step=name, phase="draining", failures=token.failures, checks=0)
+        schedule_resend(ctx, name, "draining")
         return
     ctx.emit("abandoned", step=name)
 
@@ -548,14 +550,12 @@ def resume(ctx: Ctx, step: str, by: str) -> None:
 # ------------------------------------------------------------------------------ steps and replies
 
 
-def attempt(
-    ctx: Ctx, name: str, b: Step[Any], *, again: str | None = None, keep_deadline: bool = False
-) -> None:
-    """Send step ``name``'s command (``again``: the pending one, once more, ``keep_deadline``:
-    with the deadline it first carried); a retriable step's deadline bounds each send."""
+def attempt(ctx: Ctx, name: str, b: Step[Any], *, again: str | None = None) -> None:
+    """Send step ``name``'s command (``again``: the pending one, once more); a retriable step's
+    deadline bounds each send."""
     if b.kind == "retriable" and b.deadline is not None:
         ctx.set_timer(name, "deadline", ms(b.deadline.total_seconds()))
-    ctx.send(name, "do", _call_of(b), b.topic, again=again, keep_deadline=keep_deadline)
+    ctx.send(name, "do", _call_of(b), b.topic, again=again)
 
 
 _STEP_CALLS: dict[int, tuple[Step[Any], Call[Any]]] = {}
@@ -627,11 +627,23 @@ def await_pivot(ctx: Ctx, name: str, outcome: str, reason: str, *, overdue: bool
         schedule_resend(ctx, name)
 
 
-def schedule_resend(ctx: Ctx, name: str) -> None:
-    """Send in-doubt pivot ``name``'s command again after a back-off (1 s, doubling, 5 min)."""
+def resend(ctx: Ctx, name: str) -> None:
+    """Send step ``name``'s unanswered command again, the same request with the deadline it
+    first carried (no new per-attempt deadline), and schedule the next resend."""
+    b = ctx.p.nodes[name].block
+    assert isinstance(b, Step)  # only steps are resent this way
+    token = ctx.st.tokens[name]
+    ctx.send(name, "do", _call_of(b), b.topic, again=token.cmd, keep_deadline=True)
+    schedule_resend(ctx, name, token.phase)
+
+
+def schedule_resend(ctx: Ctx, name: str, phase: str = "in-doubt") -> None:
+    """Send step ``name``'s unanswered command again after a back-off (1 s, doubling, 5 min),
+    the same request with the same deadline, until it is answered: an in-doubt pivot's, or a
+    ``draining`` one's (a stopped saga waits for it)."""
     token = ctx.st.tokens[name]
     failures = token.failures + 1
-    ctx.emit("phase", step=name, phase="in-doubt", failures=failures, checks=0)
+    ctx.emit("phase", step=name, phase=phase, failures=failures, checks=0)
     ctx.set_timer(name, "resend", FOREVER.delay_ms(failures, ctx.st.seed, token.cmd or name))
 
 

@@ -287,6 +287,8 @@ class SagaState:
         completed: actions that completed, in completion order.
         pivoted: the pivot completed.
         joins: per active parallel, the branch indexes that ended ``ok`` and ``failed``.
+        opened: per active parallel, the length of ``completed`` when it was entered (what its
+            branches completed in this round comes after it; a loop enters it again).
         to_undo: compensations still to issue, next first.
         undo: the compensation in progress.
         outcome: the terminal status compensation will end in.
@@ -315,6 +317,7 @@ class SagaState:
     completed: tuple[str, ...] = ()
     pivoted: bool = False
     joins: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    opened: Mapping[str, int] = field(default_factory=dict)
     to_undo: tuple[str, ...] = ()
     undo: Token | None = None
     outcome: Status | None = None
@@ -347,6 +350,7 @@ class SagaState:
             "completed": list(self.completed),
             "pivoted": self.pivoted,
             "joins": {k: [list(ok), list(bad)] for k, (ok, bad) in self.joins.items()},
+            "opened": dict(self.opened),
             "to_undo": list(self.to_undo),
             "undo": self.undo.to_dict() if self.undo else None,
             "outcome": self.outcome,
@@ -389,6 +393,7 @@ class SagaState:
             completed=tuple(d["completed"]),
             pivoted=bool(d["pivoted"]),
             joins={k: (tuple(ok), tuple(bad)) for k, (ok, bad) in d["joins"].items()},
+            opened={k: int(v) for k, v in (d.get("opened") or {}).items()},
             to_undo=tuple(d["to_undo"]),
             undo=Token.from_dict(d["undo"]) if d["undo"] else None,
             outcome=cast("Status | None", d["outcome"]),

@@ -154,8 +154,8 @@ def settle_input(state: SagaState, *, done: bool, by: str, reason: str) -> Settl
     effect (the saga goes on), else not (the saga compensates).
 
     Raises:
-        ConfigurationError: the saga is not ``in-doubt`` (the worker would ignore it), or
-            ``reason`` or ``by`` is empty (both are journaled).
+        ConfigurationError: the saga is not ``in-doubt`` or its pivot is a child saga (the
+            worker would ignore it), or ``reason`` or ``by`` is empty (both are journaled).
     """
     if not reason.strip():
         raise ConfigurationError("give the reason for the settle: it is journaled with who")
@@ -166,6 +166,14 @@ def settle_input(state: SagaState, *, done: bool, by: str, reason: str) -> Settl
             f"saga {state.saga_id!r} is {state.status}, not in-doubt: only a saga waiting for "
             "its pivot's answer after the pivot's deadline is settled"
         )
+    for token in state.tokens.values():
+        parts = (token.cmd or "").split(":")
+        if len(parts) >= 4 and parts[-3] == "child":  # <saga>:<step>:child:<n>:<tag>
+            raise ConfigurationError(
+                f"saga {state.saga_id!r} waits on its pivot, the child saga "
+                f"{state.saga_id}/{token.step}/{parts[-2]}, whose end decides: settle (or "
+                "terminate) that child instead"
+            )
     return Settle(state.saga_id, done, by, reason)
 
 

@@ -124,8 +124,9 @@ class Drawer:
                 )
             elif r < 0.77:
                 # Not after the pivot: a losing branch's retryable work could not be undone.
-                first = kind == "compensatable" and self.rng.random() < 0.5
-                inner = Ctx(ctx.saga_deadline, ctx.type_depth, ctx.in_first or first)
+                # Nor in a loop: the compiler refuses a first-wins race there.
+                first = kind == "compensatable" and not ctx.in_loop and self.rng.random() < 0.5
+                inner = Ctx(ctx.saga_deadline, ctx.type_depth, ctx.in_first or first, ctx.in_loop)
                 arms = [
                     self.blocks(kind, inner, self.rng.randint(1, 2), depth + 1)
                     for _ in range(self.rng.randint(2, 3))
@@ -152,7 +153,8 @@ class Drawer:
                     "deadline": self.deadline(kind, ctx.saga_deadline),
                     "retry": self.retry(kind),
                 }
-                body = self.blocks(kind, ctx, self.rng.randint(0, 1), depth + 1)
+                in_loop = Ctx(ctx.saga_deadline, ctx.type_depth, ctx.in_first, True)
+                body = self.blocks(kind, in_loop, self.rng.randint(0, 1), depth + 1)
                 out.append(
                     {"t": "loop", "head": head, "body": body, "times": self.rng.randint(1, 3)}
                 )
@@ -179,11 +181,13 @@ class Drawer:
 
 @dataclass(frozen=True)
 class Ctx:
-    """Where blocks are drawn: under a saga deadline, at which child depth, in a first-wins."""
+    """Where blocks are drawn: under a saga deadline, at which child depth, in a first-wins,
+    in a loop."""
 
     saga_deadline: bool
     type_depth: int
     in_first: bool
+    in_loop: bool = False
 
 
 def draw_world(rng: random.Random) -> list[Spec]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sagas import Saga, branch, call, child, goto, long_running, parallel, sleep, step
+import pytest
+
+from sagas import Saga, branch, call, child, goto, long_running, parallel, step
 from sagas.dsl import Node
-from sagas.engine import Terminate, fold
+from sagas.engine import Resume, Terminate, fold
 from sagas.testing import SagaTestEnv, fail, silent, succeed
 
 S = timedelta(seconds=1)
@@ -46,56 +48,52 @@ def folds(env: SagaTestEnv, saga_id: str) -> None:
     assert fold(None, env.journal(saga_id)) == env.state(saga_id)
 
 
-def test_a_first_wins_race_in_a_loop_does_not_undo_an_earlier_rounds_winner() -> None:
-    """A loop runs a first-wins race twice. Round 1: ``a`` wins (``b`` is undone). Round 2:
-    branch 0 only sleeps (``a`` does not run), and ``b`` wins. Expected: round 2 undoes only
-    what round 2's losing branch did (nothing: a sleep), so round 1's winner ``a`` stands and
-    stays in ``completed``. Today ``_unwind`` takes every ``completed`` entry inside the losing
-    branch, from any round, and sends ``Undo-a`` for round 1's winner (and the ``unwinding``
-    event removes it from ``completed``, so a later compensation would forget it)."""
-    env = SagaTestEnv(
+def test_a_first_wins_race_in_a_loop_is_refused_by_the_compiler() -> None:
+    """A loop running a first-wins race would undo, with one round's losers, what earlier
+    rounds kept (a compensation undoes everything its step did): the compiler refuses it."""
+    from sagas.errors import DefinitionError
+
+    with pytest.raises(DefinitionError, match="first-wins parallel cannot be inside a loop"):
         saga(
             s("count"),
-            parallel(
-                "race",
-                [
-                    branch(
-                        "round",
-                        lambda d: d["n"] == 1,
-                        then=[s("a")],
-                        otherwise=[sleep("z", 10 * S)],
-                    )
-                ],
-                [s("b")],
-                join="first",
-            ),
+            parallel("race", [s("a")], [s("b")], join="first"),
             branch("again", lambda d: d["n"] < 2, then=[goto("count")]),
+        ).compile()
+
+
+def test_a_resumed_first_wins_race_undoes_only_its_new_rounds_losers() -> None:
+    """A failed saga resumed at a first-wins parallel races again: what its losing branch did
+    in the first round (and won) stands; only the new round's losers are undone."""
+    env = SagaTestEnv(
+        saga(
+            parallel("race", [s("a")], [s("b")], join="first"),
+            s("p", kind="pivot"),
+            s("r", kind="retryable", deadline=S),
         )
     )
-    rounds = {"count": 0, "b": 0}
+    rounds = {"a": 0}
 
-    def count(_: Any) -> Any:
-        rounds["count"] += 1
-        return succeed({"n": rounds["count"]})
+    def do_a(_: Any) -> Any:
+        rounds["a"] += 1
+        return succeed(after=(0 if rounds["a"] == 1 else 5) * S)
 
-    def do_b(_: Any) -> Any:
-        rounds["b"] += 1
-        return succeed(after=(5 if rounds["b"] == 1 else 1) * S)
-
-    env.on("Do-count", count)
-    env.on("Undo-count", succeed())
-    env.on("Do-a", succeed(after=S))
+    env.on("Do-a", do_a)  # round 1: a wins; round 2: a loses, late
     env.on("Undo-a", succeed())
-    env.on("Do-b", do_b)
+    env.on("Do-b", succeed(after=S))
     env.on("Undo-b", succeed())
+    env.on("Do-p", succeed())
+    env.on("Do-r", [fail("broken"), succeed()])
     env.start("demo", "d-1", {})
     env.run_until_idle()
+    assert env.state("d-1").status == "failed"
+    assert env.state("d-1").completed == ("a", "p")  # b lost round 1 and was undone
+    env._push(env.now_ms, "demo", Resume("d-1", "race", "ops"))
+    env.run_until_idle()
     state = env.state("d-1")
-    assert state.status == "completed"
-    # round 1: a wins, b undone; round 2: b wins, nothing of branch 0 ran
-    assert env.command_types("d-1").count("Undo-a") == 0, env.command_types("d-1")
-    assert "a" in state.completed
-    assert any(e.step == "a" for e in env.effects("d-1"))
+    # round 2: b wins, a (in flight) is undone; round 1's a is not touched
+    unwound = [e.body["queue"] for e in env.journal("d-1") if e.type == "unwinding"]
+    assert unwound == [["b"], ["a"]]
+    assert state.completed.count("a") == 1
     folds(env, "d-1")
 
 
@@ -187,9 +185,7 @@ def test_a_saga_draining_an_unanswered_retryable_command_does_not_wait_forever()
     folds(env, "d-1")
 
 
-def test_a_child_saga_terminated_by_an_operator_is_undone_by_its_parent_like_a_failed_one() -> (
-    None
-):
+def test_a_child_saga_terminated_by_an_operator_is_undone_by_its_parent_like_a_failed_one() -> None:
     """A parent's compensatable child step runs a child saga; ``k1`` is done and ``k2`` in
     flight when an operator terminates the child (a terminated saga compensates nothing: its
     work stays done). The parent gets ``failure`` with ``status: terminated`` and compensates.

@@ -253,3 +253,21 @@ def test_a_losing_operation_whose_cancel_is_never_confirmed_is_undone() -> None:
     env.run_until_idle()
     assert env.state("d-1").status == "completed"
     assert env.command_types("d-1")[-1] == "Undo-op"
+
+
+def test_an_operator_is_told_to_settle_the_child_when_the_pivot_is_a_child_saga() -> None:
+    from sagas.errors import ConfigurationError
+    from sagas.operate.control import settle_input
+
+    kid = saga(s("k1"), name="kid")
+    parent = saga(
+        s("a"), child("c", saga="kid", input=lambda d: {}, kind="pivot", deadline=S), name="parent"
+    )
+    env = SagaTestEnv(parent, kid)
+    env.on("Do-a", succeed())
+    env.on("Do-k1", silent())
+    env.start("parent", "p-1", {})
+    env.advance(2 * S)
+    assert env.state("p-1").status == "in-doubt"
+    with pytest.raises(ConfigurationError, match="the child saga p-1/c/1, whose end decides"):
+        settle_input(env.state("p-1"), done=True, by="ops", reason="looked")
