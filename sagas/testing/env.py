@@ -24,10 +24,10 @@ The scripted participants behave as :mod:`sagas.participants` does:
   of it consults the script again.
 * The services keep a ledger of effects (:meth:`SagaTestEnv.effects`): a successful ``do`` or
   long-running ``start`` records one; a successful ``undo`` removes its step's effects in that
-  saga (for a child step, every effect of the child sagas it started that have ended, and of
-  their ended children but those they abandoned); a successful long-running ``cancel``, or a
-  ``status`` reply the block reads as failed or cancelled, removes the operation's (that of the
-  step's latest start). Failures have no effect.
+  saga (for a child step, every effect of the child sagas whose end it took, not those it
+  abandoned, and of theirs); a successful long-running ``cancel``, or a ``status`` reply the
+  block reads as failed or cancelled, removes the operation's (that of the step's latest
+  start). Failures have no effect.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class SagaTestEnv:
         self._child_ids: dict[str, list[str]] = {}  # parent -> child ids
         self._child_of_cmd: dict[str, str] = {}  # a child step's command id -> the child's id
         self._on_their_own: set[str] = set()  # children of parent_close="abandon" steps...
-        self._taken: set[str] = set()  # ... but for those whose success their parent took
+        self._taken: set[str] = set()  # ... but for those whose end their parent took
         self.commands: list[CommandOut] = []
         """Every command sent, in order."""
         self.dead_letters: list[tuple[Input, str]] = []
@@ -436,7 +436,7 @@ class SagaTestEnv:
             self._states[inp.saga_id] = decision.state
             self._types[inp.saga_id] = saga_type
         for e in decision.events:
-            if e.type == "reply_accepted" and e.body["outcome"] == "success":
+            if e.type == "reply_accepted":
                 child = self._child_of_cmd.get(e.body["command_id"])
                 if child is not None:
                     self._taken.add(child)
@@ -543,8 +543,11 @@ class SagaTestEnv:
         node = program.nodes.get(cmd.step) if program else None
         return node.block if node else None
 
-    def _ended(self, saga_id: str) -> bool:
-        return saga_id in self._states and self._states[saga_id].terminal
+    def _owned(self, child: str) -> bool:
+        """The child ended and is its parent's work: not abandoned (``parent_close="abandon"``)
+        before its parent took its end."""
+        ended = child in self._states and self._states[child].terminal
+        return ended and (child not in self._on_their_own or child in self._taken)
 
     def _end_operation(self, saga_id: str, step: str) -> None:
         """The operation of ``step``'s latest start (a loop starts one per round) is gone."""
@@ -553,17 +556,13 @@ class SagaTestEnv:
 
     def _undo(self, saga_id: str, step: str) -> None:
         """Remove ``step``'s effects in the saga, and every effect of the child sagas it started
-        that have ended, and of their ended children (but those they abandoned)."""
+        whose end it took (not those it abandoned), and of theirs."""
         gone = {saga_id: {step}}
-        todo = [c for c in self._children.get((saga_id, step), []) if self._ended(c)]
-        while todo:  # a child step's compensation undoes its ended child sagas, and theirs
+        todo = [c for c in self._children.get((saga_id, step), []) if self._owned(c)]
+        while todo:  # a child step's compensation undoes its child sagas, and theirs
             child = todo.pop()
             gone[child] = set()
-            todo += [
-                c
-                for c in self._child_ids.get(child, [])
-                if self._ended(c) and (c not in self._on_their_own or c in self._taken)
-            ]
+            todo += [c for c in self._child_ids.get(child, []) if self._owned(c)]
         self._ledger = [
             e
             for e in self._ledger

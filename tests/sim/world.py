@@ -431,9 +431,15 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
         return any(e.type == "finished" and e.at_ms <= at_ms for e in journals.get(sid, []))
 
     def abandoned(parent: str, kid: Kid) -> bool:
+        """The parent stopped waiting for the child (``parent_close="abandon"``) before its end
+        came: the child runs on its own."""
         block = programs[states[parent].saga_type].nodes[kid.step].block
         assert isinstance(block, Child)
-        return block.parent_close == "abandon" and not accepted(parent, kid.command_id)
+        took = any(
+            e.type == "reply_accepted" and e.body["command_id"] == kid.command_id
+            for e in journals[parent]
+        )
+        return block.parent_close == "abandon" and not took
 
     def standing(sid: str) -> str:
         return ", ".join(f"{e.step} ({e.command_type})" for e in env.effects(sid)) or "none"
@@ -473,7 +479,8 @@ def check(env: SagaTestEnv, programs: dict[str, Program]) -> list[Violation]:
 
     def child(parent: str, kid: Kid, why: str | None) -> None:
         """Check ``kid`` of ``parent``; ``why``: the parent may leave nothing of it."""
-        if any(ended_by(kid.saga_id, sent) for sent in undone(parent, kid.step)):
+        mine = not abandoned(parent, kid)
+        if mine and any(ended_by(kid.saga_id, sent) for sent in undone(parent, kid.step)):
             # the compensation of its step undid it: the child had ended when it was sent
             empty(kid.saga_id, f"its parent {parent} undid step {kid.step}")
         elif abandoned(parent, kid):
