@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 SAGA_DEADLINE = "@saga:deadline:1"
+_UNDO_TIMERS = ("undo-retry", "undo-timeout")
 _CANCELLING = ("cancelling", "verifying")
 
 
@@ -128,10 +129,12 @@ class Ctx:
         self.emit("timer_set", timer_id=f"{key}:{n}", due_ms=self.now + delay_ms, key=key, n=n)
 
     def clear_timers(self, step: str, *kinds: str) -> None:
-        """Clear ``step``'s pending timers of these kinds (all of them without ``kinds``)."""
+        """Clear ``step``'s pending timers of these kinds (without ``kinds``: all of its
+        block's, but not those of its compensation, which may run while the block ends)."""
         for timer_id in list(self.st.timers):
             owner, kind, _ = timer_id.rsplit(":", 2)
-            if owner == step and (not kinds or kind in kinds):
+            mine = kind in kinds if kinds else kind not in _UNDO_TIMERS
+            if owner == step and mine:
                 self.emit("timer_cleared", timer_id=timer_id)
 
     def deadline_of(self, step: str) -> int | None:
