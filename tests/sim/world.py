@@ -115,6 +115,8 @@ class Services:
                 self.rng.randint(0, 20_000),
                 "done" if self.rng.random() < 0.8 else "failed",
             )
+        elif purpose == "start":  # a start that fails starts nothing (nor is an earlier round's)
+            self.ops.pop((cmd.saga_id, cmd.step), None)
         return response
 
     def flags(self) -> dict[str, Any]:
