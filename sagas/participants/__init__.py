@@ -26,8 +26,9 @@ What a participant checks before it runs a handler (see the README's trust model
 * **A command past its deadline** (the ``deadline`` header, epoch ms) is not executed: it gets a
   recorded ``failure`` reply with ``error = "deadline-passed"``, a definitive "not done" (a saga
   that awaits its pivot decides on it). Not when the command may have reached a handler before:
-  a record below the partition's end offset when this instance took the partition over (its
-  previous owner may have run the handler and died, or lost the partition, before committing)
+  a record below the partition's end offset when this instance took the partition over, if the
+  group had committed there (its previous owner may have run the handler and died, or lost the
+  partition, before committing)
   runs again with the same idempotency key, as a refusal would deny an effect that may stand.
   Set ``late_commands="execute"`` to run every late command.
 * **The saga itself** cannot be checked by a participant (it does not read the worker's state):

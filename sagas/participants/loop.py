@@ -15,9 +15,10 @@ It is the participant side of :class:`~sagas.runtime.loop.TransactionalLoop`:
 
 Handlers run before the transaction begins, so a slow handler never holds one open. On assignment
 the recorded replies of each new partition are read from its replies partition, after the group's
-committed offsets are stable (a predecessor's transaction is decided), and its end offset is
-noted: a command below it may have reached the previous owner's handler, so it is never refused
-as late (see :meth:`sagas.participants.Participant.execute`).
+committed offsets are stable (a predecessor's transaction is decided), and, when the group has
+committed there before, its end offset is noted: a command below it may have reached the previous
+owner's handler, so it is never refused as late (see
+:meth:`sagas.participants.Participant.execute`).
 """
 
 from __future__ import annotations
@@ -185,10 +186,18 @@ class ParticipantLoop:
         """Read the recorded replies of each new partition."""
         for tp in partitions:
             self.replies[(tp.topic, tp.partition)] = self._restore(tp.topic, tp.partition)
-            _, end = self.loop.consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-            )
-            self._fresh_from[(tp.topic, tp.partition)] = end
+            self._fresh_from[(tp.topic, tp.partition)] = self._maybe_seen_below(tp)
+
+    def _maybe_seen_below(self, tp: TopicPartition) -> int:
+        """The offset below which a command may have reached a previous owner's handler: the
+        partition's end when the group has committed an offset for it (it had an owner), else
+        0 (no instance of the group has answered anything there)."""
+        where = TopicPartition(tp.topic, tp.partition)
+        committed = self.loop.consumer.committed([where], timeout=10)[0].offset
+        if committed < 0:  # OFFSET_INVALID: never committed
+            return 0
+        _, end = self.loop.consumer.get_watermark_offsets(where, timeout=10, cached=False)
+        return int(end)
 
     def revoked(self, partitions: list[TopicPartition]) -> None:
         """Forget the recorded replies of partitions that left."""

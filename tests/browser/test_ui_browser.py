@@ -22,7 +22,12 @@ from sagas.runtime.process import Worker
 from sagas.runtime.topics import ensure_topics
 from sagas.settings import KafkaSettings
 from sagas.ui.server import UiServer
-from tests.integration.test_observe_metrics import shop_app, shop_services, wait_ended
+from tests.integration.test_observe_metrics import (
+    settle_silent_pivot,
+    shop_app,
+    shop_services,
+    wait_ended,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -66,7 +71,8 @@ def browser_page() -> Iterator[Any]:
 @pytest.fixture
 def ui_url(bootstrap: str, unique: str) -> Iterator[str]:
     """A UI over a worker and services that ran three sagas: s-ok completed, s-fail
-    compensated on a refusal, s-late compensated on its step deadline; and one record of the
+    compensated on a refusal, s-late compensated once its silent pivot, in doubt after its step
+    deadline, was settled as not done; and one record of the
     inbox that is no input went to the dead-letter topic."""
     settings = KafkaSettings(bootstrap)
     app = shop_app(unique)
@@ -84,6 +90,7 @@ def ui_url(bootstrap: str, unique: str) -> Iterator[str]:
         junk.flush(10)
         assert wait_ended(client, "shop", "s-ok") == "completed"
         assert wait_ended(client, "shop", "s-fail") == "compensated"
+        settle_silent_pivot(client, "s-late")
         assert wait_ended(client, "shop", "s-late") == "compensated"
         yield server.start()
     finally:

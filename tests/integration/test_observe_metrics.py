@@ -36,7 +36,8 @@ def _all(data: Any) -> dict[str, Any]:
 
 def shop_app(ns: str) -> App:
     """Reserve (compensated by Release), then charge (the pivot, 2 s deadline). The data's
-    ``charge`` says what the payment service does: ``ok``, ``fail`` or ``silent``."""
+    ``charge`` says what the payment service does: ``ok``, ``fail`` or ``silent`` (the saga
+    goes in-doubt; :func:`settle_silent_pivot` settles it as not done)."""
     saga = Saga(
         "shop",
         version=1,
@@ -81,6 +82,19 @@ def wait_ended(client: SagaClient, saga_type: str, saga_id: str, timeout: float 
             return state.status
         time.sleep(0.3)
     raise AssertionError(f"saga {saga_id} did not end in {timeout}s")
+
+
+def settle_silent_pivot(client: SagaClient, saga_id: str, timeout: float = 60) -> None:
+    """The payment service never answers the pivot: once the saga is in-doubt (its deadline
+    passed, the command is being resent), an operator settles it as not done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.status("shop", saga_id)
+        if state is not None and state.status == "in-doubt":
+            client.settle("shop", saga_id, done=False, reason="no charge at the bank", by="ops")
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"saga {saga_id} did not go in-doubt in {timeout}s")
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -143,6 +157,7 @@ def test_metrics_and_json_logs_after_sagas_complete_compensate_and_time_out(
     producer.flush(10)
     assert wait_ended(client, "shop", "s-ok") == "completed"
     assert wait_ended(client, "shop", "s-fail") == "compensated"
+    settle_silent_pivot(client, "s-late")
     assert wait_ended(client, "shop", "s-late") == "compensated"
 
     deadline = time.monotonic() + 30
