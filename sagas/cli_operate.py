@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sagas.cli import (
+from sagas.cli_base import (
     Operator,
     app_dir_option,
     cli,

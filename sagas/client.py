@@ -27,11 +27,11 @@ import urllib.request
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start, Terminate
 from sagas.errors import BrokerError, ConfigurationError, DecodeError, SagaFailedError
-from sagas.kafka_io import kafka_errors, read_to_end
+from sagas.kafka_io import INPUT_PRODUCER, kafka_errors, produce_and_wait, read_to_end
 from sagas.partitioning import partition_for
 from sagas.protocol import MAX_LIMIT, TOKEN_ENV, TopicNames, owner_key, token_from, workers_topic
 from sagas.serde.records import Serde
@@ -76,11 +76,7 @@ class SagaClient:
         self._headers = {"Authorization": f"Bearer {t}"} if (t := token_from(query_token)) else {}
         self.serde = Serde.for_settings(settings)
         """The encodings this client writes and reads (its own; the registry its settings name)."""
-        self._producer = Producer(
-            settings.client_config(
-                **{"partitioner": "murmur2_random", "enable.idempotence": True, "linger.ms": 1}
-            )
-        )
+        self._producer = Producer(settings.client_config(**INPUT_PRODUCER))
         self._lock = threading.Lock()
         self._reader: Consumer | None = None
         self._owners: dict[bytes, str] = {}
@@ -99,24 +95,7 @@ class SagaClient:
         rec = input_record(
             TopicNames(self.namespace, saga_type).inbox, inp, self.serde, saga_type=saga_type
         )
-        errors: list[KafkaError] = []
-
-        def on_delivery(err: KafkaError | None, msg: object) -> None:
-            if err is not None:
-                errors.append(err)
-
-        with kafka_errors(f"sending to {rec.topic}"):
-            self._producer.produce(
-                rec.topic,
-                key=rec.key,
-                value=rec.value,
-                headers=rec.headers,
-                on_delivery=on_delivery,
-            )
-            remaining = self._producer.flush(30)
-        if errors or remaining:
-            reason = errors[0].str() if errors else "not acknowledged within 30 s"
-            raise BrokerError(f"could not write to {rec.topic}: {reason}", retryable=True)
+        produce_and_wait(self._producer, rec)
 
     def start(self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
         """Start a saga; return its id. A second start with the same id starts nothing new."""

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -14,21 +15,34 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 
 from sagas.errors import BrokerError, BrokerUnavailableError
 
+if TYPE_CHECKING:
+    from sagas.wire import OutRecord
+
 __all__ = [
+    "INPUT_PRODUCER",
     "ChangelogReader",
     "is_transient",
     "kafka_errors",
+    "produce_and_wait",
     "read_to_end",
     "translate",
     "watermarks",
 ]
 
 log = logging.getLogger(__name__)
+
+INPUT_PRODUCER: dict[str, Any] = {
+    "partitioner": "murmur2_random",
+    "enable.idempotence": True,
+    "linger.ms": 1,
+}
+"""The producer options of whoever writes saga inputs (clients, operators)."""
 
 _UNAVAILABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 # Errors that pass once metadata settles (a topic just created, a leader moving, a broker back).
@@ -175,3 +189,25 @@ class ChangelogReader:
         """Close both consumers."""
         self.restorer.close()
         self.probe.close()
+
+
+def produce_and_wait(producer: Producer, rec: OutRecord, timeout: float = 30.0) -> None:
+    """Write ``rec`` and wait until Kafka acknowledges it.
+
+    Raises:
+        BrokerError: it was not acknowledged (retryable).
+    """
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    with kafka_errors(f"sending to {rec.topic}"):
+        producer.produce(
+            rec.topic, key=rec.key, value=rec.value, headers=rec.headers, on_delivery=on_delivery
+        )
+        remaining = producer.flush(timeout)
+    if errors or remaining:
+        reason = errors[0].str() if errors else f"not acknowledged within {timeout:g} s"
+        raise BrokerError(f"could not write to {rec.topic}: {reason}", retryable=True)

@@ -10,7 +10,7 @@ step and the fix.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sagas.dsl.nodes import (
     RETRYABLE,
@@ -24,12 +24,16 @@ from sagas.dsl.nodes import (
     WaitSignal,
 )
 from sagas.dsl.program import Program, ProgramNode
-from sagas.dsl.saga import Saga
 from sagas.errors import DefinitionError
+
+if TYPE_CHECKING:  # a Saga compiles itself through this module (Saga.compile)
+    from sagas.dsl.saga import Saga
 
 __all__ = ["compile", "compile_saga"]
 
 _Scopes = tuple[tuple[str, int], ...]
+_SAGA_FIELDS = ("name", "version", "steps", "deadline", "retention")
+"""What the compiler reads of a :class:`~sagas.dsl.Saga`."""
 
 
 class _Layout:
@@ -149,7 +153,7 @@ def compile_saga(saga: Saga[Any]) -> Program:
     Raises:
         DefinitionError: the definition is wrong; the message names the saga, the step and the fix.
     """
-    if not isinstance(saga, Saga):
+    if not all(hasattr(saga, a) for a in _SAGA_FIELDS):
         raise DefinitionError(
             f"compile_saga() takes a Saga, got {type(saga).__name__}: pass Saga(name, ...)"
         )

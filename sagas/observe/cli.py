@@ -142,7 +142,7 @@ def ui(
     bootstrap_servers: str | None,
 ) -> int:
     """Serve a web UI of an app's sagas: list, timelines, diagrams, dead letters."""
-    from sagas.cli import flag_settings, load_app
+    from sagas.cli_base import flag_settings, load_app
     from sagas.observe.logs import configure_logging
     from sagas.ui.server import UiServer
 

@@ -21,12 +21,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Producer
+
 from sagas.engine.model import Input, Resume, SagaState, Settle, Terminate
 from sagas.errors import ConfigurationError
+from sagas.kafka_io import INPUT_PRODUCER, produce_and_wait
 from sagas.operate.dlq import PARKED, ReplayReport, list_dead_letters, replay
 from sagas.operate.history import read_history
 from sagas.protocol import TopicNames
+from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
+from sagas.wire import input_record
 
 __all__ = [
     "Resumed",
@@ -46,13 +51,9 @@ def send_input(settings: KafkaSettings, namespace: str, saga_type: str, inp: Inp
     Raises:
         BrokerError: it was not acknowledged.
     """
-    from sagas.client import SagaClient
-
-    client = SagaClient(settings, namespace)
-    try:
-        client.send(saga_type, inp)
-    finally:
-        client.close()
+    serde = Serde.for_settings(settings)
+    rec = input_record(TopicNames(namespace, saga_type).inbox, inp, serde, saga_type=saga_type)
+    produce_and_wait(Producer(settings.client_config(**INPUT_PRODUCER)), rec)
 
 
 def terminate(

@@ -7,17 +7,19 @@ With a schema registry configured (:func:`configure`), records use Confluent's w
 (``00``, the 4-byte schema id, the body) instead; both are always read.
 """
 
-from sagas.serde.avro import SchemaStore, default_store
+from sagas.serde.avro import SchemaStore
 from sagas.serde.records import (
+    configure,
     decode_events,
     decode_payload,
     decode_state,
+    default_store,
     encode_event,
     encode_events,
     encode_payload,
     encode_state,
 )
-from sagas.serde.registry import RegistryError, configure
+from sagas.serde.registry import RegistryError
 
 __all__ = [
     "RegistryError",

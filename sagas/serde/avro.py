@@ -26,7 +26,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from sagas.errors import DecodeError
 from sagas.serde.registry import ConfluentRegistry
 
-__all__ = ["MAGIC", "REGISTRY_MAGIC", "SchemaStore", "default_store", "schema_dir"]
+__all__ = ["MAGIC", "REGISTRY_MAGIC", "SchemaStore", "schema_dir"]
 
 MAGIC = b"\xc3\x01"
 REGISTRY_MAGIC = b"\x00"
@@ -240,11 +240,3 @@ class SchemaStore:
         if not isinstance(value, dict):
             raise DecodeError(f"corrupt {name} record", record=data)
         return value
-
-
-def default_store() -> SchemaStore:
-    """The store of the default serde (:func:`sagas.serde.records.default_serde`): the schemas
-    shipped in ``schemas/`` and those registered through :func:`register_schema`."""
-    from sagas.serde.records import default_serde
-
-    return default_serde().store

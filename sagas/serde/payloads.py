@@ -31,7 +31,6 @@ __all__ = [
     "from_record",
     "full_name",
     "load_schema",
-    "register_schema",
 ]
 
 _PRIMITIVES: dict[Any, str] = {str: "string", int: "long", float: "double", bool: "boolean"}
@@ -103,18 +102,6 @@ def load_schema(spec: SchemaSpec) -> dict[str, Any]:
     if not isinstance(schema, dict) or schema.get("type") != "record" or not schema.get("name"):
         raise DefinitionError(f"a payload schema must be an Avro record with a name: {spec!r}")
     return schema
-
-
-def register_schema(spec: SchemaSpec) -> str:
-    """Make ``spec`` known to the default serde's readers and writers; return its full name.
-    Apps, clients and participants register with their own :class:`~sagas.serde.records.Serde`.
-
-    Raises:
-        DefinitionError: the schema is invalid, or another schema with its name is registered.
-    """
-    from sagas.serde.records import default_serde
-
-    return default_serde().register(spec)
 
 
 def full_name(schema: Mapping[str, Any]) -> str:

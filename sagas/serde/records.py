@@ -18,17 +18,21 @@ from sagas.engine.model import JournalEvent, SagaState
 from sagas.errors import DecodeError, DefinitionError, PayloadSchemaError
 from sagas.serde.avro import SchemaStore, schema_dir
 from sagas.serde.payloads import SchemaSpec, full_name, load_schema
+from sagas.serde.registry import RegistrySettings
 
 __all__ = [
     "Serde",
+    "configure",
     "decode_events",
     "decode_payload",
     "decode_state",
     "default_serde",
+    "default_store",
     "encode_event",
     "encode_events",
     "encode_payload",
     "encode_state",
+    "register_schema",
 ]
 
 # Fields of SagaState.to_dict() stored as typed Avro fields; the rest travel in progress_json.
@@ -233,6 +237,39 @@ def default_serde() -> Serde:
     """The process's default serde (fingerprint framing, unless :func:`sagas.serde.configure`
     was called), for tools and tests. Components hold their own (see :class:`Serde`)."""
     return Serde()
+
+
+def default_store() -> SchemaStore:
+    """The store of the default serde: the schemas shipped in ``schemas/`` and those registered
+    through :func:`register_schema`."""
+    return default_serde().store
+
+
+def register_schema(spec: SchemaSpec) -> str:
+    """Make ``spec`` known to the default serde's readers and writers; return its full name.
+    Apps, clients and participants register with their own :class:`Serde`.
+
+    Raises:
+        DefinitionError: the schema is invalid, or another schema with its name is registered.
+    """
+    return default_serde().register(spec)
+
+
+def configure(settings: RegistrySettings | None) -> None:
+    """Use the schema registry ``settings`` name, or none, for every record of the default
+    serde.
+
+    Call it once where a worker, a client or a participant is built from its settings. With a
+    URL it registers the current schemas (once per URL: calling again with the same URL does
+    nothing) and encoding switches to the registry's wire format; with None it switches back
+    to fingerprints. Decoding accepts both formats either way (ids need a registry).
+
+    Raises:
+        RegistryError: the registry is unreachable or refused a schema.
+        ConfigurationError: the registry client is not installed.
+    """
+    url = settings.schema_registry_url if settings is not None else None
+    default_store().use_registry(url)
 
 
 def encode_payload(payload: dict[str, Any], schema: str | None = None) -> bytes:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from sagas.errors import ConfigurationError, RegistryError
 
-__all__ = ["ConfluentRegistry", "RegistryError", "RegistrySettings", "configure"]
+__all__ = ["ConfluentRegistry", "RegistryError", "RegistrySettings"]
 
 _HTTP_NOT_FOUND = 404
 
@@ -112,21 +112,3 @@ class ConfluentRegistry:
             f"schema registry at {self.url} did not answer {doing}: {type(exc).__name__}: {exc}",
             retryable=True,
         )
-
-
-def configure(settings: RegistrySettings | None) -> None:
-    """Use the schema registry ``settings`` name, or none, for every record of this process.
-
-    Call it once where a worker, a client or a participant is built from its settings. With a
-    URL it registers the current schemas (once per URL: calling again with the same URL does
-    nothing) and encoding switches to the registry's wire format; with None it switches back
-    to fingerprints. Decoding accepts both formats either way (ids need a registry).
-
-    Raises:
-        RegistryError: the registry is unreachable or refused a schema.
-        ConfigurationError: the registry client is not installed.
-    """
-    from sagas.serde.avro import default_store
-
-    url = settings.schema_registry_url if settings is not None else None
-    default_store().use_registry(url)

@@ -24,7 +24,7 @@ from sagas import (
     wait_signal,
 )
 from sagas.dsl import Node, compile_saga
-from sagas.serde.avro import default_store
+from sagas.serde.records import default_store
 
 H = timedelta(hours=1)
 

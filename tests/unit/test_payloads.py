@@ -14,8 +14,8 @@ import sagas
 from sagas import Saga, call, step
 from sagas.app import App
 from sagas.errors import DefinitionError, PayloadSchemaError
-from sagas.serde.payloads import avro_schema, from_record, load_schema, register_schema
-from sagas.serde.records import decode_payload, encode_payload
+from sagas.serde.payloads import avro_schema, from_record, load_schema
+from sagas.serde.records import decode_payload, encode_payload, register_schema
 
 
 @dataclass

@@ -20,8 +20,14 @@ from registry_server import RegistryDouble
 from sagas.engine.model import SagaState
 from sagas.errors import DecodeError
 from sagas.serde import configure
-from sagas.serde.avro import SchemaStore, default_store, schema_dir
-from sagas.serde.records import decode_payload, decode_state, encode_payload, encode_state
+from sagas.serde.avro import SchemaStore, schema_dir
+from sagas.serde.records import (
+    decode_payload,
+    decode_state,
+    default_store,
+    encode_payload,
+    encode_state,
+)
 from sagas.serde.registry import ConfluentRegistry, RegistryError
 from sagas.settings import KafkaSettings
 

@@ -92,7 +92,7 @@ def test_a_record_of_another_type_is_refused() -> None:
 
 
 def test_a_payload_must_be_a_json_object() -> None:
-    from sagas.serde.avro import default_store
+    from sagas.serde.records import default_store
 
     raw = default_store().encode("sagas.Payload", {"json": "[1, 2]"})
     with pytest.raises(DecodeError, match="must be a JSON object"):

@@ -20,12 +20,13 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from sagas.engine.model import JournalEvent, ParentRef, SagaState
-from sagas.serde.avro import SchemaStore, default_store, schema_dir
+from sagas.serde.avro import SchemaStore, schema_dir
 from sagas.serde.compat import check, main
 from sagas.serde.records import (
     decode_events,
     decode_payload,
     decode_state,
+    default_store,
     encode_event,
     encode_events,
     encode_payload,
