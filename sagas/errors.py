@@ -162,7 +162,11 @@ class CommandFailed(SagaError):  # noqa: N818 - reads as what happened: the comm
 
 class PayloadSchemaError(SagaError):
     """A payload does not fit the Avro schema it must be written with (a definition bug: the
-    payload builder and the schema disagree)."""
+    payload builder and the schema disagree); ``step`` names the saga's step when known."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class RegistryError(_RetryableError):

@@ -58,7 +58,7 @@ from sagas.engine.model import (
     Start,
     Terminate,
 )
-from sagas.errors import DecodeError
+from sagas.errors import DecodeError, PayloadSchemaError
 from sagas.protocol import (
     SETTLE_DONE,
     SETTLE_NOT_DONE,
@@ -305,14 +305,19 @@ def decision_records(
 
     Raises:
         PayloadSchemaError: a command payload does not fit its schema (then nothing is sent: the
-            worker dead-letters the input, and the saga stays as it was).
+            saga is stuck, holding the input, see :func:`sagas.engine.stuck_decision`).
     """
     serde = serde or app.serde
     reply_to = app.topics(program.name).inbox
-    records = [
-        command_record(cmd, reply_to, app.payload_schema(program, cmd.command_type), serde)
-        for cmd in decision.commands
-    ]
+    records = []
+    for cmd in decision.commands:
+        schema = app.payload_schema(program, cmd.command_type)
+        try:
+            records.append(command_record(cmd, reply_to, schema, serde))
+        except PayloadSchemaError as exc:
+            raise PayloadSchemaError(
+                f"step {cmd.step!r}, command {cmd.command_type}: {exc}", step=cmd.step
+            ) from exc
     records += [
         child_start_record(child, app.topics(child.saga_type).inbox, serde)
         for child in decision.children

@@ -4,10 +4,11 @@ No I/O, no clock, no randomness, no threads. The runtime feeds inputs (with rand
 saga's secret), persists ``Decision.state`` and ``Decision.events``, and sends the decision's
 commands. Modules: :mod:`~sagas.engine.model` (the data), :mod:`~sagas.engine.decide` (inputs),
 :mod:`~sagas.engine.flow` (control flow), :mod:`~sagas.engine.evolve` (events applied),
-:mod:`~sagas.engine.ids` (command ids), :mod:`~sagas.engine.jsonvalue` (checked user values).
+:mod:`~sagas.engine.ids` (command ids), :mod:`~sagas.engine.jsonvalue` (checked user values),
+:mod:`~sagas.engine.stuck` (a saga stopped by an error in its own code).
 """
 
-from sagas.engine.decide import SAGA_DEADLINE, transition
+from sagas.engine.decide import SAGA_DEADLINE, stuck_decision, transition
 from sagas.engine.evolve import evolve, fold
 from sagas.engine.ids import CommandRef, parse_command_id, public_command_id
 from sagas.engine.model import (
@@ -67,5 +68,6 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "SAGA_DEADLINE",
     "evolve",
     "fold",
+    "stuck_decision",
     "transition",
 ]

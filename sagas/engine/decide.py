@@ -61,8 +61,9 @@ from sagas.engine.model import (
     TimerFired,
     Token,
 )
+from sagas.engine.stuck import MAX_HELD, error_fields, input_from_dict, input_to_dict, stuck_step
 
-__all__ = ["SAGA_DEADLINE", "transition"]
+__all__ = ["SAGA_DEADLINE", "stuck_decision", "transition"]
 
 
 def _non_retryable(reply: Reply, non_retryable: tuple[str, ...]) -> bool:
@@ -474,7 +475,7 @@ def _on_resume(ctx: Ctx, inp: Resume) -> None:
     st = ctx.st
     node = ctx.p.nodes.get(inp.step)
     if st.status != "failed":
-        _ignore(ctx, inp, f"only a failed saga resumes; this one is {st.status}")
+        _ignore(ctx, inp, f"only a failed or stuck saga resumes; this one is {st.status}")
     elif node is None:
         _ignore(ctx, inp, f"no step {inp.step!r} in {ctx.p.name} v{ctx.p.version}")
     elif node.scopes:
@@ -519,8 +520,93 @@ def transition(
     """
     saga_id = inp.saga_id if state is None else state.saga_id
     ctx = Ctx(program, state, saga_id, now_ms, entropy)
-    _decide(ctx, inp)
+    if state is not None and state.status == "stuck":
+        _on_stuck(ctx, inp)
+    else:
+        _decide_or_stick(ctx, inp)
     return _outputs(ctx)
+
+
+def stuck_decision(
+    program: Program, state: SagaState | None, inp: Input, now_ms: int, error: BaseException
+) -> Decision:
+    """The saga stuck on ``inp`` instead of what its transition decided: the runtime could not
+    write that (a payload does not fit its schema). Its state stays as it was, holding ``inp``
+    (see :mod:`sagas.engine.stuck`); a saga already stuck records the new error."""
+    saga_id = inp.saga_id if state is None else state.saga_id
+    ctx = Ctx(program, state, saga_id, now_ms)
+    _stick(ctx, inp, error)
+    return _outputs(ctx)
+
+
+def _decide_or_stick(ctx: Ctx, inp: Input) -> bool:
+    """Decide ``inp``; if the saga's code raises, undo what it decided and make it stuck."""
+    before, mark = ctx.s, len(ctx.events)
+    try:
+        _decide(ctx, inp)
+    except Exception as exc:  # user code (payload, merge, branch): never lose the input
+        ctx.s = before
+        del ctx.events[mark:]
+        _stick(ctx, inp, exc)
+        return False
+    return True
+
+
+def _stick(ctx: Ctx, inp: Input, exc: BaseException) -> None:
+    st = ctx.s
+    fresh = None
+    if st is None:
+        assert isinstance(inp, Start)  # only a start does anything to a saga that is not there
+        fresh = {
+            "saga_type": ctx.p.name,
+            "version": ctx.p.version,
+            "data": inp.data,
+            "seed": zlib.crc32(inp.saga_id.encode()),
+            "parent": inp.parent.to_dict() if inp.parent else None,
+        }
+    again = st is not None and st.stuck is not None  # an operator's input failed: no new input
+    ctx.emit(
+        "stuck",
+        step=stuck_step(st, inp, exc),
+        **error_fields(exc),
+        input=None if again else input_to_dict(inp),
+        fresh=fresh,
+    )
+
+
+def _on_stuck(ctx: Ctx, inp: Input) -> None:
+    """A stuck saga keeps replies and signals, pauses its timers, and waits for an operator."""
+    st = ctx.st
+    assert st.stuck is not None  # a stuck saga has its error
+    if isinstance(inp, Reply | Signal):
+        if len(st.kept) > MAX_HELD:
+            _ignore(ctx, inp, f"the saga is stuck and keeps {MAX_HELD} inputs already")
+        else:
+            ctx.emit("kept", input=input_to_dict(inp))
+        return
+    if isinstance(inp, TimerFired):
+        _ignore(ctx, inp, "the saga is stuck: its timers wait until it is resumed")
+        return
+    if isinstance(inp, Start):
+        _ignore(ctx, inp, "the saga already exists (stuck: resume or cancel it)")
+        return
+    kept = [input_from_dict(k) for k in st.kept]
+    action = type(inp).__name__.lower()
+    by = inp.reason if isinstance(inp, Cancel) else inp.by
+    if st.stuck["status"] is None and not isinstance(inp, Resume):  # a start that raised
+        if isinstance(inp, Settle):
+            _ignore(ctx, inp, "the saga never began: there is nothing to settle")
+            return
+        status = "cancelled" if isinstance(inp, Cancel) else "terminated"
+        ctx.emit("finished", status=status, reason=f"{status} while stuck before its start: {by}")
+        return
+    ctx.emit("unstuck", action=action, by=by)
+    queue = kept if isinstance(inp, Resume) else [inp, *kept]
+    for i, held in enumerate(queue):
+        if not _decide_or_stick(ctx, held):
+            for rest in queue[i + 1 :]:
+                ctx.emit("kept", input=input_to_dict(rest))
+            return
 
 
 def _outputs(ctx: Ctx) -> Decision:

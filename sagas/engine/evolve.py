@@ -48,6 +48,12 @@ settled            step, done, by, reason — an operator decided an in-doubt pi
 child_cancelled    step, child_type, child_id, reason — the running child saga was asked to cancel
 unwinding          step, queue — losing or failed branches of first-wins parallel ``step``: these
                    completed (or maybe completed) steps are undone now, in ``queue`` order
+stuck              step, error, message, frames, input, fresh — the saga's own code raised on
+                   ``input``: the saga keeps it and waits for an operator, its timers paused
+                   (``fresh``: saga_type, version, data, seed of a start that raised, else None)
+kept               input — an input that came while the saga was stuck, kept for its resume
+unstuck            by, action — an operator resumed, cancelled, terminated or settled a stuck
+                   saga: its status and timers come back, its kept inputs are applied again
 parked             reason — written by the worker: no definition of the saga's version here
 expired            retention_ms — written by the worker: a finished saga's retention ran out, and
                    its snapshot left the state topic (the state is gone)
@@ -138,6 +144,22 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
             parent=parent,
             secret=b.get("secret", ""),
         )
+    if t == "stuck" and state is None:  # a start raised: the saga holds it, not yet begun
+        fresh = b["fresh"]
+        return SagaState(
+            saga_id=event.saga_id,
+            saga_type=fresh["saga_type"],
+            version=fresh["version"],
+            status="stuck",
+            data=fresh["data"],
+            timers={},
+            seed=fresh["seed"],
+            started_ms=event.at_ms,
+            updated_ms=event.at_ms,
+            parent=ParentRef.from_dict(fresh["parent"]) if fresh["parent"] else None,
+            stuck={**_error(event), "status": None, "timers": {}},
+            kept=(b["input"],),
+        )
     if state is None:
         return None
     s = replace(state, updated_ms=event.at_ms)
@@ -163,6 +185,20 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
             completed = tuple(c for i, c in enumerate(s.completed) if i not in cut)
             opened = {k: m - sum(i < m for i in cut) for k, m in s.opened.items()}
             return replace(s, to_undo=(*s.to_undo, *b["queue"]), completed=completed, opened=opened)
+        case "stuck":
+            if s.stuck is not None:  # stuck again on an operator's input: a new error
+                return replace(s, stuck={**s.stuck, **_error(event)})
+            was = {"status": s.status, "timers": dict(s.timers)}
+            stuck = {**_error(event), **was}
+            return replace(s, status="stuck", timers={}, stuck=stuck, kept=(b["input"],))
+        case "kept":
+            return replace(s, kept=(*s.kept, b["input"]))
+        case "unstuck":
+            assert s.stuck is not None  # invariant of the engine
+            if s.stuck["status"] is None:  # a start that raised: applied again from nothing
+                return None
+            status = cast(Status, s.stuck["status"])
+            return replace(s, status=status, timers=s.stuck["timers"], stuck=None, kept=())
         case "resumed":
             return replace(s, status="running", outcome=None, reason=None)
         case "entered":
@@ -244,8 +280,16 @@ def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
                 undo=None,
                 to_undo=(),
                 held=None,
+                stuck=None,
+                kept=(),
             )
     raise ValueError(f"unknown journal event type {t!r}")
+
+
+def _error(event: JournalEvent) -> dict[str, Any]:
+    b = event.body
+    keys = ("step", "error", "message", "frames")
+    return {**{k: b[k] for k in keys}, "at_ms": event.at_ms}
 
 
 def fold(program: object, events: Iterable[JournalEvent]) -> SagaState | None:

@@ -42,6 +42,7 @@ Outcome = Literal["success", "failure", "retryable-failure"]
 Status = Literal[
     "running",
     "in-doubt",
+    "stuck",
     "compensating",
     "completed",
     "compensated",
@@ -50,7 +51,9 @@ Status = Literal[
     "terminated",
 ]
 """``in-doubt``: the saga waits for its pivot's definitive answer after a deadline passed (it
-resends the same command until one comes, or an operator settles it)."""
+resends the same command until one comes, or an operator settles it). ``stuck``: an error in
+the saga's own code stopped it; it keeps its inputs until an operator resumes or cancels it
+(see :mod:`sagas.engine.stuck`)."""
 TERMINAL: frozenset[str] = frozenset(
     {"completed", "compensated", "failed", "cancelled", "terminated"}
 )
@@ -299,6 +302,11 @@ class SagaState:
             done (a done pivot refuses a held cancel).
         secret: the key of the tags in its command ids (hex; empty for a saga started by a
             release without tags, until it sends its next command).
+        stuck: for a ``stuck`` saga, the error (``step``, ``error``, ``message``, ``frames``,
+            ``at_ms``) and what it goes back to (``status``, ``timers``; ``status`` ``None``: a
+            start that raised, the saga does not exist yet).
+        kept: a stuck saga's inputs to apply again when it is resumed, the one that raised
+            first (as :func:`sagas.engine.stuck.input_to_dict`).
     """
 
     saga_id: str
@@ -325,6 +333,8 @@ class SagaState:
     signals: tuple[tuple[str, JsonDict], ...] = ()
     held: tuple[str, str] | None = None
     secret: str = field(default="", repr=False)
+    stuck: JsonDict | None = None
+    kept: tuple[JsonDict, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -358,6 +368,8 @@ class SagaState:
             "signals": [[name, payload] for name, payload in self.signals],
             "held": list(self.held) if self.held else None,
             "secret": self.secret,
+            "stuck": self.stuck,
+            "kept": list(self.kept),
         }
 
     def public_dict(self) -> JsonDict:
@@ -371,6 +383,11 @@ class SagaState:
                 tok["cmd"] = public_command_id(tok["cmd"])
         if d["parent"]:
             d["parent"]["command_id"] = public_command_id(d["parent"]["command_id"])
+        for kept in d["kept"]:
+            if kept.get("command_id"):
+                kept["command_id"] = public_command_id(kept["command_id"])
+            if kept.get("parent"):
+                kept["parent"] = {**kept["parent"], "command_id": "(hidden)"}
         return d
 
     @classmethod
@@ -401,6 +418,8 @@ class SagaState:
             signals=tuple((str(n), dict(p)) for n, p in d["signals"]),
             held=(str(d["held"][0]), str(d["held"][1])) if d.get("held") else None,
             secret=str(d.get("secret") or ""),
+            stuck=dict(d["stuck"]) if d.get("stuck") else None,
+            kept=tuple(dict(k) for k in d.get("kept") or ()),
         )
 
 

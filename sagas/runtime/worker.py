@@ -38,8 +38,8 @@ from confluent_kafka import Message, TopicPartition
 
 from sagas.app import App
 from sagas.dsl.program import Program
-from sagas.engine import transition
-from sagas.engine.model import Input, JournalEvent, SagaState, TimerFired
+from sagas.engine import stuck_decision, transition
+from sagas.engine.model import Decision, Input, JournalEvent, SagaState, TimerFired
 from sagas.errors import DecodeError, PayloadSchemaError, UnknownVersionError
 from sagas.observe.logs import saga_fields
 from sagas.protocol import inbox_check
@@ -418,9 +418,9 @@ class SagaWorker:
                 batch.dead_letter(msg, f"unknown-definition-version: {exc}")
             batch.parked.add(inp.saga_id)
             return
-        try:
+        try:  # the saga's own code raising makes it stuck, holding the input
             decision = transition(program, state, inp, now, entropy=os.urandom(16))
-        except Exception as exc:  # a bug in user code (a payload builder) must not stop the loop
+        except Exception as exc:  # the engine's own defect: the record is kept aside
             log.exception(
                 "%s: transition of saga %s failed",
                 self.saga_type,
@@ -433,11 +433,9 @@ class SagaWorker:
         try:
             records = decision_records(self.app, program, decision, self.serde)
         except PayloadSchemaError as exc:  # the payload builder and its schema disagree
-            fields = saga_fields(inp.saga_id, self.saga_type)
-            log.error("%s: saga %s: %s", self.saga_type, inp.saga_id, exc, extra=fields)
-            if msg is not None:
-                batch.dead_letter(msg, f"payload does not fit its schema: {exc}")
-            return
+            decision = stuck_decision(program, state, inp, now, exc)
+            records = decision_records(self.app, program, decision, self.serde)
+        self._note_stuck(decision)
         for rec in records:
             batch.write(rec, source)
         self.metrics.commands += len(decision.commands)
@@ -449,6 +447,23 @@ class SagaWorker:
             self._journal(batch, decision.events, program.version, source)
         if decision.state is not None:
             batch.staged[decision.state.saga_id] = (partition, decision.state, source)
+
+    def _note_stuck(self, decision: Decision) -> None:
+        """Log, once per error, a saga its own code stopped (the journal has the frames)."""
+        for event in decision.events:
+            if event.type == "stuck":
+                b = event.body
+                log.error(
+                    "%s: saga %s is stuck at step %s: %s; fix the code, deploy it, then "
+                    "`sagas resume %s %s` (or cancel it)",
+                    self.saga_type,
+                    event.saga_id,
+                    b["step"] or "(start)",
+                    b["message"],
+                    self.saga_type,
+                    event.saga_id,
+                    extra=saga_fields(event.saga_id, self.saga_type),
+                )
 
     def _expire(
         self,

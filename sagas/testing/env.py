@@ -7,8 +7,8 @@ day passes in milliseconds.
 
 Each decision goes through :func:`sagas.wire.decision_records`, the worker's own encoding of
 commands with their payload schemas: a decision whose payload does not fit its schema is not
-applied, exactly as the worker dead-letters its input; it shows in
-:attr:`SagaTestEnv.dead_letters`.
+applied, and the saga is ``stuck`` holding its input, exactly as in the worker (as it is when a
+payload builder raises); :meth:`SagaTestEnv.resume` applies the held inputs again.
 
 The scripted participants behave as :mod:`sagas.participants` does:
 
@@ -50,11 +50,13 @@ from sagas.engine import (
     JournalEvent,
     Outcome,
     Reply,
+    Resume,
     SagaState,
     Settle,
     Signal,
     Start,
     TimerFired,
+    stuck_decision,
     transition,
 )
 from sagas.errors import ConfigurationError, PayloadSchemaError
@@ -230,8 +232,6 @@ class SagaTestEnv:
         self._taken: set[str] = set()  # ... but for those whose end their parent took
         self.commands: list[CommandOut] = []
         """Every command sent, in order."""
-        self.dead_letters: list[tuple[Input, str]] = []
-        """Inputs the worker would dead-letter instead of applying, with the reason."""
         for saga in sagas:
             self.register(saga)
 
@@ -284,6 +284,12 @@ class SagaTestEnv:
     ) -> None:
         """An operator's answer for a saga in doubt about its pivot: ``done`` or not."""
         self._push(self.now_ms, self._type_of(saga_id), Settle(saga_id, done, by, reason))
+        self._drain(self.now_ms)
+
+    def resume(self, saga_id: str, step: str = "", by: str = "test") -> None:
+        """An operator's resume: a ``stuck`` saga applies its held inputs again; a ``failed``
+        one runs on from top-level block ``step``."""
+        self._push(self.now_ms, self._type_of(saga_id), Resume(saga_id, step, by))
         self._drain(self.now_ms)
 
     def reply(
@@ -428,9 +434,9 @@ class SagaTestEnv:
         )
         try:
             decision_records(self._app(), program, decision)
-        except PayloadSchemaError as exc:
-            self.dead_letters.append((inp, f"payload does not fit its schema: {exc}"))
-            return
+        except PayloadSchemaError as exc:  # as the worker: the saga is stuck, holding ``inp``
+            state = self._states.get(inp.saga_id)
+            decision = stuck_decision(program, state, inp, self.now_ms, exc)
         self._journals.setdefault(inp.saga_id, []).extend(decision.events)
         if decision.state is not None:
             self._states[inp.saga_id] = decision.state
@@ -444,6 +450,10 @@ class SagaTestEnv:
                 self._seq += 1
                 entry = (e.body["due_ms"], e.saga_id, self._seq, e.body["timer_id"])
                 heapq.heappush(self._timers, entry)
+            elif e.type == "unstuck" and decision.state is not None:  # its timers run again
+                for timer_id, due in decision.state.timers.items():
+                    self._seq += 1
+                    heapq.heappush(self._timers, (due, e.saga_id, self._seq, timer_id))
             elif e.type == "child_started":
                 self._child_of_cmd[e.body["command_id"]] = e.body["child_id"]
                 block = program.nodes[e.body["step"]].block

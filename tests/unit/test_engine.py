@@ -11,7 +11,6 @@ from examples import order_saga, vm_saga
 
 import sagas
 from sagas import (
-    DefinitionError,
     Retry,
     Saga,
     branch,
@@ -501,8 +500,12 @@ def test_merge_under_a_key() -> None:
 
 def test_payload_must_be_json() -> None:
     env = env_for(saga(s("a", payload=lambda d: {"when": object()})))
-    with pytest.raises(DefinitionError, match="not JSON"):
-        env.start("demo", "d-1", {})
+    state = env.start("demo", "d-1", {})
+    assert state is not None
+    assert state.status == "stuck"
+    assert state.stuck is not None
+    assert state.stuck["error"] == "TypeError"
+    assert "not JSON" in state.stuck["message"]
 
 
 # ------------------------------------------------------------------------------- ignored inputs

@@ -162,7 +162,7 @@ def test_the_app_registers_a_programs_schemas_and_names_them_per_command() -> No
     assert app.payload_schema(program, "Other") is None
 
 
-def test_the_test_env_dead_letters_a_payload_that_does_not_fit_as_the_worker_does() -> None:
+def test_a_payload_that_does_not_fit_makes_the_saga_stuck_in_the_test_env_as_in_the_worker() -> None:
     from sagas.testing import SagaTestEnv, succeed
 
     @dataclass
@@ -187,11 +187,14 @@ def test_the_test_env_dead_letters_a_payload_that_does_not_fit_as_the_worker_doe
     env = SagaTestEnv(saga)
     env.on("Charge", succeed())
     state = env.start("misfit", "m1", {})
-    assert state is None  # the start was not applied: the worker would dead-letter it
+    assert state is not None
+    assert state.status == "stuck"  # the start was not applied: it is held for a resume
     assert env.commands == []
-    [(inp, reason)] = env.dead_letters
-    assert inp.saga_id == "m1"
-    assert "does not fit its schema" in reason
+    assert state.stuck is not None
+    assert state.stuck["error"] == "PayloadSchemaError"
+    assert state.stuck["step"] == "charge"
+    assert "does not fit" in state.stuck["message"]
+    assert state.kept[0]["kind"] == "start"
 
 
 def test_an_app_holds_two_versions_whose_payload_dataclass_gained_an_optional_field() -> None:
