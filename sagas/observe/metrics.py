@@ -147,6 +147,13 @@ class PrometheusObserver(Observer):
             ["saga_type"],
             registry=r,
         )
+        self.stuck = Counter(
+            "sagas_stuck",
+            "Sagas stopped by an error in their own code (payload, merge, branch), by step and "
+            "error type; each waits for an operator's resume or cancel.",
+            ["saga_type", "step", "error"],
+            registry=r,
+        )
         self.expired = Counter(
             "sagas_expired", "Finished sagas removed after retention.", ["saga_type"], registry=r
         )
@@ -279,6 +286,10 @@ class PrometheusObserver(Observer):
                 self.finished.labels(st, status if status in TERMINAL else "other").inc()
             elif kind == "parked":
                 self.parked.labels(st).inc()
+            elif kind == "stuck":
+                step = self._label("step", str(body.get("step") or "(start)"))
+                error = self._label("error", str(body.get("error", "")))
+                self.stuck.labels(st, step, error).inc()
             elif kind == "expired":
                 self.expired.labels(st).inc()
             elif kind == "command_sent":

@@ -41,6 +41,7 @@ __all__ = [
     "send_input",
     "settle",
     "settle_input",
+    "stuck_lines",
     "terminate",
 ]
 
@@ -92,8 +93,8 @@ def failed_step(settings: KafkaSettings, namespace: str, state: SagaState) -> st
 
 @dataclass(frozen=True)
 class Resumed:
-    """What resume did: ``"replayed"`` parked inputs (``report``) or ``"resumed"`` a failed saga
-    at ``step``."""
+    """What resume did: ``"replayed"`` parked inputs (``report``), ``"resumed"`` a failed saga
+    at ``step``, or ``"retried"`` a stuck saga's kept inputs (it was stuck at ``step``)."""
 
     action: str
     step: str | None = None
@@ -116,13 +117,19 @@ def resume(
     by: str,
     step: str | None = None,
 ) -> Resumed:
-    """Resume a failed saga at ``step`` (default: its last failed step), or replay the parked
-    inputs of a saga whose definition version was missing.
+    """Resume a stuck saga (its kept inputs are applied again: deploy the fix first), a failed
+    saga at ``step`` (default: its last failed step), or replay the parked inputs of a saga
+    whose definition version was missing.
 
     Raises:
-        ConfigurationError: the saga is neither failed nor parked (nothing to resume).
+        ConfigurationError: the saga is neither stuck, failed nor parked (nothing to resume).
         BrokerError: Kafka refused a read or a write.
     """
+    if state.status == "stuck":  # its kept inputs are applied again, with the code deployed now
+        assert state.stuck is not None  # a stuck saga has its error
+        at = state.stuck["step"] or "(start)"
+        send_input(settings, namespace, state.saga_type, Resume(state.saga_id, at, by))
+        return Resumed("retried", step=at)
     if state.status == "failed":
         chosen = step or failed_step(settings, namespace, state)
         send_input(settings, namespace, state.saga_type, Resume(state.saga_id, chosen, by))
@@ -136,10 +143,31 @@ def resume(
     if state.terminal or not parked:
         raise ConfigurationError(
             f"saga {state.saga_id!r} is {state.status} with no parked inputs in {dlq}: only a "
-            "failed saga or a parked one (inputs dead-lettered for an unknown definition "
+            "stuck, failed or parked saga (inputs dead-lettered for an unknown definition "
             "version) resumes"
         )
     return Resumed("replayed", report=replay(settings, parked))
+
+
+def stuck_lines(state: SagaState, namespace: str) -> list[tuple[str, str]]:
+    """What a person needs to see of a stuck saga: where, the error, its last frames, and the
+    commands that get it going again; empty for a saga that is not stuck."""
+    if state.stuck is None:
+        return []
+    s = state.stuck
+    where = s["step"] or "its start"
+    ids = f"{state.saga_type} {state.saga_id} -n {namespace}"
+    return [
+        ("stuck at", f"{where}: {s['message']}"),
+        ("error", s["error"]),
+        *(("frame", frame) for frame in s["frames"][-3:]),
+        ("kept", f"{len(state.kept)} input(s), applied again when it resumes"),
+        (
+            "hint",
+            f"fix the code and deploy it, then: sagas resume {ids} "
+            f"(or undo what it did: sagas cancel {ids})",
+        ),
+    ]
 
 
 def in_doubt_steps(state: SagaState) -> list[str]:

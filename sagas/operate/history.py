@@ -146,7 +146,7 @@ def entry(event: JournalEvent, offset: int) -> HistoryEntry:
     outcome = body.get("outcome") or body.get("status")
     if event.type == "settled" and isinstance(body.get("done"), bool):
         outcome = "done" if body["done"] else "not-done"  # the operator's answer
-    reason = body.get("reason")
+    reason = body.get("reason") or body.get("message")  # a stuck saga's error
     attempt = body.get("attempt")
     return HistoryEntry(
         at_ms=event.at_ms,

@@ -95,6 +95,20 @@ def _in_doubt_note(state: SagaState, namespace: str) -> str:
     )
 
 
+def _stuck_note(state: SagaState, namespace: str) -> str:
+    assert state.stuck is not None  # a stuck saga has its error
+    s = state.stuck
+    frames = "\n".join(s["frames"][-3:])
+    ns = f" -n {namespace}" if namespace else ""
+    ids = f"{state.saga_type} {state.saga_id}{ns}"
+    return (
+        f'<div class="stuck-note"><p><b>Stuck at {_e(s["step"] or "its start")}</b>: '
+        f"{_e(s['message'])}</p><pre>{_e(frames)}</pre><p>It keeps {len(state.kept)} input(s) "
+        "and its timers wait. Fix the code and deploy it, then resume it "
+        f"(<code>sagas resume {_e(ids)}</code>), or cancel it to undo what it did.</p></div>"
+    )
+
+
 def _select(name: str, options: Sequence[str], chosen: str | None, empty: str) -> str:
     opts = [f'<option value="">{empty}</option>'] + [
         f'<option value="{_e(o)}"{" selected" if o == chosen else ""}>{_e(o)}</option>'
@@ -137,6 +151,13 @@ def list_page(
         for s in sagas
     )
     note = " (the newest 1000 per type)" if capped else ""
+    stuck = counts.get("stuck", 0)
+    stuck_note = (
+        f'<div class="stuck-note"><p>{stuck} stuck: an error in the saga\'s own code stopped '
+        "each. Open one to see the error; resume it once the fix is deployed.</p></div>"
+        if stuck
+        else ""
+    )
     doubt = counts.get("in-doubt", 0)
     doubt_note = (
         f'<p class="in-doubt-note">{doubt} in doubt: each waits for its pivot\'s answer after '
@@ -146,7 +167,7 @@ def list_page(
         else ""
     )
     return (
-        f"<h1>Sagas</h1>{form}<div class=counts>{chips}</div>{doubt_note}"
+        f"<h1>Sagas</h1>{form}<div class=counts>{chips}</div>{stuck_note}{doubt_note}"
         f"<p class=muted>{len(sagas)} shown{note}</p>"
         '<table id="sagas"><thead><tr><th>id</th><th>type</th><th>status</th><th>step</th>'
         f"<th>started</th><th>updated</th></tr></thead><tbody>{rows}</tbody></table>"
@@ -234,7 +255,7 @@ def _action_forms(state: SagaState, steps: Sequence[str]) -> str:
         "<button>Cancel (compensate)</button></form>"
         '<form data-action="terminate"><input name="reason" placeholder="reason" required>'
         "<button>Terminate (no compensation)</button></form>"
-        f'<form data-action="resume"><select name="step"><option value="">last failed step'
+        f'<form data-action="resume"><select name="step"><option value="">stuck or last failed step'
         f"</option>{step_opts}</select><button>Resume</button></form></section>"
     )
 
@@ -268,6 +289,8 @@ def saga_page(
             )
         if state.status == "in-doubt":
             head += _in_doubt_note(state, namespace)
+        if state.stuck is not None:
+            head += _stuck_note(state, namespace)
     body_rows = "".join(
         f'<tr class="ev-{_e(r.event)}"><td title="{when(r.at_ms)}">{when(r.at_ms)[11:]}</td>'
         f"<td class=gap>{'' if r.gap_ms is None else '+' + span(r.gap_ms)}</td>"

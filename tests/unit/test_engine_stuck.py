@@ -187,3 +187,43 @@ def test_a_branch_predicate_that_raises_makes_the_saga_stuck() -> None:
     assert state.status == "stuck"
     assert state.stuck is not None
     assert state.stuck["error"] == "KeyError"
+
+
+def test_the_ui_and_the_status_lines_show_where_it_stuck_why_and_what_to_do() -> None:
+    from sagas.operate.control import stuck_lines
+    from sagas.ui import pages
+
+    env = world(Bug())
+    env.start("order", "o-1", {"customer": "c-1"})
+    env.run_until_idle(limit=timedelta(minutes=5))
+    state = env.state("o-1")
+    assert "stuck" in pages.STATUSES
+    shown = pages.saga_page(
+        state,
+        "order",
+        "o-1",
+        [],
+        diagram="",
+        note="",
+        actions=True,
+        steps=["reserve-stock"],
+        now_ms=state.updated_ms,
+        namespace="shop",
+    )
+    assert '<span class="status s-stuck">stuck</span>' in shown
+    assert "<b>Stuck at reserve-stock</b>" in shown
+    assert "KeyError(&#x27;items&#x27;)" in shown
+    assert "sagas resume order o-1 -n shop" in shown
+    listed = pages.list_page(
+        [state], {"stuck": 1}, types=["order"], filters={}, now_ms=0, capped=False
+    )
+    assert "1 stuck" in listed
+    rows = dict(stuck_lines(state, "shop"))
+    assert rows["stuck at"].startswith("reserve-stock: saga 'order', step 'reserve-stock'")
+    assert rows["error"] == "KeyError"
+    assert rows["kept"] == "1 input(s), applied again when it resumes"
+    assert "sagas resume order o-1 -n shop" in rows["hint"]
+    running = SagaTestEnv(shop(Bug())).start("order", "x", {"customer": "c", "items": []})
+    assert running is not None
+    assert running.status == "running"
+    assert stuck_lines(running, "shop") == []

@@ -162,7 +162,7 @@ def test_the_app_registers_a_programs_schemas_and_names_them_per_command() -> No
     assert app.payload_schema(program, "Other") is None
 
 
-def test_a_payload_that_does_not_fit_makes_the_saga_stuck_in_the_test_env_as_in_the_worker() -> None:
+def test_a_misfit_payload_makes_the_saga_stuck_in_the_test_env_as_in_the_worker() -> None:
     from sagas.testing import SagaTestEnv, succeed
 
     @dataclass
