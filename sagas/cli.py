@@ -304,6 +304,11 @@ def _supervise_workers(process: WorkerProcess, count: int) -> int:
     help="stable id of this instance (default: random); each live instance needs its own",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@click.option(
+    "--create-topics",
+    is_flag=True,
+    help="create command topics that do not exist (default: a missing one is an error)",
+)
 @membership_option
 @observe_options
 @app_dir_option
@@ -312,6 +317,7 @@ def participant(
     *,
     target: str,
     instance_id: str | None,
+    create_topics: bool,
     log_level: str,
     membership: str | None,
     log_format: str,
@@ -344,6 +350,8 @@ def participant(
         loaded.stable_instance = True
     if membership is not None:
         loaded.static_membership = membership == "static"
+    if create_topics:
+        loaded.create_topics = True
     metrics = participant_observer(loaded, metrics_port)
     stop = threading.Event()
     stop_on_signals(stop, "finishing the transaction in flight, then leaving")

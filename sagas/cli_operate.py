@@ -461,16 +461,36 @@ def topics() -> None:
 
 
 def _spec(
-    target: str, app_dir: str | None, replication_factor: int, min_insync: int | None
+    target: str,
+    app_dir: str | None,
+    replication_factor: int,
+    min_insync: int | None,
+    participants: Sequence[str] = (),
 ) -> tuple[AppSpec, str]:
-    """The spec a TARGET names (MODULE:ATTR or a spec file) and the file name it goes in."""
+    """The spec a TARGET names (MODULE:ATTR of an app or a participant, or a spec file), with
+    the topics of the ``--participant`` ones, and the file name it goes in."""
+    from sagas.cli_base import _import_target, load_participant
     from sagas.operate import read_spec, spec_of
+    from sagas.participants import Participant
 
     if ":" not in target or target.endswith(".json"):
+        if participants:
+            raise ConfigurationError(
+                "--participant adds to a spec made from MODULE:ATTR; write the spec again with "
+                "sagas topics plan MODULE:ATTR --participant MODULE:ATTR --write"
+            )
         return read_spec(Path(target)), Path(target).name
-    app = load_app(target, None, app_dir)
+    parts = [load_participant(p, app_dir) for p in participants]
+    obj = _import_target(target, "processors.orders:app", app_dir)
+    app = None
+    if isinstance(obj, Participant):
+        parts.insert(0, obj)
+    else:
+        app = load_app(target, None, app_dir)
     name = target.partition(":")[0].rsplit(".", 1)[-1]
-    spec = spec_of(app, replication_factor=replication_factor, min_insync=min_insync)
+    spec = spec_of(
+        app, replication_factor=replication_factor, min_insync=min_insync, participants=parts
+    )
     return spec, f"{name}.json"
 
 
@@ -488,6 +508,13 @@ def _spec_options(command: Any) -> Any:
             "--min-insync",
             type=click.IntRange(1),
             help="min.insync.replicas for a spec made from an app (default: replication - 1)",
+        ),
+        click.option(
+            "--participant",
+            "participants",
+            multiple=True,
+            metavar="MODULE:ATTR",
+            help="add a participant's topics (commands, replies, DLQ) to the app's (repeat)",
         ),
     ]
     for option in reversed(options):
@@ -507,15 +534,17 @@ def topics_plan(
     replication_factor: int,
     min_insync: int | None,
     app_dir: str | None,
+    participants: tuple[str, ...],
     write: bool,
     folder: str,
     as_json: bool,
     **kafka: Any,
 ) -> int:
-    """Show what apply would change on the cluster; with --write, write the app's spec."""
+    """Show what apply would change on the cluster; with --write, write the app's spec. Exits 1
+    when a topic is refused (apply would change nothing)."""
     from sagas.operate import write_spec
 
-    spec, name = _spec(target, app_dir, replication_factor, min_insync)
+    spec, name = _spec(target, app_dir, replication_factor, min_insync, participants)
     if write:
         path = Path(folder) / name
         write_spec(spec, path)
@@ -524,8 +553,16 @@ def topics_plan(
     _, changes = _plan(spec, kafka)
     if as_json:
         _print_json([c.to_dict() for c in changes])
-        return 0
-    _print_changes(changes)
+    else:
+        _print_changes(changes)
+    refused = sum(c.action == "refuse" for c in changes)
+    if refused:
+        click.echo(
+            f"{refused} refused: sagas topics apply changes nothing until they are fixed; "
+            "each DETAIL says how (or write a spec that matches the cluster)",
+            err=True,
+        )
+        return 1
     return 0
 
 
@@ -539,8 +576,9 @@ def _plan(spec: AppSpec, kafka: dict[str, Any]) -> tuple[AdminClient, list[Chang
 
 
 def _print_changes(changes: Sequence[Change]) -> None:
+    count = {a: sum(c.action == a for c in changes) for a in ("create", "alter", "refuse")}
     _table(
-        f"{sum(c.action in ('create', 'alter') for c in changes)} to change",
+        f"{count['create']} to create, {count['alter']} to alter, {count['refuse']} refused",
         ("TOPIC", "ACTION", "DETAIL"),
         [(c.topic, c.action, c.detail) for c in changes],
     )
@@ -556,6 +594,7 @@ def topics_apply(
     replication_factor: int,
     min_insync: int | None,
     app_dir: str | None,
+    participants: tuple[str, ...],
     as_json: bool,
     **kafka: Any,
 ) -> int:
@@ -563,7 +602,7 @@ def topics_apply(
     what Kafka cannot do."""
     from sagas.operate import apply_changes
 
-    spec, _ = _spec(target, app_dir, replication_factor, min_insync)
+    spec, _ = _spec(target, app_dir, replication_factor, min_insync, participants)
     admin, changes = _plan(spec, kafka)
     refused = [c for c in changes if c.action == "refuse"]
     if refused:

@@ -95,7 +95,7 @@ class SagaClient:
         rec = input_record(
             TopicNames(self.namespace, saga_type).inbox, inp, self.serde, saga_type=saga_type
         )
-        produce_and_wait(self._producer, rec)
+        produce_and_wait(self._producer, rec, settings=self.settings)
 
     def start(self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
         """Start a saga; return its id. A second start with the same id starts nothing new."""
@@ -300,8 +300,9 @@ class SagaClient:
     def _partition_count(self, topic: str) -> int:
         with self._lock:
             if topic not in self._partitions:
-                with kafka_errors(f"reading the metadata of {topic}"):
-                    metadata = self._reader_consumer().list_topics(topic, timeout=30)
+                with kafka_errors(f"reading the metadata of {topic}", self.settings):
+                    timeout = self.settings.connect_timeout
+                    metadata = self._reader_consumer().list_topics(topic, timeout=timeout)
                 count = len(metadata.topics[topic].partitions)
                 if count == 0:
                     raise BrokerError(f"{topic} does not exist: has a worker run yet?")

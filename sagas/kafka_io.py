@@ -22,6 +22,7 @@ from confluent_kafka import (
 from sagas.errors import BrokerError, BrokerUnavailableError
 
 if TYPE_CHECKING:
+    from sagas.settings import KafkaSettings
     from sagas.wire import OutRecord
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ChangelogReader",
     "is_transient",
     "kafka_errors",
+    "no_broker",
     "produce_and_wait",
     "read_to_end",
     "translate",
@@ -75,12 +77,31 @@ def translate(exc: KafkaException, doing: str) -> BrokerError:
     return BrokerError(f"{doing}: {err.str()}", retryable=err.retriable(), fatal=err.fatal())
 
 
+def no_broker(settings: KafkaSettings) -> BrokerUnavailableError:
+    """The error for "no broker answered within the connect timeout": the address, and what to
+    do."""
+    return BrokerUnavailableError(
+        f"no Kafka broker answers at {settings.bootstrap_servers} within "
+        f"{settings.connect_timeout:g} s; check the address (--bootstrap-servers or "
+        "KAFKA_BOOTSTRAP_SERVERS) and that the broker runs, or wait longer with "
+        "--connect-timeout / SAGAS_CONNECT_TIMEOUT"
+    )
+
+
+def _unavailable(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.code() in (*_UNAVAILABLE, KafkaError._TIMED_OUT)
+
+
 @contextmanager
-def kafka_errors(doing: str) -> Iterator[None]:
-    """Re-raise any ``KafkaException`` inside the block as a :class:`BrokerError`."""
+def kafka_errors(doing: str, settings: KafkaSettings | None = None) -> Iterator[None]:
+    """Re-raise any ``KafkaException`` inside the block as a :class:`BrokerError` (with
+    ``settings``, "no broker answers" as :func:`no_broker` says it)."""
     try:
         yield
     except KafkaException as exc:
+        if settings is not None and _unavailable(exc):
+            raise no_broker(settings) from exc
         raise translate(exc, doing) from exc
 
 
@@ -191,10 +212,21 @@ class ChangelogReader:
         self.probe.close()
 
 
-def produce_and_wait(producer: Producer, rec: OutRecord, timeout: float = 30.0) -> None:
+def produce_and_wait(
+    producer: Producer,
+    rec: OutRecord,
+    timeout: float = 30.0,
+    *,
+    settings: KafkaSettings | None = None,
+) -> None:
     """Write ``rec`` and wait until Kafka acknowledges it.
 
+    With the producer's ``settings``, a record still unacknowledged after their connect timeout
+    while no broker answers is dropped from the producer's queue (it was never sent) and
+    :func:`no_broker` is raised.
+
     Raises:
+        BrokerUnavailableError: with ``settings``, no broker answered within the connect timeout.
         BrokerError: it was not acknowledged (retryable).
     """
     errors: list[KafkaError] = []
@@ -207,7 +239,23 @@ def produce_and_wait(producer: Producer, rec: OutRecord, timeout: float = 30.0) 
         producer.produce(
             rec.topic, key=rec.key, value=rec.value, headers=rec.headers, on_delivery=on_delivery
         )
-        remaining = producer.flush(timeout)
+        first = min(timeout, settings.connect_timeout) if settings is not None else timeout
+        remaining = producer.flush(first)
+        if remaining and settings is not None and not errors:
+            if not _answers(producer):
+                producer.purge(in_queue=True, in_flight=False)
+                producer.flush(0)
+                raise no_broker(settings)
+            remaining = producer.flush(max(0.0, timeout - first))
     if errors or remaining:
         reason = errors[0].str() if errors else f"not acknowledged within {timeout:g} s"
         raise BrokerError(f"could not write to {rec.topic}: {reason}", retryable=True)
+
+
+def _answers(producer: Producer) -> bool:
+    """Whether a broker answers the producer's metadata request within a second."""
+    try:
+        producer.list_topics(timeout=1.0)
+    except KafkaException as exc:
+        return not _unavailable(exc)
+    return True

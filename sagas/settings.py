@@ -3,7 +3,10 @@
 One precedence everywhere, highest first: an **explicit argument** in code
 (``KafkaSettings("kafka:9092")``), then a **CLI flag** (``--bootstrap-servers``, ``-X key=value``,
 ``--connect-timeout``), then the **environment**, then the **default**. So ``KafkaSettings()``
-inside a service honours the environment, and the CLI's flags fill in what the code left open.
+inside a service honours the environment, and the CLI's flags fill in what the code left open:
+``sagas participant`` lays them over the participant's settings when it starts it, so a
+participant built at import with ``KafkaSettings()`` (or ``KafkaSettings().with_env()``) runs
+with the flags, not the environment it read then.
 Environment variables:
 
 =============================  ====================================================
@@ -204,9 +207,12 @@ class KafkaSettings:
         )
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> KafkaSettings:
-        """A copy with the environment variables of the module docstring laid over these."""
+        """A copy with the environment variables of the module docstring laid over these.
+
+        What comes from the environment does not count as given explicitly, so the CLI's flags
+        still override it (:meth:`under`)."""
         env = os.environ if environ is None else environ
-        copy = self.with_options(_env_options(env))
+        copy = self._derive({**self._all(), **_env_options(env)}, self.connect_timeout, self.given)
         if env.get(_TIMEOUT_ENV):
             return copy._derive(copy._all(), env[_TIMEOUT_ENV], copy.given)
         return copy

@@ -42,6 +42,7 @@ from sagas.errors import BrokerError, ConfigurationError, DecodeError
 from sagas.faust._committed import CommittedCommands, offset_of
 from sagas.faust._recorded import Recorded
 from sagas.participants import Participant
+from sagas.participants.checks import check_start
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.runtime.transactions import Transactions
 from sagas.wire import OutRecord, dead_letter_headers, header_dict
@@ -66,8 +67,8 @@ class FaustParticipant:
             ``group`` that names ``<group>.answered`` and ``<group>.dlq``, and ``instance_id``
             (keep it stable across restarts: a restarted instance then aborts what its previous
             life left open at once, instead of after 10 s).
-        partitions: partition count of the command topics (created when missing) and of the
-            table; default ``participant.partitions``.
+        partitions: partition count of the command topics (created when missing and
+            ``participant.create_topics``) and of the table; default ``participant.partitions``.
         table: the table's name (its changelog is ``<app id>-<table>-changelog``).
 
     Raises:
@@ -115,14 +116,19 @@ class FaustParticipant:
         app.on_partitions_revoked.connect(self._on_revoked)
 
     def ensure_topics(self) -> None:
-        """Create the missing command topics and the DLQ; check the existing command topics.
+        """Check the command topics as a participant does (they exist, or are created with
+        ``participant.create_topics``; no consumer group but the Faust app's reads them: see
+        :mod:`sagas.participants.checks`), create the DLQ, and check the partition counts.
 
         Raises:
-            ConfigurationError: a command topic's partition count differs from ``partitions``.
+            ConfigurationError: a command topic is missing, read by another group, or its
+                partition count differs from ``partitions``.
         """
-        admin = AdminClient(self.participant.settings.client_config())
-        names = [*self.participant.topics, self.participant.dlq]
-        metadata = create_missing(admin, [TopicSpec(n, self.partitions) for n in names])
+        p = self.participant
+        admin = AdminClient(p.settings.client_config())
+        own = {str(self.app.conf.id), p.group, self.answered_group, f"{p.group}.faust-reader"}
+        metadata = check_start(admin, p, partitions=self.partitions, own=own)
+        create_missing(admin, [TopicSpec(p.dlq, self.partitions)])
         for topic in self.participant.topics:
             count = partition_count(metadata.topics, topic)
             if count != self.partitions:

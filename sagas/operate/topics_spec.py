@@ -1,7 +1,10 @@
 """Declarative topic specs: what an app's topics should be, and how to reconcile a cluster.
 
 A spec lists every topic an app's workers read or write (from :func:`sagas.runtime.topics.
-plan_topics`, plus each DLQ's ``.replayed`` record) with its partitions, replication factor and
+plan_topics`, plus each DLQ's ``.replayed`` record), and those of the participants given with it
+(their command topics, ``<group>.<topic>.replies`` and ``<group>.dlq``: ``sagas topics plan
+MODULE:ATTR --participant MODULE:ATTR``, or a participant alone), with its partitions, replication
+factor and
 the configs that matter: ``cleanup.policy``, ``retention.ms`` (``None``: the broker's), and
 ``min.insync.replicas``. ``sagas topics plan --write`` writes it to ``topics/<app>.json``;
 ``sagas topics apply`` compares it with a cluster and creates what is missing and alters configs
@@ -15,8 +18,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -33,12 +37,16 @@ from sagas.kafka_io import kafka_errors, translate
 from sagas.operate.dlq import replayed_topic
 from sagas.runtime.topics import plan_topics
 
+if TYPE_CHECKING:
+    from sagas.participants import Participant
+
 __all__ = [
     "MANAGED",
     "AppSpec",
     "Change",
     "TopicDecl",
     "apply_changes",
+    "participant_topics",
     "plan_changes",
     "read_spec",
     "spec_of",
@@ -136,20 +144,68 @@ class AppSpec:
                 )
 
 
-def spec_of(app: App, *, replication_factor: int = 3, min_insync: int | None = None) -> AppSpec:
-    """The spec of an app's topics: the library's plan, each DLQ's replay record, and the
-    replication settings (``min_insync`` default: replication factor - 1, at least 1)."""
+def spec_of(
+    app: App | None,
+    *,
+    replication_factor: int = 3,
+    min_insync: int | None = None,
+    participants: Sequence[Participant] = (),
+) -> AppSpec:
+    """The spec of an app's topics: the library's plan, each DLQ's replay record, the topics of
+    ``participants`` (see :func:`participant_topics`), and the replication settings
+    (``min_insync`` default: replication factor - 1, at least 1). Without an app, the spec of
+    the participants alone (its namespace: the first one's group).
+
+    Raises:
+        ConfigurationError: neither an app nor a participant is given.
+    """
     isr = str(min_insync if min_insync is not None else max(1, replication_factor - 1))
-    decls: list[TopicDecl] = []
-    dlqs = {app.topics(t).dlq for t in app.saga_types}
-    for spec in plan_topics(app):
-        config = {"cleanup.policy": "delete", "min.insync.replicas": isr, **dict(spec.config)}
-        decls.append(TopicDecl(spec.name, spec.partitions, replication_factor, config))
-        if spec.name in dlqs:
-            compact = {"cleanup.policy": "compact", "min.insync.replicas": isr}
-            decls.append(TopicDecl(replayed_topic(spec.name), 1, replication_factor, compact))
-    states = tuple(app.topics(t).state for t in app.saga_types)
-    return AppSpec(app.namespace, tuple(sorted(decls, key=lambda d: d.name)), states)
+    decls: dict[str, TopicDecl] = {}
+    if app is not None:
+        dlqs = {app.topics(t).dlq for t in app.saga_types}
+        for spec in plan_topics(app):
+            config = {"cleanup.policy": "delete", "min.insync.replicas": isr, **dict(spec.config)}
+            decls[spec.name] = TopicDecl(spec.name, spec.partitions, replication_factor, config)
+            if spec.name in dlqs:
+                compact = {"cleanup.policy": "compact", "min.insync.replicas": isr}
+                replayed = replayed_topic(spec.name)
+                decls[replayed] = TopicDecl(replayed, 1, replication_factor, compact)
+    elif not participants:
+        raise ConfigurationError("a topic spec needs an app or a participant")
+    for participant in participants:
+        for decl in participant_topics(participant, decls, replication_factor, isr):
+            decls.setdefault(decl.name, decl)
+    states = tuple(app.topics(t).state for t in app.saga_types) if app is not None else ()
+    namespace = app.namespace if app is not None else participants[0].group
+    return AppSpec(namespace, tuple(sorted(decls.values(), key=lambda d: d.name)), states)
+
+
+def participant_topics(
+    participant: Participant,
+    known: dict[str, TopicDecl],
+    replication_factor: int,
+    min_insync: str,
+) -> list[TopicDecl]:
+    """A participant's topics: its command topics (as ``known`` declares them, else with the
+    participant's partitions), their compacted replies topics (as many partitions as the
+    command topic: the replies of partition N live in partition N) and its DLQ."""
+    isr = {"min.insync.replicas": min_insync}
+    retention = str(int(participant.replies_retention / timedelta(milliseconds=1)))
+    replies = {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": retention,
+        "min.compaction.lag.ms": "0",
+        **isr,
+    }
+    decls = [TopicDecl(participant.dlq, 1, replication_factor, {"cleanup.policy": "delete", **isr})]
+    for topic in participant.topics:
+        command = known.get(topic) or TopicDecl(
+            topic, participant.partitions, replication_factor, {"cleanup.policy": "delete", **isr}
+        )
+        decls.append(command)
+        name = participant.replies_topic(topic)
+        decls.append(TopicDecl(name, command.partitions, replication_factor, dict(replies)))
+    return decls
 
 
 def write_spec(spec: AppSpec, path: Path) -> None:

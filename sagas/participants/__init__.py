@@ -168,6 +168,13 @@ class Participant:
         static_membership: with a given ``instance_id`` (the default), join as a static group
             member with it, so an instance restarted with its id gets its partitions back at
             once; ``False``: a dynamic member. Without an ``instance_id`` it is always dynamic.
+        create_topics: create command topics that do not exist (with ``partitions``). Default:
+            a missing command topic stops the participant at start, after waiting up to the
+            connect timeout for it (the worker of the saga that sends to it creates it, and so
+            does ``sagas topics apply``), so a misspelt topic is reported, not waited on.
+
+    The participant refuses to start when another consumer group reads one of its command topics
+    (see :mod:`sagas.participants.checks`).
     """
 
     def __init__(
@@ -184,6 +191,7 @@ class Participant:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         observer: Observer | None = None,
         static_membership: bool = True,
+        create_topics: bool = False,
     ) -> None:
         if not group:
             raise ConfigurationError("a participant needs a consumer group name")
@@ -201,6 +209,8 @@ class Participant:
         """The encodings of this participant's commands and replies (its own schemas)."""
         self.observer = observer
         self.settings = settings
+        self.create_topics = create_topics
+        """Whether missing command topics are created at start (else: reported)."""
         self.group = group
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.static_membership = static_membership
@@ -210,11 +220,23 @@ class Participant:
         self.max_batch = max_batch
         self.replies_retention = replies_retention
         self._handlers: dict[tuple[str, str], _Registered] = {}
+        self._unhandled: set[tuple[str, str]] = set()  # (topic, command type) logged as such
         self._loops = threading.local()
         self.handled = 0
         """Commands whose handler ran (counted once the transaction committed)."""
         self.replayed = 0
         """Commands answered from the recorded replies, their handler not run."""
+
+    @property
+    def settings(self) -> KafkaSettings:
+        """Kafka connection settings. Setting them (as ``sagas participant`` does with its
+        flags) also points the serde at their schema registry."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self.serde = self.serde.with_registry(settings.schema_registry_url)
 
     @property
     def topics(self) -> list[str]:
@@ -353,9 +375,7 @@ class Participant:
             return reply("failure", {"error": "deadline-passed", "message": message})
         registered = self._handlers.get((topic, ctx.command_type))
         if registered is None:
-            log.error(
-                "%s: no handler for command type %r", topic, ctx.command_type, extra=ctx.log_fields
-            )
+            self._no_handler(topic, ctx)
             message = f"no handler for {ctx.command_type} on {topic}"
             return reply("failure", {"error": "no-handler", "message": message})
         try:
@@ -375,6 +395,24 @@ class Participant:
         except PayloadSchemaError as exc:
             log.error("%s: %s", ctx.command_type, exc, extra=ctx.log_fields)
             return reply("failure", {"error": "reply-schema", "message": str(exc)})
+
+    def _no_handler(self, topic: str, ctx: CommandContext) -> None:
+        """Log a command type without a handler: once per topic and type at ERROR, then at
+        DEBUG (each such command gets a ``no-handler`` failure)."""
+        key = (topic, ctx.command_type)
+        first = key not in self._unhandled
+        self._unhandled.add(key)
+        handled = ", ".join(sorted(t for top, t in self._handlers if top == topic))
+        log.log(
+            logging.ERROR if first else logging.DEBUG,
+            "%s: no handler for command type %r (handled there: %s); each such command is "
+            "answered with a 'no-handler' failure, logged once per type. Register a handler for "
+            "it, or let one service (one consumer group) read this topic",
+            topic,
+            ctx.command_type,
+            handled or "nothing",
+            extra=ctx.log_fields,
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Consume and handle commands until ``stop`` is set.

@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient
 from sagas.engine.ids import public_command_id
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.observe.logs import saga_fields
+from sagas.participants.checks import check_start
 from sagas.runtime.loop import Batch, Position, TransactionalLoop, position
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.wire import OutRecord, header_dict
@@ -135,15 +136,18 @@ class ParticipantLoop:
     # ------------------------------------------------------------------------- topics
 
     def ensure_topics(self) -> None:
-        """Create missing command, replies and DLQ topics; check replies match commands.
+        """Check the command topics (they exist, no other group reads them; see
+        :mod:`sagas.participants.checks`), create missing replies and DLQ topics, and check
+        the replies topics match the command topics.
 
         Raises:
-            ConfigurationError: a replies topic's partition count differs from its command
-                topic's (a reply would be looked up in the wrong partition).
+            ConfigurationError: a command topic is missing (and not to be created) or read by
+                another consumer group, or a replies topic's partition count differs from its
+                command topic's (a reply would be looked up in the wrong partition).
         """
         p = self.participant
         admin = AdminClient(self.settings.client_config())
-        metadata = create_missing(admin, [TopicSpec(t, p.partitions) for t in p.topics])
+        metadata = check_start(admin, p, partitions=p.partitions, own={p.group})
         retention = str(int(p.replies_retention / timedelta(milliseconds=1)))
         specs = [
             TopicSpec(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported, not in __all__
     AdminClient,
     ConfigResource,
@@ -22,7 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported,
 )
 
 from sagas.app import App, workers_topic
-from sagas.errors import BrokerUnavailableError, ConfigurationError
+from sagas.errors import ConfigurationError
 from sagas.kafka_io import kafka_errors, translate
 from sagas.settings import KafkaSettings
 
@@ -89,23 +89,8 @@ def connect(settings: KafkaSettings) -> AdminClient:
         BrokerError: a broker answered with an error (e.g. authentication failed).
     """
     admin = AdminClient(settings.client_config())
-    try:
+    with kafka_errors(f"connecting to {settings.bootstrap_servers}", settings):
         admin.list_topics(timeout=settings.connect_timeout)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.code() in (
-            KafkaError._TRANSPORT,
-            KafkaError._TIMED_OUT,
-            KafkaError._ALL_BROKERS_DOWN,
-            KafkaError._RESOLVE,
-        ):
-            raise BrokerUnavailableError(
-                f"no Kafka broker answers at {settings.bootstrap_servers} within "
-                f"{settings.connect_timeout:g} s; check the address (--bootstrap-servers or "
-                "KAFKA_BOOTSTRAP_SERVERS) and that the broker runs, or wait longer with "
-                "--connect-timeout / SAGAS_CONNECT_TIMEOUT"
-            ) from exc
-        raise translate(exc, f"connecting to {settings.bootstrap_servers}") from exc
     return admin
 
 

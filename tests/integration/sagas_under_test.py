@@ -121,7 +121,7 @@ class Participants:
         self.handled: list[Handled] = []
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
-        self.participant = Participant(settings, f"{ns}.participants")
+        self.participant = Participant(settings, f"{ns}.participants", create_topics=True)
         for service, commands in self.COMMANDS.items():
             for command in commands:
                 self.participant.handler(f"{ns}.{service}", command)(self._handle)

@@ -162,7 +162,7 @@ def test_a_participant_refuses_a_bad_reply_to_and_a_late_command(
     bootstrap: str, unique: str
 ) -> None:
     settings = KafkaSettings(bootstrap)
-    participant = Participant(settings, f"{unique}.svc", partitions=1)
+    participant = Participant(settings, f"{unique}.svc", partitions=1, create_topics=True)
     ran: list[str] = []
 
     @participant.handler(f"{unique}.commands", "Ping")
@@ -289,7 +289,7 @@ def test_a_participant_isolates_a_command_whose_effect_cannot_be_written(
     from kafka_util import create_topic
 
     settings = KafkaSettings(bootstrap)
-    participant = Participant(settings, f"{unique}.svc", partitions=1)
+    participant = Participant(settings, f"{unique}.svc", partitions=1, create_topics=True)
     inbox = f"{unique}.order.inbox"
     create_topic(bootstrap, inbox)
 

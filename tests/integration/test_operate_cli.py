@@ -188,8 +188,17 @@ def test_topics_plan_write_then_apply_and_refuse(ops: Ops, tmp_path: Path) -> No
     spec_dir = ops.folder / f"topics-{ns}"
     (ops.folder / f"app_{ns}.py").write_text(OPSAPP.format(ns=ns))
     args = ("--dir", str(spec_dir), "--replication-factor", "1")
-    assert "wrote" in ops.ok("topics", "plan", f"app_{ns}:app", "--write", *args)
+    with_participant = ("--participant", "opsapp:p")
+    assert "wrote" in ops.ok("topics", "plan", f"app_{ns}:app", "--write", *args, *with_participant)
     spec_file = str(spec_dir / f"app_{ns}.json")
+    written = {t["name"]: t for t in json.loads(Path(spec_file).read_text())["topics"]}
+    svc = f"{ops.ns}.svc"  # opsapp's participant: its commands, recorded replies and DLQ
+    assert {svc, f"{svc}.{svc}.replies", f"{svc}.dlq"} <= set(written)
+    assert written[f"{svc}.{svc}.replies"]["config"]["cleanup.policy"] == "compact,delete"
+    assert "opsapp.json (3 topics)" in ops.ok("topics", "plan", "opsapp:p", "--write", *args)
+    spec = json.loads(Path(spec_file).read_text())
+    spec["topics"] = [t for t in spec["topics"] if t["name"].startswith(f"{ns}.")]
+    Path(spec_file).write_text(json.dumps(spec))  # the rest: the ops fixture's participant
     planned = ops.json("topics", "plan", spec_file)
     assert {c["action"] for c in planned} == {"create"}
     assert f"{ns}.ship.state" in {c["topic"] for c in planned}
@@ -205,6 +214,14 @@ def test_topics_plan_write_then_apply_and_refuse(ops: Ops, tmp_path: Path) -> No
     Path(spec_file).write_text(json.dumps(spec))
     refused = ops.error("topics", "apply", spec_file)
     assert f"{ns}.ship.inbox has 2 partitions, spec 1: Kafka cannot remove partitions" in refused
+    plan = ops.run("topics", "plan", spec_file)
+    assert plan.returncode == 1, plan
+    assert "0 to create, 1 to alter, 1 refused" in plan.stdout, plan.stdout
+    assert plan.stderr == (
+        "1 refused: sagas topics apply changes nothing until they are fixed; each DETAIL says "
+        "how (or write a spec that matches the cluster)\n"
+    )
+    assert ops.run("topics", "plan", spec_file, "--json").returncode == 1
     for topic in spec["topics"]:
         if topic["name"] == f"{ns}.ship.inbox":
             topic["partitions"] = 2

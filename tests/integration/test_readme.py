@@ -10,6 +10,7 @@ participant run). The walkthrough's shell block is run line by line as written.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shlex
@@ -17,9 +18,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from sagas.dev.kafka import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -37,6 +42,31 @@ def _env(bootstrap: str) -> dict[str, str]:
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def _service_order(port: int, service: subprocess.Popen[bytes]) -> dict[str, object]:
+    """POST an order to shop_service.py and GET it until it ends."""
+    url = f"http://127.0.0.1:{port}/orders/o-1"
+    body = json.dumps({"customer": "ann", "total": 30}).encode()
+    deadline = time.monotonic() + 60
+    while True:
+        assert service.poll() is None, "shop_service.py exited"
+        assert time.monotonic() < deadline, "shop_service.py did not complete o-1"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, body, method="POST")):
+                break
+        except OSError:
+            time.sleep(0.3)  # not listening yet
+    while True:
+        assert time.monotonic() < deadline, "shop_service.py did not complete o-1"
+        try:
+            with urllib.request.urlopen(url) as answer:
+                order: dict[str, object] = json.loads(answer.read())
+            if order["status"] not in ("running",):
+                return order
+        except urllib.error.HTTPError as exc:  # 404 until the worker has the saga
+            exc.close()
+        time.sleep(0.3)
 
 
 def test_every_python_block_is_a_file_a_sketch_or_a_script_that_parses() -> None:
@@ -72,7 +102,15 @@ def test_the_walkthrough_and_the_scripts_run_as_written(tmp_path: Path, bootstra
     walkthrough = next(code for kind, code in blocks if kind == "sh" and "try_shop.py" in code)
     background: list[subprocess.Popen[bytes]] = []
     outputs = []
+    port = free_port()
     try:
+        # The Deploy section's service, beside the walkthrough: its own namespace, its own sagas.
+        with (tmp_path / "bg0.log").open("wb") as log:
+            service = subprocess.Popen(
+                [sys.executable, "shop_service.py"], cwd=tmp_path, env={**env, "PORT": str(port)},
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        background.append(service)
         for line in walkthrough.splitlines():
             command = line.split("#", 1)[0].strip()
             if not command:
@@ -97,6 +135,8 @@ def test_the_walkthrough_and_the_scripts_run_as_written(tmp_path: Path, bootstra
         assert "completed: {" in printed
         assert "compensated:" in printed
         assert "finished" in outputs[-1]  # the history's last event
+        assert _service_order(port, service) == {"status": "completed", "data": {
+            "customer": "ann", "total": 30, "hold": "hold-ann"}}  # fmt: skip
         for code in scripts:
             script = tmp_path / "script.py"
             script.write_text(code)
