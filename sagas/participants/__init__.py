@@ -169,8 +169,8 @@ class Participant:
             member with it, so an instance restarted with its id gets its partitions back at
             once; ``False``: a dynamic member. Without an ``instance_id`` it is always dynamic.
         create_topics: create command topics that do not exist (with ``partitions``). Default:
-            a missing command topic stops the participant at start, after waiting up to the
-            connect timeout for it (the worker of the saga that sends to it creates it, and so
+            a missing command topic stops the participant at start, after waiting up to three
+            connect timeouts for it (the worker of the saga that sends to it creates it, and so
             does ``sagas topics apply``), so a misspelt topic is reported, not waited on.
 
     The participant refuses to start when another consumer group reads one of its command topics

@@ -5,7 +5,7 @@ and the Faust participant).
   (``Participant(create_topics=True)``, ``sagas participant --create-topics``): a handler on a
   misspelt topic would otherwise wait forever for commands nobody sends. The worker of the saga
   that sends to a topic creates it, and so does ``sagas topics apply``; a participant started
-  beside its worker waits up to its connect timeout for it.
+  beside its worker waits up to three times its connect timeout for it (30 s by default).
 * **No other consumer group reads them.** Each consumer group gets every command of a topic, so
   two participant groups on one command topic both answer each command, and the one without the
   handler answers with a ``no-handler`` failure that can make the other's saga compensate. A
@@ -52,12 +52,12 @@ def check_start(
         ConfigurationError: a command topic is missing, or read by another group.
     """
     wait = participant.settings.connect_timeout
-    metadata = command_topics(
+    metadata = command_topics(  # three connect timeouts: a worker started beside it has to connect
         admin,
         participant.topics,
         create=participant.create_topics,
         partitions=partitions,
-        wait=wait,
+        wait=3 * wait,
     )
     refuse_other_groups(admin, own, participant.topics, wait)
     return metadata
@@ -93,7 +93,12 @@ def command_topics(
         if time.monotonic() >= deadline:
             break
         if not told:
-            log.info("waiting up to %g s for the command topic(s) %s", wait, ", ".join(missing))
+            log.warning(
+                "command topic %s does not exist yet; waiting up to %g s for it (the worker of "
+                "the saga that sends to it creates it)",
+                ", ".join(missing),
+                wait,
+            )
             told = True
         time.sleep(0.5)
     names = ", ".join(missing)

@@ -63,7 +63,7 @@ def test_a_missing_command_topic_is_reported_and_created_only_when_asked(
     started = time.monotonic()
     with pytest.raises(ConfigurationError) as raised:
         participant.run(threading.Event())
-    assert time.monotonic() - started < 8
+    assert 5 < time.monotonic() - started < 12  # three connect timeouts of 2 s
     assert str(raised.value) == (
         f"command topic {topic} does not exist (no saga has sent to it); check the topic name of "
         "the handler, start the worker of the saga that sends to it (it creates it) or run sagas "
