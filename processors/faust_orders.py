@@ -17,7 +17,7 @@ from typing import Any
 import faust
 
 from processors.orders import NAMESPACE, make_app, participants
-from sagas.client import AsyncSagaClient
+from sagas.async_client import AsyncSagaClient
 from sagas.errors import SagaFailedError
 from sagas.faust import FaustParticipant, SagaWorkerService
 from sagas.settings import KafkaSettings

@@ -35,10 +35,12 @@ from sagas.errors import (
     DecodeError,
     DefinitionError,
     EnvironmentSetupError,
+    InputRefusedError,
     PayloadSchemaError,
     RegistryError,
     SagaError,
     SagaFailedError,
+    SagaStuckError,
     UnknownVersionError,
 )
 
@@ -69,6 +71,8 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "DecodeError",
     "UnknownVersionError",
     "SagaFailedError",
+    "SagaStuckError",
+    "InputRefusedError",
     "CommandFailed",
     "PayloadSchemaError",
     "RegistryError",
@@ -91,7 +95,7 @@ _LAZY = {
     "Worker": "sagas.runtime.process",
     "KafkaSettings": "sagas.settings",
     "SagaClient": "sagas.client",
-    "AsyncSagaClient": "sagas.client",
+    "AsyncSagaClient": "sagas.async_client",
     "Participant": "sagas.participants",
     "CommandContext": "sagas.participants",
     "NO_REPLY": "sagas.participants",
@@ -99,7 +103,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from sagas.app import App
-    from sagas.client import AsyncSagaClient, SagaClient
+    from sagas.async_client import AsyncSagaClient
+    from sagas.client import SagaClient
     from sagas.participants import NO_REPLY, CommandContext, Participant
     from sagas.runtime.process import Worker
     from sagas.settings import KafkaSettings

@@ -428,6 +428,9 @@ def status(
     if state.held is not None:  # a cancel or deadline waits for the pivot's answer
         outcome, why = state.held
         rows.append(("held", f"{why} (if the pivot was not done, the saga ends {outcome})"))
+    from sagas.operate.control import stuck_lines
+
+    rows += stuck_lines(state, op.namespace)
     if state.status == "in-doubt":
         rows.append(
             (

@@ -242,8 +242,8 @@ def resume(
     as_json: bool,
     op: Operator,
 ) -> int:
-    """Resume a failed saga at a step, or replay a parked saga's dead-lettered inputs once its
-    definition version is deployed again."""
+    """Resume a stuck saga once its fix is deployed, a failed saga at a step, or replay a parked
+    saga's dead-lettered inputs once its definition version is deployed again."""
     from sagas.operate import resume as do_resume
 
     state = _existing(op, saga_type, saga_id)
@@ -254,6 +254,11 @@ def resume(
         click.echo(
             f"replayed {len(done.report.replayed)} parked inputs of {saga_type} {saga_id} "
             f"to its inbox ({len(done.report.skipped)} replayed before)"
+        )
+    elif done.action == "retried":
+        click.echo(
+            f"resume sent to {saga_type} {saga_id}: the inputs it kept since it stuck at "
+            f"{done.step} are applied again with the code deployed now"
         )
     else:
         click.echo(f"resume sent to {saga_type} {saga_id}: step {done.step!r} runs again")

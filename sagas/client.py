@@ -16,7 +16,7 @@ sends its own ``query_token`` (default: the same environment variable).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import http.client
 import json
 import threading
@@ -25,26 +25,46 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start, Terminate
-from sagas.errors import BrokerError, ConfigurationError, DecodeError, SagaFailedError
+from sagas.errors import (
+    BrokerError,
+    ConfigurationError,
+    DecodeError,
+    InputRefusedError,
+)
 from sagas.kafka_io import INPUT_PRODUCER, kafka_errors, produce_and_wait, read_to_end
 from sagas.partitioning import partition_for
 from sagas.protocol import MAX_LIMIT, TOKEN_ENV, TopicNames, owner_key, token_from, workers_topic
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
+from sagas.watch import (
+    Events,
+    JournalWatch,
+    Verdict,
+    accepted_start,
+    at_rest,
+    ended,
+    no_answer,
+    outcome,
+    took_cancel,
+    took_signal,
+)
 from sagas.wire import input_record
 
 if TYPE_CHECKING:
     from sagas.operate.control import Resumed
     from sagas.operate.history import History
 
-__all__ = ["AsyncSagaClient", "SagaClient"]
+__all__ = ["SagaClient", "StartWait"]
 
 _Answer = tuple[int, dict[str, Any]]
+StartWait = Literal["accepted", "finished"]
+"""What ``start(wait=...)`` waits for: the worker journaled the start, or the saga ended."""
 
 
 class SagaClient:
@@ -82,6 +102,7 @@ class SagaClient:
         self._owners: dict[bytes, str] = {}
         self._owners_read = -1e9
         self._partitions: dict[str, int] = {}
+        self._journal: JournalWatch | None = None
 
     # ------------------------------------------------------------------------- writes
 
@@ -97,19 +118,95 @@ class SagaClient:
         )
         produce_and_wait(self._producer, rec, settings=self.settings)
 
-    def start(self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None) -> str:
-        """Start a saga; return its id. A second start with the same id starts nothing new."""
+    def start(
+        self,
+        saga_type: str,
+        data: dict[str, Any],
+        *,
+        saga_id: str | None = None,
+        wait: StartWait | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Start a saga; return its id.
+
+        With ``saga_id`` of a saga that exists, nothing is written: it raises. ``wait``:
+        ``"accepted"`` returns once a worker has journaled the start, ``"finished"`` once the
+        saga ended completed (see :meth:`result` for its data); both learn it from the journal,
+        pushed, within milliseconds of the worker's commit.
+
+        Raises:
+            InputRefusedError: a saga with this id exists (its status is in the error), or the
+                worker refused the start (the reason says why).
+            SagaStuckError: (with ``wait``) the saga's own code raised; it waits for an operator.
+            SagaFailedError: (``wait="finished"``) it ended compensated, failed or cancelled.
+            TimeoutError: (with ``wait``) no answer within ``timeout`` seconds (is a worker for
+                this saga type running?).
+        """
+        if wait not in (None, "accepted", "finished"):
+            raise ConfigurationError(f"wait={wait!r}: give 'accepted', 'finished' or None")
         sid = saga_id or uuid.uuid4().hex
-        self.send(saga_type, Start(sid, data))
+        if saga_id is not None:
+            existing = self.status(saga_type, sid)
+            if existing is not None:
+                raise InputRefusedError(
+                    f"saga {sid!r} of type {saga_type!r} already exists ({existing.status}): a "
+                    "start with its id starts nothing; give another id, or look at it with "
+                    f"sagas status {saga_type} {sid}",
+                    saga_id=sid,
+                    status=existing.status,
+                )
+        if wait is None:
+            self.send(saga_type, Start(sid, data))
+            return sid
+        with self._watching(saga_type, sid) as events:
+            self.send(saga_type, Start(sid, data))
+            deadline = time.monotonic() + timeout
+            self._await(saga_type, sid, events, deadline, accepted_start)
+            if wait == "finished":
+                self._await(saga_type, sid, events, deadline, ended, recheck=True)
+                outcome(saga_type, self._settled(saga_type, sid))
         return sid
 
-    def signal(self, saga_type: str, saga_id: str, name: str, payload: dict[str, Any]) -> None:
-        """Send a signal to a saga waiting for it (or about to)."""
-        self.send(saga_type, Signal(saga_id, name, payload))
+    def signal(
+        self,
+        saga_type: str,
+        saga_id: str,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        wait: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        """Send a signal to a saga waiting for it (or about to); with ``wait``, return once
+        the worker took it (received, buffered for a later wait, or kept by a stuck saga).
 
-    def cancel(self, saga_type: str, saga_id: str, reason: str = "cancelled by client") -> None:
-        """Ask a saga to stop and compensate (it refuses after its pivot; see its journal)."""
-        self.send(saga_type, Cancel(saga_id, reason))
+        Raises:
+            InputRefusedError: no such saga, it has ended, or (with ``wait``) the worker
+                ignored the signal; the message says which.
+            TimeoutError: (with ``wait``) no answer within ``timeout`` seconds.
+        """
+        self._alive(saga_type, saga_id, "signal")
+        self._answered(saga_type, saga_id, Signal(saga_id, name, payload), wait, timeout)
+
+    def cancel(
+        self,
+        saga_type: str,
+        saga_id: str,
+        reason: str = "cancelled by client",
+        *,
+        wait: bool = False,
+        timeout: float = 30.0,
+    ) -> None:
+        """Ask a saga to stop and compensate; with ``wait``, return once the worker took the
+        cancel (it compensates, or holds the cancel until its pivot in flight answers).
+
+        Raises:
+            InputRefusedError: no such saga, it has ended, or (with ``wait``) the worker
+                refused the cancel (after its pivot: the message says so).
+            TimeoutError: (with ``wait``) no answer within ``timeout`` seconds.
+        """
+        self._alive(saga_type, saga_id, "cancel")
+        self._answered(saga_type, saga_id, Cancel(saga_id, reason), wait, timeout)
 
     # ------------------------------------------------------------------------- reads
 
@@ -230,29 +327,116 @@ class SagaClient:
         ordered = sorted(found.values(), key=lambda s: (-s.updated_ms, s.saga_id))
         return ordered[:limit]
 
-    def result(
-        self, saga_type: str, saga_id: str, *, timeout: float = 60.0, poll: float = 0.5
-    ) -> dict[str, Any]:
-        """Wait for the saga to end; return its data if it completed.
+    def result(self, saga_type: str, saga_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for the saga to end; return its data if it completed. The end is pushed from
+        the journal (no polling): it returns within milliseconds of the worker's commit.
 
         Raises:
-            SagaFailedError: it ended compensated, failed or cancelled.
+            SagaFailedError: it ended compensated, failed, cancelled or terminated.
+            SagaStuckError: its own code raised; it waits for an operator.
             TimeoutError: it did not end within ``timeout`` seconds.
         """
-        wait = _Wait(saga_id, timeout)
-        while (outcome := wait.outcome(self.status(saga_type, saga_id))) is None:
-            time.sleep(poll)
-        return outcome
+        deadline = time.monotonic() + timeout
+        with self._watching(saga_type, saga_id) as events:
+            state = self.status(saga_type, saga_id)
+            if state is None or not at_rest(state):
+                self._await(saga_type, saga_id, events, deadline, ended, recheck=True)
+                state = self._settled(saga_type, saga_id)
+        return outcome(saga_type, state)
 
     def close(self) -> None:
         """Flush pending writes and release the clients."""
         self._producer.flush(30)
+        if self._journal is not None:
+            self._journal.close()
         with self._lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
 
     # ------------------------------------------------------------------------- internals
+
+    def journal(self) -> JournalWatch:
+        """This client's one journal reader (made on first use)."""
+        with self._lock:
+            if self._journal is None:
+                self._journal = JournalWatch(
+                    self.settings, self.namespace, self.serde, self._partition_count
+                )
+            return self._journal
+
+    @contextlib.contextmanager
+    def _watching(self, saga_type: str, saga_id: str) -> Iterator[Events]:
+        events = Events()
+        stop = self.journal().watch(saga_type, saga_id, events)
+        try:
+            yield events
+        finally:
+            stop()
+
+    def _await(
+        self,
+        saga_type: str,
+        saga_id: str,
+        events: Events,
+        deadline: float,
+        verdict: Verdict,
+        *,
+        recheck: bool = False,
+    ) -> None:
+        """Wait for the event ``verdict`` accepts (it raises for a refusal). ``recheck``: look
+        at the status once after a second, for an end committed while the reader started."""
+        again = time.monotonic() + 1.0 if recheck else None
+        while True:
+            event = events.next(min(deadline, again or deadline))
+            if event is not None:
+                if verdict(saga_type, event):
+                    return
+                continue
+            if again is not None and time.monotonic() >= again:
+                again = None
+                state = self.status(saga_type, saga_id)
+                if state is not None and at_rest(state):
+                    return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(no_answer(self.namespace, saga_type, saga_id, verdict))
+
+    def _settled(self, saga_type: str, saga_id: str) -> SagaState:
+        """The state once the store has the end the journal showed (it follows the commit)."""
+        until = time.monotonic() + 5.0
+        while True:
+            state = self.status(saga_type, saga_id)
+            if state is not None and (at_rest(state) or time.monotonic() > until):
+                return state
+            time.sleep(0.005)
+
+    def _alive(self, saga_type: str, saga_id: str, what: str) -> SagaState:
+        """The saga's state, which must exist and not have ended, else the input is refused."""
+        state = self.status(saga_type, saga_id)
+        if state is None:
+            raise InputRefusedError(
+                f"no saga {saga_id!r} of type {saga_type!r} in namespace {self.namespace!r}: "
+                f"the {what} was not sent",
+                saga_id=saga_id,
+            )
+        if state.terminal:
+            raise InputRefusedError(
+                f"saga {saga_id!r} already ended {state.status}: the {what} was not sent",
+                saga_id=saga_id,
+                status=state.status,
+            )
+        return state
+
+    def _answered(
+        self, saga_type: str, saga_id: str, inp: Signal | Cancel, wait: bool, timeout: float
+    ) -> None:
+        if not wait:
+            self.send(saga_type, inp)
+            return
+        verdict = took_signal(inp.name) if isinstance(inp, Signal) else took_cancel
+        with self._watching(saga_type, saga_id) as events:
+            self.send(saga_type, inp)
+            self._await(saga_type, saga_id, events, time.monotonic() + timeout, verdict)
 
     def _ask(self, url: str) -> _Answer | None:
         """GET a query endpoint: (status, JSON body), or ``None`` when it does not answer.
@@ -350,112 +534,5 @@ class SagaClient:
         }
 
 
-class _Wait:
-    """The one rule of ``result()``, sync and async: a finished saga's data, ``None`` while it
-    runs, an error once it failed or the time is up."""
-
-    def __init__(self, saga_id: str, timeout: float) -> None:
-        self.saga_id = saga_id
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
-        self.seen = False
-
-    def outcome(self, state: SagaState | None) -> dict[str, Any] | None:
-        """The data of a completed saga, or ``None`` to look again.
-
-        Raises:
-            SagaFailedError: it ended compensated, failed, cancelled or terminated.
-            TimeoutError: it did not end in time.
-        """
-        self.seen = self.seen or state is not None
-        if state is not None and state.terminal:
-            if state.status == "completed":
-                return dict(state.data)
-            raise SagaFailedError(state.saga_id, state.status, state.reason)
-        if time.monotonic() > self.deadline:
-            why = (
-                ""
-                if self.seen
-                else " (no such saga: never started, or it ended longer ago than its retention)"
-            )
-            raise TimeoutError(f"saga {self.saga_id!r} did not end within {self.timeout:.0f}s{why}")
-        return None
-
-
 def _quote(part: str) -> str:
     return urllib.parse.quote(part, safe="")
-
-
-class AsyncSagaClient:
-    """The asyncio face of :class:`SagaClient`: the same methods, awaitable.
-
-    Blocking Kafka and HTTP calls run on worker threads (``asyncio.to_thread``), so the event loop
-    never waits on I/O. (``confluent_kafka.aio.AIOProducer`` is not used: its batched produce
-    refuses headers, and the wire contract needs them.)
-    """
-
-    def __init__(self, settings: KafkaSettings, namespace: str, **options: Any) -> None:
-        self.sync = SagaClient(settings, namespace, **options)
-
-    async def start(
-        self, saga_type: str, data: dict[str, Any], *, saga_id: str | None = None
-    ) -> str:
-        """See :meth:`SagaClient.start`."""
-        return await asyncio.to_thread(self.sync.start, saga_type, data, saga_id=saga_id)
-
-    async def signal(
-        self, saga_type: str, saga_id: str, name: str, payload: dict[str, Any]
-    ) -> None:
-        """See :meth:`SagaClient.signal`."""
-        await asyncio.to_thread(self.sync.signal, saga_type, saga_id, name, payload)
-
-    async def cancel(
-        self, saga_type: str, saga_id: str, reason: str = "cancelled by client"
-    ) -> None:
-        """See :meth:`SagaClient.cancel`."""
-        await asyncio.to_thread(self.sync.cancel, saga_type, saga_id, reason)
-
-    async def terminate(self, saga_type: str, saga_id: str, reason: str, *, by: str) -> None:
-        """See :meth:`SagaClient.terminate`."""
-        await asyncio.to_thread(self.sync.terminate, saga_type, saga_id, reason, by=by)
-
-    async def resume(
-        self, saga_type: str, saga_id: str, *, by: str, step: str | None = None
-    ) -> Resumed:
-        """See :meth:`SagaClient.resume`."""
-        return await asyncio.to_thread(self.sync.resume, saga_type, saga_id, by=by, step=step)
-
-    async def settle(
-        self, saga_type: str, saga_id: str, *, done: bool, reason: str, by: str
-    ) -> SagaState:
-        """See :meth:`SagaClient.settle`."""
-        return await asyncio.to_thread(
-            self.sync.settle, saga_type, saga_id, done=done, reason=reason, by=by
-        )
-
-    async def history(self, saga_type: str, saga_id: str, **window: int | None) -> History:
-        """See :meth:`SagaClient.history`."""
-        return await asyncio.to_thread(self.sync.history, saga_type, saga_id, **window)
-
-    async def status(self, saga_type: str, saga_id: str) -> SagaState | None:
-        """See :meth:`SagaClient.status`."""
-        return await asyncio.to_thread(self.sync.status, saga_type, saga_id)
-
-    async def list(
-        self, saga_type: str, *, status: str | None = None, limit: int = 100
-    ) -> list[SagaState]:
-        """See :meth:`SagaClient.list`."""
-        return await asyncio.to_thread(self.sync.list, saga_type, status=status, limit=limit)
-
-    async def result(
-        self, saga_type: str, saga_id: str, *, timeout: float = 60.0, poll: float = 0.5
-    ) -> dict[str, Any]:
-        """See :meth:`SagaClient.result`; waits with ``asyncio.sleep`` between looks."""
-        wait = _Wait(saga_id, timeout)
-        while (outcome := wait.outcome(await self.status(saga_type, saga_id))) is None:
-            await asyncio.sleep(poll)
-        return outcome
-
-    async def close(self) -> None:
-        """See :meth:`SagaClient.close`."""
-        await asyncio.to_thread(self.sync.close)

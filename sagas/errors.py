@@ -13,6 +13,9 @@
     ├── RegistryError            the schema registry did not answer or refused a schema
     ├── UnknownVersionError      an in-flight saga runs on a definition version this worker lacks
     ├── SagaFailedError          the saga ended compensated, failed or cancelled (client ``result``)
+    ├── SagaStuckError           an error in the saga's own code stopped it (client ``result``)
+    ├── InputRefusedError        the client's input was refused: no such saga, it ended, it
+    │                            exists already, or the worker ignored it (the reason says)
     └── CommandFailed            raised by a participant handler; ``retryable`` picks the outcome
 
 Errors never shadow built-ins, and errors translated from another library keep their cause
@@ -31,10 +34,12 @@ __all__ = [
     "DecodeError",
     "DefinitionError",
     "EnvironmentSetupError",
+    "InputRefusedError",
     "PayloadSchemaError",
     "RegistryError",
     "SagaError",
     "SagaFailedError",
+    "SagaStuckError",
     "UnknownVersionError",
 ]
 
@@ -144,6 +149,29 @@ class SagaFailedError(SagaError):
         self.saga_id = saga_id
         self.status = status
         self.reason = reason
+
+
+class SagaStuckError(SagaError):
+    """A saga is ``stuck``: its own code raised (``step``, ``message``); it waits for an
+    operator to resume it after a fix, or to cancel it."""
+
+    def __init__(self, saga_type: str, saga_id: str, step: str | None, message: str) -> None:
+        super().__init__(
+            f"saga {saga_id!r} is stuck at {step or 'its start'}: {message}; fix the code, deploy "
+            f"it, then resume it (sagas resume {saga_type} {saga_id}) or cancel it"
+        )
+        self.saga_id = saga_id
+        self.step = step
+
+
+class InputRefusedError(SagaError):
+    """An input was refused: the saga does not exist, has ended, exists already (a start), or
+    the worker ignored it; ``status`` is the saga's, when it has one."""
+
+    def __init__(self, message: str, *, saga_id: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+        self.status = status
 
 
 class CommandFailed(SagaError):  # noqa: N818 - reads as what happened: the command failed

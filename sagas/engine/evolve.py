@@ -54,6 +54,9 @@ stuck              step, error, message, frames, input, fresh — the saga's own
 kept               input — an input that came while the saga was stuck, kept for its resume
 unstuck            by, action — an operator resumed, cancelled, terminated or settled a stuck
                    saga: its status and timers come back, its kept inputs are applied again
+refused            input, reason, record — written by the worker: an input for this saga id was
+                   dead-lettered (undecodable, or in the wrong partition); ``record`` is where
+                   it was (topic[partition]@offset)
 parked             reason — written by the worker: no definition of the saga's version here
 expired            retention_ms — written by the worker: a finished saga's retention ran out, and
                    its snapshot left the state topic (the state is gone)
@@ -125,7 +128,7 @@ def _set_cmd(state: SagaState, b: dict[str, Any]) -> SagaState:
 def evolve(state: SagaState | None, event: JournalEvent) -> SagaState | None:
     """The state after ``event``. Pure; ``ignored`` events return ``state`` unchanged."""
     t, b = event.type, event.body
-    if t in ("ignored", "parked"):
+    if t in ("ignored", "parked", "refused"):
         return state
     if t == "expired":  # a finished saga's retention ran out: it is gone
         return None

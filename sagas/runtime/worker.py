@@ -336,14 +336,30 @@ class SagaWorker:
         try:
             inp = decode_input(msg.key(), msg.value(), msg.headers(), self.serde)
         except DecodeError as exc:
-            batch.dead_letter(msg, f"undecodable input: {exc}")
+            self._refuse(batch, msg, None, f"undecodable input: {exc}")
             return
         wrong = inbox_check(msg.key(), inp.saga_id, where[1], self.inbox_partitions)
         if wrong is not None:
             self.metrics.rejected_inputs += 1
-            batch.dead_letter(msg, f"misplaced input: {wrong}")
+            self._refuse(batch, msg, inp, f"misplaced input: {wrong}")
             return
         self._apply(batch, where[1], inp, self.clock_ms(), msg)
+
+    def _refuse(self, batch: _Batch, msg: Message, inp: Input | None, reason: str) -> None:
+        """Dead-letter an input, and journal ``refused`` for its saga id when it has one, so
+        the client that sent it (``start(wait=...)``) and the saga's history say so."""
+        batch.dead_letter(msg, reason)
+        key = msg.key()
+        saga_id = (
+            inp.saga_id if inp is not None else (key.decode("utf-8", "replace") if key else "")
+        )
+        if not saga_id:
+            return
+        topic, partition, offset = position(msg)
+        kind = type(inp).__name__.lower() if inp is not None else "unknown"
+        body = {"input": kind, "reason": reason, "record": f"{topic}[{partition}]@{offset}"}
+        event = JournalEvent("refused", saga_id, self.clock_ms(), body)
+        self._journal(batch, [event], self.app.latest(self.saga_type).version, position(msg))
 
     def finish(self, batch: _Batch) -> None:
         """Fire the due timers of caught-up partitions, then write the batch's snapshots."""

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from sagas_under_test import make_app
 
-from sagas.client import AsyncSagaClient
+from sagas.async_client import AsyncSagaClient
 from sagas.errors import SagaFailedError
 from sagas.faust import SagaWorkerService
 from sagas.settings import KafkaSettings
@@ -49,7 +49,7 @@ async def start_orders(stream: Any) -> None:
         data = json.loads(event.value)
         await client.start("order", data, saga_id=saga_id)
         try:
-            await client.result("order", saga_id, timeout=120, poll=0.2)
+            await client.result("order", saga_id, timeout=120)
             outcome = b"completed"
         except SagaFailedError as exc:
             outcome = f"failed: {exc}".encode()

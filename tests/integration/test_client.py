@@ -13,7 +13,8 @@ from kafka_util import read_all
 from runtime_util import Running
 
 from sagas.app import workers_topic
-from sagas.client import AsyncSagaClient, SagaClient
+from sagas.async_client import AsyncSagaClient
+from sagas.client import SagaClient
 from sagas.errors import SagaFailedError
 from sagas.serde.records import decode_events, decode_payload
 

@@ -25,7 +25,8 @@ from test_cli import user_env
 
 from sagas import Saga, step
 from sagas.app import App
-from sagas.client import AsyncSagaClient, SagaClient
+from sagas.async_client import AsyncSagaClient
+from sagas.client import SagaClient
 from sagas.dev.kafka import free_port
 from sagas.participants import CommandContext, Participant
 from sagas.runtime.process import Worker

@@ -20,6 +20,7 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.dsl import Saga, call, step
 from sagas.engine.model import SagaState
+from sagas.errors import InputRefusedError, SagaStuckError
 from sagas.participants import CommandContext, Participant
 from sagas.protocol import TopicNames
 from sagas.runtime.process import run_worker
@@ -201,3 +202,74 @@ def test_a_payload_that_does_not_fit_its_schema_is_stuck_with_the_reason(world: 
     assert state.stuck["error"] == "PayloadSchemaError"
     assert state.stuck["status"] is None  # the start is kept: the saga never began
     assert world.ledger("m-1") == []
+
+
+# ------------------------------------------------------------------ answers the client gets
+
+
+def test_start_waits_for_the_worker_and_every_refusal_says_why(world: World) -> None:
+    c = world.client
+    sid = c.start("order", {"customer": "c-3", "items": ["x"]}, saga_id="o-3", wait="accepted")
+    assert sid == "o-3"
+    assert c.result("order", "o-3", timeout=60) == {"customer": "c-3", "items": ["x"]}
+    with pytest.raises(
+        InputRefusedError, match=r"'o-3' of type 'order' already exists \(completed\)"
+    ):
+        c.start("order", {"customer": "c-3"}, saga_id="o-3")
+    with pytest.raises(SagaStuckError, match=r"stuck at charge: .*does not fit"):
+        c.start("misfit", {}, saga_id="m-2", wait="accepted")
+    with pytest.raises(SagaStuckError, match=r"stuck at reserve-stock: .*KeyError\('items'\)"):
+        c.start("order", {"customer": "c-4"}, wait="finished")
+    assert c.start("order", {"customer": "c-5", "items": []}, wait="finished")
+
+
+def test_signals_and_cancels_are_answered(world: World) -> None:
+    c = world.client
+    with pytest.raises(InputRefusedError, match="no saga 'nope' of type 'order'"):
+        c.signal("order", "nope", "go", {})
+    with pytest.raises(InputRefusedError, match="no saga 'nope'"):
+        c.cancel("order", "nope")
+    c.start("order", {"customer": "c-6", "items": []}, saga_id="o-6", wait="finished")
+    with pytest.raises(InputRefusedError, match="'o-6' already ended completed: the signal"):
+        c.signal("order", "o-6", "go", {})
+    with pytest.raises(InputRefusedError, match="already ended completed: the cancel was not"):
+        c.cancel("order", "o-6")
+
+    c.start("order", {"customer": "c-7"}, saga_id="o-7")  # stuck at reserve-stock
+    with pytest.raises(SagaStuckError, match="stuck at reserve-stock"):
+        c.result("order", "o-7", timeout=60)
+    c.signal("order", "o-7", "note", {}, wait=True)  # kept by the stuck saga
+    assert world.wait("order", "o-7", "stuck").kept[-1]["name"] == "note"
+    c.cancel("order", "o-7", "no items", wait=True)  # taken: it compensates
+    world.wait("order", "o-7", "cancelled")
+    assert world.ledger("o-7") == []
+
+
+def test_an_input_written_to_the_wrong_partition_is_refused_in_the_sagas_history(
+    world: World,
+) -> None:
+    from confluent_kafka import Producer
+
+    from sagas.engine.model import Start
+    from sagas.partitioning import partition_for
+    from sagas.wire import input_record
+
+    inbox = TopicNames(world.ns, "order").inbox
+    record = input_record(inbox, Start("o-9", {"customer": "c-9"}), world.client.serde)
+    wrong = (partition_for(b"o-9", 2) + 1) % 2
+    before = int(time.time() * 1000) - 1000
+    producer = Producer({"bootstrap.servers": world.settings.bootstrap_servers})
+    producer.produce(inbox, record.value, b"o-9", partition=wrong, headers=record.headers)
+    producer.flush(10)
+    deadline = time.monotonic() + 60
+    while True:
+        history = world.client.history("order", "o-9", since_ms=before)
+        refused = [e for e in history.entries if e.event == "refused"]
+        if refused:
+            break
+        assert time.monotonic() < deadline, "no refused event"
+        time.sleep(0.3)
+    assert refused[0].reason is not None
+    assert refused[0].reason.startswith("misplaced input")
+    assert refused[0].body["record"] == f"{inbox}[{wrong}]@0"
+    assert world.client.status("order", "o-9") is None
