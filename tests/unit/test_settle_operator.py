@@ -11,7 +11,8 @@ import click
 import pytest
 
 from sagas import App, Saga, step
-from sagas.cli import _status_line, cli, main
+from sagas.cli import cli, main
+from sagas.cli.operate import _status_line
 from sagas.engine.model import (
     Cancel,
     ChildCancel,
