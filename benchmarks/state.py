@@ -231,7 +231,7 @@ def lateness(bootstrap: str, pending: int, firing: int, rate: float = 200.0) -> 
         running.wait_restored(pending)
         began = time.monotonic()
         for i in range(firing):
-            rec = input_record(inbox, Start(f"live-{i}", order_data(i)))
+            rec = input_record(inbox, Start(f"live-{i}", order_data(i)), app.serde)
             producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
             producer.poll(0)
             time.sleep(max(0.0, began + (i + 1) / rate - time.monotonic()))

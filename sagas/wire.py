@@ -70,11 +70,11 @@ from sagas.protocol import (
     dead_letter_headers,
     traceparent,
 )
-from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
     from sagas.app import App
     from sagas.dsl.program import Program
+    from sagas.serde.records import Serde
 
 __all__ = [
     "OUTCOMES",
@@ -134,16 +134,15 @@ def _h(**items: str | int | None) -> Headers:
 
 
 def decode_input(
-    key: bytes | None, value: bytes | None, headers: RawHeaders, serde: Serde | None = None
+    key: bytes | None, value: bytes | None, headers: RawHeaders, serde: Serde
 ) -> Input:
-    """Turn an inbox record into an engine input (payloads read with ``serde``, else the
-    default one).
+    """Turn an inbox record into an engine input (payloads read with ``serde``).
 
     Raises:
         DecodeError: the record is not a valid input; the reason says what is wrong.
     """
     h = header_dict(headers)
-    decode_payload = (serde or default_serde()).decode_payload
+    decode_payload = serde.decode_payload
     saga_id = h.get("saga-id") or (key.decode("utf-8", "replace") if key else "")
     if not saga_id:
         raise DecodeError("no saga id: set the record key or the saga-id header", record=value)
@@ -196,11 +195,11 @@ def decode_input(
 
 
 def input_record(
-    topic: str, inp: Input, serde: Serde | None = None, *, saga_type: str | None = None
+    topic: str, inp: Input, serde: Serde, *, saga_type: str | None = None
 ) -> OutRecord:
     """The inbox record of an input (what the client and the runtime send); with
     ``saga_type``, a start carries the saga's W3C ``traceparent``."""
-    encode_payload = (serde or default_serde()).encode_payload
+    encode_payload = serde.encode_payload
     key = inp.saga_id.encode()
     if isinstance(inp, Start):
         p = inp.parent
@@ -250,7 +249,7 @@ def reply_record(
     payload: dict[str, Any],
     *,
     schema: str | None = None,
-    serde: Serde | None = None,
+    serde: Serde,
     trace: str | None = None,
 ) -> OutRecord:
     """A participant's reply to ``command_id``, for the command's ``reply-to`` topic; written
@@ -267,12 +266,12 @@ def reply_record(
         outcome=outcome,
         traceparent=trace,
     )
-    value = (serde or default_serde()).encode_payload(payload, schema)
+    value = serde.encode_payload(payload, schema)
     return OutRecord(topic, saga_id.encode(), value, headers)
 
 
 def command_record(
-    cmd: CommandOut, reply_to: str, schema: str | None = None, serde: Serde | None = None
+    cmd: CommandOut, reply_to: str, schema: str | None = None, *, serde: Serde
 ) -> OutRecord:
     """A command for a participant, with the contract's headers; its payload is written as the
     Avro record ``schema`` when given, else as ``sagas.Payload``.
@@ -291,7 +290,7 @@ def command_record(
         deadline=cmd.deadline_ms,
         traceparent=traceparent(cmd.saga_type, cmd.saga_id),
     )
-    value = (serde or default_serde()).encode_payload(cmd.payload, schema)
+    value = serde.encode_payload(cmd.payload, schema)
     return OutRecord(cmd.topic, cmd.saga_id.encode(), value, headers)
 
 
@@ -310,7 +309,7 @@ def decision_records(
     serde = serde or app.serde
     reply_to = app.topics(program.name).inbox
     records = [
-        command_record(cmd, reply_to, app.payload_schema(program, cmd.command_type), serde)
+        command_record(cmd, reply_to, app.payload_schema(program, cmd.command_type), serde=serde)
         for cmd in decision.commands
     ]
     records += [
@@ -328,18 +327,18 @@ def decision_records(
     return records
 
 
-def child_start_record(child: ChildStart, inbox: str, serde: Serde | None = None) -> OutRecord:
+def child_start_record(child: ChildStart, inbox: str, serde: Serde) -> OutRecord:
     """The start of a child saga, for the child type's inbox."""
     return input_record(inbox, Start(child.saga_id, child.data, child.parent), serde)
 
 
-def child_cancel_record(cancel: ChildCancel, inbox: str, serde: Serde | None = None) -> OutRecord:
+def child_cancel_record(cancel: ChildCancel, inbox: str, serde: Serde) -> OutRecord:
     """A parent's cancel of a running child saga, for the child type's inbox: the same record
     as a client's :class:`Cancel`."""
     return input_record(inbox, Cancel(cancel.saga_id, cancel.reason), serde)
 
 
-def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = None) -> OutRecord:
+def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde) -> OutRecord:
     """A child saga's result, for the parent's inbox."""
     p = reply.parent
     return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload, serde=serde)

@@ -188,6 +188,7 @@ class Worker:
                 host=self.query_host,
                 port=self.query_port,
                 advertise=self.advertise_url,
+                serde=self.app.serde,
             )
 
     def _serve_metrics(self, workers: list[SagaWorker]) -> Any:

@@ -16,8 +16,11 @@ from sagas.engine.model import SagaState
 from sagas.partitioning import partition_for
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_payload
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 
 @dataclass
@@ -81,5 +84,7 @@ def owner_url(
 ) -> tuple[str, int]:
     """The query URL of the worker that owns ``saga_id``'s partition, and the partition."""
     p = partition_for(saga_id.encode(), rt.app.partitions)
-    owners = {k: decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))}
+    owners = {
+        k: SERDE.decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))
+    }
     return str(owners[f"{saga_type}/{p}".encode()]["url"]), p

@@ -17,7 +17,11 @@ from test_cli_operate import Shop, running
 
 from sagas.engine.model import Start
 from sagas.partitioning import partition_for
+from sagas.serde import Serde
 from sagas.wire import input_record
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -28,6 +32,7 @@ from sagas import Saga, step, wait_signal
 from sagas.app import App
 from sagas.errors import CommandFailed
 from sagas.participants import Participant
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 
 NS = "{ns}"
@@ -154,7 +159,7 @@ def test_resume_runs_a_failed_saga_on_from_its_failed_step(ops: Ops) -> None:
 
 def test_a_misplaced_start_is_listed_then_replayed_once(ops: Ops) -> None:
     inbox = f"{ops.ns}.ship.inbox"
-    rec = input_record(inbox, Start("d-1", {"to": "cy"}))
+    rec = input_record(inbox, Start("d-1", {"to": "cy"}), SERDE)
     wrong = 1 - partition_for(b"d-1", 2)
     producer = Producer({"bootstrap.servers": ops.bootstrap})
     producer.produce(inbox, key=rec.key, value=rec.value, headers=rec.headers, partition=wrong)

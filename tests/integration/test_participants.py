@@ -17,9 +17,12 @@ from kafka_util import create_topic, read_all
 from sagas.engine.model import CommandOut
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.serde.records import decode_payload
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import command_record
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -32,7 +35,7 @@ def send_commands(bootstrap: str, commands: list[CommandOut], reply_to: str) -> 
 
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     for cmd in commands:
-        rec = command_record(cmd, reply_to)
+        rec = command_record(cmd, reply_to, serde=SERDE)
         producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
     assert producer.flush(30) == 0
 
@@ -55,7 +58,7 @@ def replies_by_command(bootstrap: str, topic: str, expect: int) -> dict[str, lis
     out: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for _key, value, headers in read_all(bootstrap, topic, expect=expect, with_headers=True):
         out[headers["command-id"]].append(
-            {"outcome": headers["outcome"], "payload": decode_payload(value)}
+            {"outcome": headers["outcome"], "payload": SERDE.decode_payload(value)}
         )
     return out
 
@@ -220,7 +223,8 @@ def test_kafka_effects_and_replies_survive_kills_exactly_once(
     assert kills >= 2, "the participant finished before it could be killed; send more commands"
 
     effects = collections.Counter(
-        decode_payload(value)["command_id"] for _, value in read_all(bootstrap, f"{topic}.effects")
+        SERDE.decode_payload(value)["command_id"]
+        for _, value in read_all(bootstrap, f"{topic}.effects")
     )
     replies = replies_by_command(bootstrap, inbox, expect=total)
     expected = {c.command_id for c in commands}

@@ -24,8 +24,11 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_events, decode_state
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -87,7 +90,7 @@ def latest_states(bootstrap: str, app: App) -> dict[str, SagaState]:
     for saga_type in SAGAS:
         for key, value in read_all(bootstrap, app.topics(saga_type).state):
             if key is not None and value is not None:
-                states[key.decode()] = decode_state(value)
+                states[key.decode()] = SERDE.decode_state(value)
     return states
 
 
@@ -192,7 +195,7 @@ def check_deadlines(bootstrap: str, app: App) -> int:
     fired = 0
     for saga_type in SAGAS:
         journal = read_all(bootstrap, app.topics(saga_type).journal)
-        for event in (e for _, value in journal for e in decode_events(value)[0]):
+        for event in (e for _, value in journal for e in SERDE.decode_events(value)[0]):
             if event.type == "timer_set":
                 due[(event.saga_id, event.body["timer_id"])] = event.body["due_ms"]
             elif event.type == "timer_fired":

@@ -2,8 +2,7 @@
 
 The registry is :mod:`registry_server`, a test double of the Confluent REST API (not the real
 server). The settings come from ``SAGAS_SCHEMA_REGISTRY_URL``; the worker, the client and the
-participants configure the registry themselves from their settings. The teardown switches this
-process back to fingerprints.
+participants each build their serde from their settings.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from runtime_util import Running, start_runtime
 from sagas_under_test import make_app
 
 from sagas.app import TopicNames
-from sagas.serde import configure
-from sagas.serde.records import Serde
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -38,7 +36,6 @@ def rt(bootstrap: str, unique: str, registry: RegistryDouble) -> Iterator[Runnin
         yield running
     finally:
         running.shutdown()
-        configure(None)
 
 
 def _ids(values: list[bytes]) -> set[int]:
