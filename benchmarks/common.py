@@ -24,8 +24,8 @@ from sagas import Saga, call, step
 from sagas.app import App
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
 from sagas.serde import Serde
+from sagas.settings import KafkaSettings
 
 PARTITIONS = 6
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,11 +37,11 @@ from sagas.app import App
 from sagas.engine import transition
 from sagas.engine.model import JournalEvent, SagaState, Start
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.observe import Observer
 from sagas.runtime.store import PartitionStore
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.worker import SagaWorker
+from sagas.settings import KafkaSettings
 from sagas.wire import input_record, read_summary, summary_header
 
 DAY_MS = 86_400_000

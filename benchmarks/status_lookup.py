@@ -35,9 +35,9 @@ from sagas.client import SagaClient
 from sagas.engine import transition
 from sagas.engine.model import Start
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
+from sagas.settings import KafkaSettings
 
 
 def make_app(namespace: str, partitions: int) -> App:

@@ -37,8 +37,8 @@ from benchmarks.common import (
     stop_all,
 )
 from sagas.engine.model import Start
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import TopicSpec, create_missing, ensure_topics
+from sagas.settings import KafkaSettings
 from sagas.wire import input_record
 
 

@@ -67,7 +67,6 @@ from sagas.protocol import (
     STATE_SUMMARY,
     Headers,
     RawHeaders,
-    dead_letter_headers,
     traceparent,
 )
 
@@ -78,12 +77,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTCOMES",
-    "Headers",
     "OutRecord",
     "StateSummary",
     "child_cancel_record",
     "command_record",
-    "dead_letter_headers",
     "decision_records",
     "decode_input",
     "header_dict",

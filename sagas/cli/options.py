@@ -250,9 +250,9 @@ class Operator:
             ConfigurationError: a flag is wrong, or the saga type has no topics in the namespace.
             BrokerUnavailableError: no broker answered within the connect timeout.
         """
-        from sagas.app import TopicNames
         from sagas.client import SagaClient
         from sagas.kafka_io import kafka_errors
+        from sagas.protocol import TopicNames
         from sagas.runtime.topics import connect
 
         settings = self.settings()

@@ -42,9 +42,10 @@ from sagas.errors import BrokerError, ConfigurationError, DecodeError
 from sagas.faust._committed import CommittedCommands, offset_of
 from sagas.faust._recorded import Recorded
 from sagas.participants import Participant
+from sagas.protocol import dead_letter_headers
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.runtime.transactions import Transactions
-from sagas.wire import OutRecord, dead_letter_headers, header_dict
+from sagas.wire import OutRecord, header_dict
 
 __all__ = ["FaustParticipant"]
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["TracingObserver", "saga_trace_ids"]  # saga_trace_ids: from sagas.protocol
+__all__ = ["TracingObserver"]
 
 _MS = 1_000_000  # nanoseconds
 

@@ -54,12 +54,12 @@ from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.ids import public_command_id
 from sagas.engine.model import Outcome
 from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
-from sagas.protocol import INBOX_TOPIC, RawHeaders, participant_dlq, replies_topic
+from sagas.protocol import INBOX_TOPIC, Headers, RawHeaders, participant_dlq, replies_topic
 from sagas.runtime.observe import Observer
 from sagas.serde.payloads import from_record
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
-from sagas.wire import Headers, OutRecord, header_dict, reply_record
+from sagas.wire import OutRecord, header_dict, reply_record
 
 __all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
 

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from sagas.runtime.worker import SagaWorker
     from sagas.serde.records import Serde
 
-__all__ = ["MAX_LIMIT", "TOKEN_ENV", "QueryServer", "owner_key", "token_from"]
+__all__ = ["QueryServer"]
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,5 @@ process-wide default.
 
 from sagas.serde.avro import SchemaStore
 from sagas.serde.records import Serde
-from sagas.serde.registry import RegistryError
 
-__all__ = ["RegistryError", "SchemaStore", "Serde"]
+__all__ = ["SchemaStore", "Serde"]

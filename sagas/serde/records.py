@@ -12,10 +12,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.model import JournalEvent, SagaState
 from sagas.errors import DecodeError, DefinitionError, PayloadSchemaError
 from sagas.serde.avro import SchemaStore, schema_dir
-from sagas.serde.payloads import SchemaSpec, full_name, load_schema
+from sagas.serde.payloads import full_name, load_schema
 
 __all__ = ["Serde"]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from sagas.errors import ConfigurationError, RegistryError
 
-__all__ = ["ConfluentRegistry", "RegistryError"]
+__all__ = ["ConfluentRegistry"]
 
 _HTTP_NOT_FOUND = 404
 

@@ -54,9 +54,9 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.dev.kafka import LocalKafka, LocalKafkaCluster, free_port
 from sagas.errors import BrokerError
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde
+from sagas.settings import KafkaSettings
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

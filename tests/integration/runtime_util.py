@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from kafka_util import read_all
 from sagas_under_test import Participants
 
-from sagas.app import App, workers_topic
+from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.partitioning import partition_for
+from sagas.protocol import workers_topic
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde

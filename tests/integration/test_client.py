@@ -12,9 +12,9 @@ import pytest
 from kafka_util import read_all
 from runtime_util import Running
 
-from sagas.app import workers_topic
 from sagas.client import AsyncSagaClient, SagaClient
 from sagas.errors import SagaFailedError
+from sagas.protocol import workers_topic
 from sagas.serde import Serde
 
 SERDE = Serde()

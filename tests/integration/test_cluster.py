@@ -21,7 +21,7 @@ from test_resilience import MIX, PLAN, wait_all_terminal
 
 from sagas.client import SagaClient
 from sagas.participants import CommandContext
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 from tests.chaos.scenario import check
 
 pytestmark = pytest.mark.kafka

@@ -22,7 +22,8 @@ def test_one_saga_makes_one_trace_with_its_spans_in_order(bootstrap: str, unique
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from sagas.observe.tracing import TracingObserver, saga_trace_ids
+    from sagas.observe.tracing import TracingObserver
+    from sagas.protocol import saga_trace_ids
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -32,7 +32,6 @@ from sagas import Saga, step, wait_signal
 from sagas.app import App
 from sagas.errors import CommandFailed
 from sagas.participants import Participant
-from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 
 NS = "{ns}"

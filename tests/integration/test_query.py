@@ -25,7 +25,8 @@ from sagas.client import SagaClient
 from sagas.engine import public_command_id
 from sagas.engine.model import Start
 from sagas.errors import ConfigurationError
-from sagas.runtime.query import TOKEN_ENV, QueryServer
+from sagas.protocol import TOKEN_ENV
+from sagas.runtime.query import QueryServer
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import input_record

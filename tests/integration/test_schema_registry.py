@@ -15,7 +15,7 @@ from registry_server import RegistryDouble
 from runtime_util import Running, start_runtime
 from sagas_under_test import make_app
 
-from sagas.app import TopicNames
+from sagas.protocol import TopicNames
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 

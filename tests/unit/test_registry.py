@@ -18,10 +18,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from registry_server import RegistryDouble
 
 from sagas.engine.model import SagaState
-from sagas.errors import DecodeError
+from sagas.errors import DecodeError, RegistryError
 from sagas.serde import Serde
 from sagas.serde.avro import SchemaStore, schema_dir
-from sagas.serde.registry import ConfluentRegistry, RegistryError
+from sagas.serde.registry import ConfluentRegistry
 from sagas.settings import KafkaSettings
 
 STATE = SagaState("s-1", "order", 2, "running", {"a": [1, "x"]}, {"deadline": 5}, 3, 10, 20)
