@@ -33,7 +33,15 @@ from sagas.engine.model import Cancel, Input, SagaState, Signal, Start, Terminat
 from sagas.errors import BrokerError, ConfigurationError, DecodeError, SagaFailedError
 from sagas.kafka_io import INPUT_PRODUCER, kafka_errors, produce_and_wait, read_to_end
 from sagas.partitioning import partition_for
-from sagas.protocol import MAX_LIMIT, TOKEN_ENV, TopicNames, owner_key, token_from, workers_topic
+from sagas.protocol import (
+    MAX_LIMIT,
+    TOKEN_ENV,
+    TopicNames,
+    owner_key,
+    private_group,
+    token_from,
+    workers_topic,
+)
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import input_record
@@ -287,7 +295,7 @@ class SagaClient:
             self._reader = Consumer(
                 self.settings.client_config(
                     **{
-                        "group.id": f"sagas-client-{uuid.uuid4().hex[:8]}",
+                        "group.id": private_group("client"),
                         "enable.auto.commit": False,
                         "isolation.level": "read_committed",
                         "enable.partition.eof": True,
