@@ -9,13 +9,13 @@ import json
 import urllib.request
 
 import pytest
-from kafka_util import read_all
-from runtime_util import Running
 
 from sagas.client import AsyncSagaClient, SagaClient
 from sagas.errors import SagaFailedError
 from sagas.protocol import workers_topic
 from sagas.serde import Serde
+from tests.support.kafka import read_all
+from tests.support.runtime import Running
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

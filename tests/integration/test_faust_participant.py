@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_util import create_topic, read_all
-from sagas_under_test import order_saga
-from test_participants import command, replies_by_command, send_commands, wait_for
 
 from sagas.app import App
 from sagas.client import SagaClient
@@ -25,6 +22,9 @@ from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import command_record
+from tests.support.kafka import create_topic, read_all
+from tests.support.participants import command, replies_by_command, send_commands, wait_for
+from tests.support.sagas_under_test import order_saga
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running
 
 from sagas.participants import Participant
 from sagas.partitioning import partition_for
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.runtime import Running
 
 SERDE = Serde()
 """The encodings these records are read and written with."""
@@ -176,7 +176,7 @@ def test_a_participant_refuses_a_bad_reply_to_and_a_late_command(
         return {"pong": True}
 
     inbox = f"{unique}.order.inbox"
-    from kafka_util import create_topic
+    from tests.support.kafka import create_topic
 
     create_topic(bootstrap, inbox)
     thread, stop = participant.start()
@@ -291,7 +291,7 @@ def test_a_participant_isolates_a_command_whose_effect_cannot_be_written(
 ) -> None:
     """A handler's record too large to produce aborts one transaction; the command goes to the
     DLQ and every other command of the partition is answered."""
-    from kafka_util import create_topic
+    from tests.support.kafka import create_topic
 
     settings = KafkaSettings(bootstrap)
     participant = Participant(settings, f"{unique}.svc", partitions=1)

@@ -12,7 +12,7 @@ from sagas.client import SagaClient
 from sagas.runtime.process import Worker
 from sagas.runtime.topics import ensure_topics
 from sagas.settings import KafkaSettings
-from tests.integration.test_observe_metrics import shop_app, shop_services, wait_ended
+from tests.support.shop import shop_app, shop_services, wait_ended
 
 pytestmark = pytest.mark.kafka
 

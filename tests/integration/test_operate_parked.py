@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import sagas, stop
-from test_operate_cli import Ops
+
+from tests.support.cli import Ops, sagas, stop
 
 pytestmark = pytest.mark.kafka
 

@@ -17,9 +17,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running, owner_url, start_runtime
-from sagas_under_test import make_app
 
 from sagas.client import SagaClient
 from sagas.engine import public_command_id
@@ -30,6 +27,9 @@ from sagas.runtime.query import QueryServer
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import input_record
+from tests.support.kafka import read_all
+from tests.support.runtime import Running, owner_url, start_runtime
+from tests.support.sagas_under_test import make_app
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

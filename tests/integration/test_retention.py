@@ -8,13 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from kafka_util import read_all
-from runtime_util import start_runtime
 
 from sagas.app import App
 from sagas.dsl import Saga, call, step
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.runtime import start_runtime
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

@@ -7,13 +7,13 @@ import time
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running, start_runtime
-from sagas_under_test import order_saga
 
 from sagas.app import App
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.runtime import Running, start_runtime
+from tests.support.sagas_under_test import order_saga
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

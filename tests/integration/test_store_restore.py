@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running, owner_url, start_runtime
-from sagas_under_test import make_app
 
 from sagas.app import App
 from sagas.engine import transition
@@ -24,6 +21,9 @@ from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import StateSummary, read_summary, summary_header
+from tests.support.kafka import read_all
+from tests.support.runtime import Running, owner_url, start_runtime
+from tests.support.sagas_under_test import make_app
 
 SERDE = Serde()
 """The encodings these records are read and written with."""

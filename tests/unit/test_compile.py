@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from examples import order_saga, vm_saga
 
 import sagas
 from sagas import (
@@ -25,6 +24,7 @@ from sagas import (
 )
 from sagas.dsl import Node, compile_saga
 from sagas.serde import Serde
+from tests.support.examples import order_saga, vm_saga
 
 H = timedelta(hours=1)
 

@@ -1,8 +1,8 @@
 """Schema-registry support: the Confluent wire format, against a registry test double over HTTP.
 
-The registry is :mod:`registry_server`, a stdlib test double of the Confluent REST API (not the
-real server); the client is the real ``confluent_kafka.schema_registry.SchemaRegistryClient``, and
-interop is checked against confluent-kafka's own ``AvroSerializer``/``AvroDeserializer``.
+The registry is :mod:`tests.support.registry`, a stdlib test double of the Confluent REST API (not
+the real server); the client is the real ``confluent_kafka.schema_registry.SchemaRegistryClient``,
+and interop is checked against confluent-kafka's own ``AvroSerializer``/``AvroDeserializer``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from registry_server import RegistryDouble
 
 from sagas.engine.model import SagaState
 from sagas.errors import DecodeError, RegistryError
@@ -23,6 +22,7 @@ from sagas.serde import Serde
 from sagas.serde.avro import SchemaStore, schema_dir
 from sagas.serde.registry import ConfluentRegistry
 from sagas.settings import KafkaSettings
+from tests.support.registry import RegistryDouble
 
 STATE = SagaState("s-1", "order", 2, "running", {"a": [1, "x"]}, {"deadline": 5}, 3, 10, 20)
 CTX = SerializationContext("any.topic", MessageField.VALUE)

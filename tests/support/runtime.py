@@ -7,9 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka_util import read_all
-from sagas_under_test import Participants
-
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
@@ -19,6 +16,8 @@ from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.sagas_under_test import Participants
 
 SERDE = Serde()
 """The encodings these records are read and written with."""
