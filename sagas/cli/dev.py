@@ -12,13 +12,8 @@ from pathlib import Path
 
 import click
 
-from sagas.dev.kafka import (
-    DEFAULT_KAFKA_VERSION,
-    KafkaDistribution,
-    LocalKafka,
-    LocalKafkaCluster,
-    default_cache_dir,
-)
+from sagas.dev.cluster import LocalKafkaCluster
+from sagas.dev.kafka import DEFAULT_KAFKA_VERSION, KafkaDistribution, LocalKafka, default_cache_dir
 from sagas.errors import ConfigurationError
 from sagas.runtime.signals import stop_on_signals
 

@@ -52,7 +52,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sagas.app import App
 from sagas.client import SagaClient
-from sagas.dev.kafka import LocalKafka, LocalKafkaCluster, free_port
+from sagas.dev.cluster import LocalKafkaCluster
+from sagas.dev.kafka import LocalKafka, free_port
 from sagas.errors import BrokerError
 from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde
