@@ -24,8 +24,8 @@ from sagas import Saga, call, step
 from sagas.app import App
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
-from sagas.serde.records import decode_events
+from sagas.serde import Serde
+from sagas.settings import KafkaSettings
 
 PARTITIONS = 6
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,8 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 class Finished:
     """Follows a journal on a thread: when each saga finished (monotonic clock), and how."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, serde: Serde) -> None:
+        self._serde = serde
         self.at: dict[str, float] = {}
         self.status: dict[str, str] = {}
         self._changed = threading.Condition()
@@ -174,7 +175,7 @@ class Finished:
             for msg in [first, *self._consumer.consume(5000, 0)]:
                 if msg.error() is not None or b"finished" not in (msg.value() or b""):
                     continue  # cheap pre-filter; decode only candidates
-                events, _, _ = decode_events(msg.value())
+                events, _, _ = self._serde.decode_events(msg.value())
                 for event in events:
                     if event.type == "finished":
                         done.append((event.saga_id, str(event.body.get("status"))))

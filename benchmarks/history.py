@@ -28,7 +28,7 @@ from sagas.operate import read_history
 from sagas.operate._io import read_range, reader
 from sagas.partitioning import partition_for
 from sagas.protocol import TopicNames
-from sagas.serde.records import Serde
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 
 EVENTS_PER_SAGA = 10

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from benchmarks.common import order_app, order_participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 
 def _ms() -> float:

@@ -30,8 +30,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sagas.client import SagaClient
 from sagas.dev.kafka import LocalKafka, free_port
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
+from sagas.settings import KafkaSettings
 from tests.chaos import chaos_app
 from tests.chaos.scenario import HERE, Fleet
 

@@ -37,11 +37,11 @@ from sagas.app import App
 from sagas.engine import transition
 from sagas.engine.model import JournalEvent, SagaState, Start
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.observe import Observer
 from sagas.runtime.store import PartitionStore
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.worker import SagaWorker
+from sagas.settings import KafkaSettings
 from sagas.wire import input_record, read_summary, summary_header
 
 DAY_MS = 86_400_000
@@ -231,7 +231,7 @@ def lateness(bootstrap: str, pending: int, firing: int, rate: float = 200.0) -> 
         running.wait_restored(pending)
         began = time.monotonic()
         for i in range(firing):
-            rec = input_record(inbox, Start(f"live-{i}", order_data(i)))
+            rec = input_record(inbox, Start(f"live-{i}", order_data(i)), app.serde)
             producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
             producer.poll(0)
             time.sleep(max(0.0, began + (i + 1) / rate - time.monotonic()))

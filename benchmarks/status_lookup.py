@@ -35,10 +35,9 @@ from sagas.client import SagaClient
 from sagas.engine import transition
 from sagas.engine.model import Start
 from sagas.partitioning import partition_for
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import encode_state
+from sagas.settings import KafkaSettings
 
 
 def make_app(namespace: str, partitions: int) -> App:
@@ -84,7 +83,7 @@ def fill(app: App, settings: KafkaSettings, sagas: int) -> float:
                 producer.produce(
                     topic,
                     key=key,
-                    value=encode_state(state),
+                    value=app.serde.encode_state(state),
                     partition=partition_for(key, app.partitions),
                 )
                 break

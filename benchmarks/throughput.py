@@ -37,8 +37,8 @@ from benchmarks.common import (
     stop_all,
 )
 from sagas.engine.model import Start
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import TopicSpec, create_missing, ensure_topics
+from sagas.settings import KafkaSettings
 from sagas.wire import input_record
 
 
@@ -97,7 +97,7 @@ def run_sagas(
     ]
     worker = workers[0]
     services = spawn("participant", ns, bootstrap, *extra)
-    finished = Finished(bootstrap, app.topics("order").journal)
+    finished = Finished(bootstrap, app.topics("order").journal, app.serde)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 0}
     )
@@ -105,7 +105,7 @@ def run_sagas(
     figures = SagaFigures()
 
     def start(sid: str, i: int) -> None:
-        rec = input_record(inbox, Start(sid, order_data(i)))
+        rec = input_record(inbox, Start(sid, order_data(i)), app.serde)
         producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
 
     try:

@@ -30,7 +30,7 @@ from sagas.participants import Participant
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.runtime.transactions import changelog_reader
-from sagas.serde.records import decode_state
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.ui.server import UiServer
 
@@ -44,8 +44,11 @@ STATUSES: tuple[Status, ...] = (
 )
 
 
-def read_states(settings: KafkaSettings, topic: str, ids: set[str]) -> dict[str, SagaState]:
-    """The newest snapshot of each saga in ``ids``, from the state changelog."""
+def read_states(
+    settings: KafkaSettings, topic: str, ids: set[str], serde: Serde
+) -> dict[str, SagaState]:
+    """The newest snapshot of each saga in ``ids``, from the state changelog (read with
+    ``serde``)."""
     reader = changelog_reader(settings, f"demo-{uuid.uuid4().hex[:6]}")
     states: dict[str, SagaState] = {}
     try:
@@ -54,7 +57,7 @@ def read_states(settings: KafkaSettings, topic: str, ids: set[str]) -> dict[str,
             for msg in reader.read(topic, partition):
                 key = (msg.key() or b"").decode()
                 if key in ids and msg.value() is not None:
-                    states[key] = decode_state(msg.value())
+                    states[key] = serde.decode_state(msg.value())
     finally:
         reader.close()
     return states
@@ -113,7 +116,7 @@ class AppRun:
     def refresh(self, settings: KafkaSettings) -> collections.Counter[str]:
         """Read the sagas' states; count them by status."""
         topic = self.app.topics(self.saga_type).state
-        self.states = read_states(settings, topic, set(self.ids))
+        self.states = read_states(settings, topic, set(self.ids), self.app.serde)
         return collections.Counter(s.status for s in self.states.values())
 
     @property

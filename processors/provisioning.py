@@ -34,7 +34,7 @@ from sagas.app import App
 from sagas.dsl import long_running
 from sagas.dsl.nodes import LongRunning
 from sagas.errors import CommandFailed
-from sagas.operations import (
+from sagas.long_running_adapter import (
     OperationCommands,
     Operations,
     OperationState,

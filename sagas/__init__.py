@@ -3,9 +3,9 @@
 One import place for what a user touches: the DSL (``Saga``, ``step``...), ``App``, the
 ``Worker`` that runs an app, ``SagaClient`` / ``AsyncSagaClient`` to start and watch sagas,
 ``Participant`` to execute their commands, ``KafkaSettings``, and the errors. In-memory tests use
-``sagas.testing``; long-running operations ``sagas.operations``; the pure engine is
-``sagas.engine``. The Kafka-facing names load on first use, so ``import sagas`` imports no Kafka
-client, and nothing runs at import.
+``sagas.testing``; the participant side of long-running operations
+``sagas.long_running_adapter``; the pure engine is ``sagas.engine``. The Kafka-facing names load
+on first use, so ``import sagas`` imports no Kafka client, and nothing runs at import.
 """
 
 from typing import TYPE_CHECKING

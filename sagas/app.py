@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from sagas.dsl.program import Program
 from sagas.errors import ConfigurationError, DefinitionError, UnknownVersionError
-from sagas.protocol import TopicNames, workers_topic
+from sagas.protocol import TopicNames
 from sagas.serde.records import Serde
 
-__all__ = ["App", "TopicNames", "workers_topic"]
+__all__ = ["App"]
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -39,7 +39,15 @@ from sagas.errors import (
 )
 from sagas.kafka_io import INPUT_PRODUCER, kafka_errors, produce_and_wait, read_to_end
 from sagas.partitioning import partition_for
-from sagas.protocol import MAX_LIMIT, TOKEN_ENV, TopicNames, owner_key, token_from, workers_topic
+from sagas.protocol import (
+    MAX_LIMIT,
+    TOKEN_ENV,
+    TopicNames,
+    owner_key,
+    private_group,
+    token_from,
+    workers_topic,
+)
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
 from sagas.watch import (
@@ -145,7 +153,8 @@ class SagaClient:
         if wait not in (None, "accepted", "finished"):
             raise ConfigurationError(f"wait={wait!r}: give 'accepted', 'finished' or None")
         sid = saga_id or uuid.uuid4().hex
-        if saga_id is not None:
+        state_topic = TopicNames(self.namespace, saga_type).state
+        if saga_id is not None and self._partitions_of(state_topic) is not None:
             existing = self.status(saga_type, sid)
             if existing is not None:
                 raise InputRefusedError(
@@ -471,7 +480,7 @@ class SagaClient:
             self._reader = Consumer(
                 self.settings.client_config(
                     **{
-                        "group.id": f"sagas-client-{uuid.uuid4().hex[:8]}",
+                        "group.id": private_group("client"),
                         "enable.auto.commit": False,
                         "isolation.level": "read_committed",
                         "enable.partition.eof": True,
@@ -482,6 +491,13 @@ class SagaClient:
         return self._reader
 
     def _partition_count(self, topic: str) -> int:
+        count = self._partitions_of(topic)
+        if count is None:
+            raise BrokerError(f"{topic} does not exist: has a worker run yet?")
+        return count
+
+    def _partitions_of(self, topic: str) -> int | None:
+        """The partition count of ``topic``, ``None`` while it does not exist."""
         with self._lock:
             if topic not in self._partitions:
                 with kafka_errors(f"reading the metadata of {topic}", self.settings):
@@ -489,7 +505,7 @@ class SagaClient:
                     metadata = self._reader_consumer().list_topics(topic, timeout=timeout)
                 count = len(metadata.topics[topic].partitions)
                 if count == 0:
-                    raise BrokerError(f"{topic} does not exist: has a worker run yet?")
+                    return None
                 self._partitions[topic] = count
             return self._partitions[topic]
 

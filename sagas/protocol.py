@@ -14,7 +14,10 @@ Topics of a saga type (namespace ``ns``, saga ``s``):
 ===================  ===========================================================================
 
 A participant in group ``g`` reads its command topics and keeps ``g.<topic>.replies`` (compacted,
-key = command id) and ``g.dlq``.
+key = command id) and ``g.dlq``. A DLQ ``d`` that was replayed from has ``d.replayed``.
+
+Every header name the library writes or reads is a constant here, listed in :data:`HEADERS`; a
+test fails on a header or topic name spelled anywhere else in the package.
 """
 
 from __future__ import annotations
@@ -22,29 +25,63 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sagas.partitioning import partition_for
 
 __all__ = [
+    "ATTEMPT",
+    "COMMAND_ID",
+    "COMMAND_TYPE",
+    "DEADLINE",
     "DLQ_HEADERS",
+    "DLQ_REASON",
+    "DLQ_SOURCE_OFFSET",
+    "DLQ_SOURCE_PARTITION",
+    "DLQ_SOURCE_TOPIC",
+    "DLQ_VALUE_DROPPED",
+    "HEADERS",
     "INBOX_TOPIC",
+    "INPUT_KIND",
     "MAX_LIMIT",
+    "OUTCOME",
+    "PARENT_COMMAND_ID",
+    "PARENT_SAGA_ID",
+    "PARENT_SAGA_TYPE",
+    "REASON",
+    "REPLY_TO",
+    "RESUMED_BY",
+    "SAGA_ID",
+    "SAGA_TYPE",
+    "SEND",
     "SETTLED",
     "SETTLED_BY",
     "SETTLE_DONE",
     "SETTLE_NOT_DONE",
+    "SIGNAL",
     "STATE_SUMMARY",
+    "STEP",
+    "TERMINATED_BY",
     "TOKEN_ENV",
+    "TRACEPARENT",
     "Headers",
     "RawHeaders",
     "TopicNames",
     "dead_letter_headers",
+    "faust_answered_group",
+    "faust_reader_group",
+    "faust_transactional_id",
     "inbox_check",
     "owner_key",
     "participant_dlq",
+    "participant_transactional_id",
+    "private_group",
+    "replayed_topic",
+    "replayer_transactional_id",
     "replies_topic",
+    "restore_group",
     "saga_trace_ids",
     "token_from",
     "traceparent",
@@ -57,7 +94,59 @@ Headers = list[tuple[str, str | bytes | None]]
 RawHeaders = Headers | Mapping[str, str | bytes | None] | None
 """Headers as a consumed record gives them (a list of pairs, or none), or already parsed."""
 
-DLQ_HEADERS = ("dlq-reason", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset")
+# --------------------------------------------------------------------------- headers
+
+SAGA_ID = "saga-id"
+"""The saga a record belongs to (every input, command, reply and dead letter)."""
+SAGA_TYPE = "saga-type"
+"""The saga type of a command."""
+COMMAND_ID = "command-id"
+"""A command's id, echoed by its reply (a reply is an inbox record with it and :data:`OUTCOME`)."""
+COMMAND_TYPE = "command-type"
+"""What a command asks for, e.g. ``ReserveCredit``."""
+ATTEMPT = "attempt"
+"""The attempt number of a command (1 for the first send)."""
+SEND = "send"
+"""How many times this attempt of a command was sent (a re-send after a rebalance counts)."""
+REPLY_TO = "reply-to"
+"""The topic a command's reply goes to: the saga type's inbox."""
+DEADLINE = "deadline"
+"""Epoch ms after which a command's step is no longer waited for."""
+TRACEPARENT = "traceparent"
+"""The W3C trace context of a saga's records (see :func:`traceparent`)."""
+OUTCOME = "outcome"
+"""A reply's outcome: ``success``, ``failure`` or ``retry``."""
+INPUT_KIND = "sagas-input"
+"""The kind of an inbox input: start, reply, signal, cancel, terminate, resume or settle."""
+SIGNAL = "signal"
+"""A signal input's name."""
+REASON = "reason"
+"""Why (a cancel, a terminate, a settle)."""
+TERMINATED_BY = "terminated-by"
+"""Who terminated a saga."""
+RESUMED_BY = "resumed-by"
+"""Who resumed a saga."""
+STEP = "step"
+"""The step a resume enters again."""
+PARENT_SAGA_TYPE = "parent-saga-type"
+"""The parent of a child saga's start: its type..."""
+PARENT_SAGA_ID = "parent-saga-id"
+"""... its id..."""
+PARENT_COMMAND_ID = "parent-command-id"
+"""... and the id of the parent's step the child answers."""
+DLQ_REASON = "dlq-reason"
+"""Why a record was dead-lettered."""
+DLQ_SOURCE_TOPIC = "dlq-source-topic"
+"""Where a dead letter came from: its topic..."""
+DLQ_SOURCE_PARTITION = "dlq-source-partition"
+"""... partition..."""
+DLQ_SOURCE_OFFSET = "dlq-source-offset"
+"""... and offset."""
+DLQ_VALUE_DROPPED = "dlq-value-dropped"
+"""On a dead letter whose value was too large to keep: how large it was (it cannot be
+replayed)."""
+
+DLQ_HEADERS = (DLQ_REASON, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET)
 """The headers a dead letter carries besides its source's (when they could be kept)."""
 
 STATE_SUMMARY = "sagas-summary"
@@ -78,6 +167,36 @@ SETTLE_NOT_DONE = "not-done"
 
 SETTLED_BY = "settled-by"
 """The header of a ``settle`` input naming who settled it (journaled with the reason)."""
+
+HEADERS = (
+    SAGA_ID,
+    SAGA_TYPE,
+    COMMAND_ID,
+    COMMAND_TYPE,
+    ATTEMPT,
+    SEND,
+    REPLY_TO,
+    DEADLINE,
+    TRACEPARENT,
+    OUTCOME,
+    INPUT_KIND,
+    SIGNAL,
+    REASON,
+    TERMINATED_BY,
+    RESUMED_BY,
+    STEP,
+    PARENT_SAGA_TYPE,
+    PARENT_SAGA_ID,
+    PARENT_COMMAND_ID,
+    *DLQ_HEADERS,
+    DLQ_VALUE_DROPPED,
+    STATE_SUMMARY,
+    SETTLED,
+    SETTLED_BY,
+)
+"""Every header name of the protocol."""
+
+# --------------------------------------------------------------------------- topics and groups
 
 INBOX_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,243}\.inbox")
 """What a command's ``reply-to`` may name by default: a saga inbox."""
@@ -118,6 +237,10 @@ class TopicNames:
     def group(self) -> str:
         """The consumer group of the saga type's workers."""
         return self._topic("workers")
+
+    def transactional_id(self, worker_id: str) -> str:
+        """The ``transactional.id`` of worker ``worker_id`` of the saga type."""
+        return f"{self.group}.{worker_id}"
 
 
 def workers_topic(namespace: str) -> str:
@@ -166,6 +289,47 @@ def replies_topic(group: str, topic: str) -> str:
 def participant_dlq(group: str) -> str:
     """Where participant group ``group`` puts the records of its command topics it cannot take."""
     return f"{group}.dlq"
+
+
+def participant_transactional_id(group: str, instance_id: str) -> str:
+    """The ``transactional.id`` of instance ``instance_id`` of participant group ``group``."""
+    return f"{group}.{instance_id}"
+
+
+def faust_transactional_id(group: str, instance_id: str) -> str:
+    """The ``transactional.id`` of a Faust participant instance of ``group``."""
+    return f"{group}.faust.{instance_id}"
+
+
+def faust_answered_group(group: str) -> str:
+    """The group whose committed offsets say which commands a Faust participant answered."""
+    return f"{group}.answered"
+
+
+def faust_reader_group(group: str) -> str:
+    """The group id of a Faust participant's reader of committed commands (it joins no group)."""
+    return f"{group}.faust-reader"
+
+
+def replayed_topic(dlq: str) -> str:
+    """The compacted topic recording which letters of ``dlq`` were replayed."""
+    return f"{dlq}.replayed"
+
+
+def replayer_transactional_id(dlq: str) -> str:
+    """The ``transactional.id`` of replays of ``dlq``: two at once fence each other."""
+    return f"{dlq}.replayer"
+
+
+def restore_group(group: str) -> str:
+    """The group id of the restore reader of ``group``'s changelogs (it commits nothing)."""
+    return f"{group}.restore"
+
+
+def private_group(role: str) -> str:
+    """A group id of its own for a reader that assigns partitions and commits nothing (a
+    client's, an operator tool's)."""
+    return f"sagas-{role}-{uuid.uuid4().hex[:8]}"
 
 
 def dead_letter_headers(

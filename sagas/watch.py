@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,7 @@ from sagas.engine.model import JournalEvent, SagaState
 from sagas.errors import DecodeError, InputRefusedError, SagaFailedError, SagaStuckError
 from sagas.kafka_io import kafka_errors
 from sagas.partitioning import partition_for
-from sagas.protocol import TopicNames
+from sagas.protocol import TopicNames, private_group
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
 
@@ -140,7 +139,7 @@ class JournalWatch:
             self._consumer = Consumer(
                 self.settings.client_config(
                     **{
-                        "group.id": f"sagas-watch-{uuid.uuid4().hex[:8]}",
+                        "group.id": private_group("watch"),
                         "enable.auto.commit": False,
                         "isolation.level": "read_committed",
                         "fetch.wait.max.ms": 10,  # see runtime.transactions.changelog_reader

@@ -60,30 +60,46 @@ from sagas.engine.model import (
 )
 from sagas.errors import DecodeError, PayloadSchemaError
 from sagas.protocol import (
+    ATTEMPT,
+    COMMAND_ID,
+    COMMAND_TYPE,
+    DEADLINE,
+    INPUT_KIND,
+    OUTCOME,
+    PARENT_COMMAND_ID,
+    PARENT_SAGA_ID,
+    PARENT_SAGA_TYPE,
+    REASON,
+    REPLY_TO,
+    RESUMED_BY,
+    SAGA_ID,
+    SAGA_TYPE,
+    SEND,
     SETTLE_DONE,
     SETTLE_NOT_DONE,
     SETTLED,
     SETTLED_BY,
+    SIGNAL,
     STATE_SUMMARY,
+    STEP,
+    TERMINATED_BY,
+    TRACEPARENT,
     Headers,
     RawHeaders,
-    dead_letter_headers,
     traceparent,
 )
-from sagas.serde.records import Serde, default_serde
 
 if TYPE_CHECKING:
     from sagas.app import App
     from sagas.dsl.program import Program
+    from sagas.serde.records import Serde
 
 __all__ = [
     "OUTCOMES",
-    "Headers",
     "OutRecord",
     "StateSummary",
     "child_cancel_record",
     "command_record",
-    "dead_letter_headers",
     "decision_records",
     "decode_input",
     "header_dict",
@@ -129,53 +145,53 @@ def header_dict(headers: RawHeaders) -> dict[str, str]:
     return out
 
 
-def _h(**items: str | int | None) -> Headers:
-    return [(k.replace("_", "-"), str(v).encode()) for k, v in items.items() if v is not None]
+def _h(items: Mapping[str, str | int | None]) -> Headers:
+    """Headers in the order given, those whose value is None left out."""
+    return [(k, str(v).encode()) for k, v in items.items() if v is not None]
 
 
 def decode_input(
-    key: bytes | None, value: bytes | None, headers: RawHeaders, serde: Serde | None = None
+    key: bytes | None, value: bytes | None, headers: RawHeaders, serde: Serde
 ) -> Input:
-    """Turn an inbox record into an engine input (payloads read with ``serde``, else the
-    default one).
+    """Turn an inbox record into an engine input (payloads read with ``serde``).
 
     Raises:
         DecodeError: the record is not a valid input; the reason says what is wrong.
     """
     h = header_dict(headers)
-    decode_payload = (serde or default_serde()).decode_payload
-    saga_id = h.get("saga-id") or (key.decode("utf-8", "replace") if key else "")
+    decode_payload = serde.decode_payload
+    saga_id = h.get(SAGA_ID) or (key.decode("utf-8", "replace") if key else "")
     if not saga_id:
         raise DecodeError("no saga id: set the record key or the saga-id header", record=value)
-    kind = h.get("sagas-input") or ("reply" if "command-id" in h else "")
+    kind = h.get(INPUT_KIND) or ("reply" if COMMAND_ID in h else "")
     if kind == "reply":
-        outcome = h.get("outcome", "")
+        outcome = h.get(OUTCOME, "")
         if outcome not in OUTCOMES:
             raise DecodeError(
                 f"reply outcome {outcome!r} is not one of {sorted(OUTCOMES)}", record=value
             )
-        if not h.get("command-id"):
+        if not h.get(COMMAND_ID):
             raise DecodeError("reply without a command-id header", record=value)
-        return Reply(saga_id, h["command-id"], cast(Outcome, outcome), decode_payload(value))
+        return Reply(saga_id, h[COMMAND_ID], cast(Outcome, outcome), decode_payload(value))
     if kind == "start":
         parent = None
-        if "parent-saga-id" in h:
+        if PARENT_SAGA_ID in h:
             parent = ParentRef(
-                h.get("parent-saga-type", ""), h["parent-saga-id"], h.get("parent-command-id", "")
+                h.get(PARENT_SAGA_TYPE, ""), h[PARENT_SAGA_ID], h.get(PARENT_COMMAND_ID, "")
             )
         return Start(saga_id, decode_payload(value), parent)
     if kind == "signal":
-        if not h.get("signal"):
+        if not h.get(SIGNAL):
             raise DecodeError("signal without a signal header naming it", record=value)
-        return Signal(saga_id, h["signal"], decode_payload(value))
+        return Signal(saga_id, h[SIGNAL], decode_payload(value))
     if kind == "cancel":
-        return Cancel(saga_id, h.get("reason") or "cancelled")
+        return Cancel(saga_id, h.get(REASON) or "cancelled")
     if kind == "terminate":
-        return Terminate(saga_id, h.get("terminated-by") or "unknown", h.get("reason") or "")
+        return Terminate(saga_id, h.get(TERMINATED_BY) or "unknown", h.get(REASON) or "")
     if kind == "resume":
-        if not h.get("step"):
+        if not h.get(STEP):
             raise DecodeError("resume without a step header naming the block", record=value)
-        return Resume(saga_id, h["step"], h.get("resumed-by") or "unknown")
+        return Resume(saga_id, h[STEP], h.get(RESUMED_BY) or "unknown")
     if kind == "settle":
         settled = h.get(SETTLED)
         if settled not in (SETTLE_DONE, SETTLE_NOT_DONE):
@@ -186,7 +202,7 @@ def decode_input(
                 record=value,
             )
         by = h.get(SETTLED_BY) or "unknown"
-        return Settle(saga_id, settled == SETTLE_DONE, by, h.get("reason") or "")
+        return Settle(saga_id, settled == SETTLE_DONE, by, h.get(REASON) or "")
     raise DecodeError(
         f"unknown input kind {kind!r}: the sagas-input header must be start, reply, signal, "
         "cancel, terminate, resume or settle (or a reply must carry command-id and outcome "
@@ -196,21 +212,23 @@ def decode_input(
 
 
 def input_record(
-    topic: str, inp: Input, serde: Serde | None = None, *, saga_type: str | None = None
+    topic: str, inp: Input, serde: Serde, *, saga_type: str | None = None
 ) -> OutRecord:
     """The inbox record of an input (what the client and the runtime send); with
     ``saga_type``, a start carries the saga's W3C ``traceparent``."""
-    encode_payload = (serde or default_serde()).encode_payload
+    encode_payload = serde.encode_payload
     key = inp.saga_id.encode()
     if isinstance(inp, Start):
         p = inp.parent
         headers = _h(
-            sagas_input="start",
-            saga_id=inp.saga_id,
-            parent_saga_type=p.saga_type if p else None,
-            parent_saga_id=p.saga_id if p else None,
-            parent_command_id=p.command_id if p else None,
-            traceparent=traceparent(saga_type, inp.saga_id) if saga_type else None,
+            {
+                INPUT_KIND: "start",
+                SAGA_ID: inp.saga_id,
+                PARENT_SAGA_TYPE: p.saga_type if p else None,
+                PARENT_SAGA_ID: p.saga_id if p else None,
+                PARENT_COMMAND_ID: p.command_id if p else None,
+                TRACEPARENT: traceparent(saga_type, inp.saga_id) if saga_type else None,
+            }
         )
         return OutRecord(topic, key, encode_payload(inp.data), headers)
     if isinstance(inp, Reply):
@@ -218,26 +236,36 @@ def input_record(
             topic, inp.saga_id, inp.command_id, inp.outcome, inp.payload, serde=serde
         )
     if isinstance(inp, Signal):
-        headers = _h(sagas_input="signal", saga_id=inp.saga_id, signal=inp.name)
+        headers = _h({INPUT_KIND: "signal", SAGA_ID: inp.saga_id, SIGNAL: inp.name})
         return OutRecord(topic, key, encode_payload(inp.payload), headers)
     if isinstance(inp, Cancel):
-        headers = _h(sagas_input="cancel", saga_id=inp.saga_id, reason=inp.reason)
+        headers = _h({INPUT_KIND: "cancel", SAGA_ID: inp.saga_id, REASON: inp.reason})
         return OutRecord(topic, key, encode_payload({}), headers)
     if isinstance(inp, Terminate):
         headers = _h(
-            sagas_input="terminate", saga_id=inp.saga_id, terminated_by=inp.by, reason=inp.reason
+            {
+                INPUT_KIND: "terminate",
+                SAGA_ID: inp.saga_id,
+                TERMINATED_BY: inp.by,
+                REASON: inp.reason,
+            }
         )
         return OutRecord(topic, key, encode_payload({}), headers)
     if isinstance(inp, Resume):
-        headers = _h(sagas_input="resume", saga_id=inp.saga_id, step=inp.step, resumed_by=inp.by)
+        headers = _h(
+            {INPUT_KIND: "resume", SAGA_ID: inp.saga_id, STEP: inp.step, RESUMED_BY: inp.by}
+        )
         return OutRecord(topic, key, encode_payload({}), headers)
     if isinstance(inp, Settle):
-        headers = [
-            *_h(sagas_input="settle", saga_id=inp.saga_id),
-            (SETTLED, (SETTLE_DONE if inp.done else SETTLE_NOT_DONE).encode()),
-            (SETTLED_BY, inp.by.encode()),
-            *_h(reason=inp.reason),
-        ]
+        headers = _h(
+            {
+                INPUT_KIND: "settle",
+                SAGA_ID: inp.saga_id,
+                SETTLED: SETTLE_DONE if inp.done else SETTLE_NOT_DONE,
+                SETTLED_BY: inp.by,
+                REASON: inp.reason,
+            }
+        )
         return OutRecord(topic, key, encode_payload({}), headers)
     raise TypeError(f"timer firings are not sent to the inbox: {inp!r}")
 
@@ -250,7 +278,7 @@ def reply_record(
     payload: dict[str, Any],
     *,
     schema: str | None = None,
-    serde: Serde | None = None,
+    serde: Serde,
     trace: str | None = None,
 ) -> OutRecord:
     """A participant's reply to ``command_id``, for the command's ``reply-to`` topic; written
@@ -261,18 +289,20 @@ def reply_record(
         PayloadSchemaError: the payload does not fit ``schema``.
     """
     headers = _h(
-        sagas_input="reply",
-        saga_id=saga_id,
-        command_id=command_id,
-        outcome=outcome,
-        traceparent=trace,
+        {
+            INPUT_KIND: "reply",
+            SAGA_ID: saga_id,
+            COMMAND_ID: command_id,
+            OUTCOME: outcome,
+            TRACEPARENT: trace,
+        }
     )
-    value = (serde or default_serde()).encode_payload(payload, schema)
+    value = serde.encode_payload(payload, schema)
     return OutRecord(topic, saga_id.encode(), value, headers)
 
 
 def command_record(
-    cmd: CommandOut, reply_to: str, schema: str | None = None, serde: Serde | None = None
+    cmd: CommandOut, reply_to: str, schema: str | None = None, *, serde: Serde
 ) -> OutRecord:
     """A command for a participant, with the contract's headers; its payload is written as the
     Avro record ``schema`` when given, else as ``sagas.Payload``.
@@ -281,17 +311,19 @@ def command_record(
         PayloadSchemaError: the payload does not fit ``schema``.
     """
     headers = _h(
-        saga_id=cmd.saga_id,
-        saga_type=cmd.saga_type,
-        command_id=cmd.command_id,
-        command_type=cmd.command_type,
-        attempt=cmd.attempt,
-        send=cmd.send,
-        reply_to=reply_to,
-        deadline=cmd.deadline_ms,
-        traceparent=traceparent(cmd.saga_type, cmd.saga_id),
+        {
+            SAGA_ID: cmd.saga_id,
+            SAGA_TYPE: cmd.saga_type,
+            COMMAND_ID: cmd.command_id,
+            COMMAND_TYPE: cmd.command_type,
+            ATTEMPT: cmd.attempt,
+            SEND: cmd.send,
+            REPLY_TO: reply_to,
+            DEADLINE: cmd.deadline_ms,
+            TRACEPARENT: traceparent(cmd.saga_type, cmd.saga_id),
+        }
     )
-    value = (serde or default_serde()).encode_payload(cmd.payload, schema)
+    value = serde.encode_payload(cmd.payload, schema)
     return OutRecord(cmd.topic, cmd.saga_id.encode(), value, headers)
 
 
@@ -313,7 +345,7 @@ def decision_records(
     for cmd in decision.commands:
         schema = app.payload_schema(program, cmd.command_type)
         try:
-            records.append(command_record(cmd, reply_to, schema, serde))
+            records.append(command_record(cmd, reply_to, schema, serde=serde))
         except PayloadSchemaError as exc:
             raise PayloadSchemaError(
                 f"step {cmd.step!r}, command {cmd.command_type}: {exc}", step=cmd.step
@@ -333,18 +365,18 @@ def decision_records(
     return records
 
 
-def child_start_record(child: ChildStart, inbox: str, serde: Serde | None = None) -> OutRecord:
+def child_start_record(child: ChildStart, inbox: str, serde: Serde) -> OutRecord:
     """The start of a child saga, for the child type's inbox."""
     return input_record(inbox, Start(child.saga_id, child.data, child.parent), serde)
 
 
-def child_cancel_record(cancel: ChildCancel, inbox: str, serde: Serde | None = None) -> OutRecord:
+def child_cancel_record(cancel: ChildCancel, inbox: str, serde: Serde) -> OutRecord:
     """A parent's cancel of a running child saga, for the child type's inbox: the same record
     as a client's :class:`Cancel`."""
     return input_record(inbox, Cancel(cancel.saga_id, cancel.reason), serde)
 
 
-def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde | None = None) -> OutRecord:
+def parent_reply_record(reply: ParentReply, inbox: str, serde: Serde) -> OutRecord:
     """A child saga's result, for the parent's inbox."""
     p = reply.parent
     return reply_record(inbox, p.saga_id, p.command_id, reply.outcome, reply.payload, serde=serde)

@@ -6,7 +6,7 @@ when a Docker engine answers; else a local broker started from Maven Central jar
 on a laptop, but when ``CI`` is set a broker that cannot start fails the run.
 
 Tests that stop or kill brokers use ``kafka_cluster``: three local KRaft nodes of their own
-(:class:`sagas.dev.kafka.LocalKafkaCluster`), started once per session and whole again after each
+(:class:`sagas.dev.cluster.LocalKafkaCluster`), started once per session and whole again after each
 test.
 """
 
@@ -96,7 +96,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Broker]:
 
 @pytest.fixture(scope="session")
 def _cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from sagas.dev.kafka import LocalKafkaCluster
+    from sagas.dev.cluster import LocalKafkaCluster
 
     cluster = LocalKafkaCluster(Path(tmp_path_factory.mktemp("cluster")), brokers=3, heap="384m")
     try:
@@ -113,7 +113,7 @@ def _cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def kafka_cluster(_cluster_session: Any) -> Iterator[Any]:
-    """Three local KRaft nodes (a :class:`sagas.dev.kafka.LocalKafkaCluster`) that the test may
+    """Three local KRaft nodes (a :class:`sagas.dev.cluster.LocalKafkaCluster`) that the test may
     stop and kill; every node runs again when the test ends."""
     yield _cluster_session
     _cluster_session.start()

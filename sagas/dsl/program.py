@@ -19,7 +19,16 @@ from sagas.dsl.nodes import (
     WaitSignal,
 )
 
-__all__ = ["RECORD_TYPES", "Program", "ProgramNode"]
+__all__ = [
+    "END",
+    "RECORD_TYPES",
+    "START",
+    "BlockFace",
+    "Program",
+    "ProgramNode",
+    "block_face",
+    "join_of",
+]
 
 RECORD_TYPES = ("sagas.Payload", "sagas.Transition", "sagas.SagaState")
 """Avro record types every saga program writes (schemas live in ``schemas/``; the journal is
@@ -95,51 +104,110 @@ class Program:
     reply_schemas: tuple[Any, ...] = ()
     retention_ms: int | None = 7 * 24 * 3600 * 1000
 
-    def mermaid(self) -> str:
-        """The flow as a Mermaid ``flowchart`` (paste it into a Markdown code block)."""
-        ids = {name: f"n{i}" for i, name in enumerate(self.nodes)}
-        lines = ["flowchart TD", "    start((start))", "    finish((end))"]
-        for name, node in self.nodes.items():
-            lines.append(f"    {ids[name]}{_shape(node)}")
-        first = ids[self.entry] if self.entry else "finish"
-        lines.append(f"    start --> {first}")
-        joins = {n for n, node in self.nodes.items() if isinstance(node.block, Parallel)}
-        for name in joins:
-            lines.append(f"    {ids[name]}_join((join))")
+    def graph(self) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """What every drawing of the flow draws: the vertices (:data:`START`, every block, the
+        join of each parallel as :func:`join_of`, :data:`END`) and the edges (from, to, label),
+        the one from :data:`START` first."""
+        joins = [join_of(n) for n, node in self.nodes.items() if isinstance(node.block, Parallel)]
+        edges = [(START, self.entry or END, "")]
         for src, dst, label in self.edges:
-            arrow = f"-->|{label}|" if label else "-->"
-            tail = "_join" if label == "joined" else ""
-            lines.append(f"    {ids[src]}{tail} {arrow} {ids[dst]}")
+            edges.append((join_of(src) if label == "joined" else src, dst, label))
         for name, node in self.nodes.items():
             if node.next is not None:
                 continue
             if isinstance(node.block, Branch) and None not in node.targets:
                 continue
-            end = f"{ids[node.scopes[-1][0]]}_join" if node.scopes else "finish"
-            lines.append(f"    {ids[name]} --> {end}")
+            edges.append((name, join_of(node.scopes[-1][0]) if node.scopes else END, ""))
+        return [START, *self.nodes, *joins, END], edges
+
+    def mermaid(self) -> str:
+        """The flow as a Mermaid ``flowchart`` (paste it into a Markdown code block)."""
+        ids = {name: f"n{i}" for i, name in enumerate(self.nodes)}
+        vertices, edges = self.graph()
+
+        def vid(vertex: str) -> str:
+            if vertex in (START, END):
+                return "start" if vertex == START else "finish"
+            return ids[vertex] if vertex in ids else f"{ids[vertex[: -len(_JOIN)]]}_join"
+
+        lines = ["flowchart TD", "    start((start))", "    finish((end))"]
+        for name, node in self.nodes.items():
+            face = block_face(node)
+            lines.append(f"    {ids[name]}{_MERMAID_SHAPES[face.shape].format(face.label)}")
+        (_, first, _), *rest = edges
+        lines.append(f"    start --> {vid(first)}")
+        lines += [f"    {vid(v)}((join))" for v in vertices if v.endswith(_JOIN)]
+        for src, dst, label in rest:
+            arrow = f"-->|{label}|" if label else "-->"
+            lines.append(f"    {vid(src)} {arrow} {vid(dst)}")
         return "\n".join(lines) + "\n"
 
 
-def _shape(node: ProgramNode) -> str:
-    b = node.block
-    if isinstance(b, Step):
-        text = f"{b.name}<br/>{b.command} → {b.topic}"
-        if b.kind != "compensatable":
-            text += f"<br/>({'retryable' if b.kind == RETRYABLE else b.kind})"
-        elif b.compensate:
-            text += f"<br/>undo: {b.compensate.command}"
-        return f'["{text}"]'
-    if isinstance(b, LongRunning):
-        ops = f"{b.start.command}, poll {b.status.command}, cancel {b.cancel.command}"
-        return f'[["{b.name}<br/>{ops}"]]'
-    if isinstance(b, WaitSignal):
-        return f'>"{b.name}: wait for signal {b.signal}"]'
-    if isinstance(b, Sleep):
-        return f'("{b.name}: sleep {b.duration}")'
-    if isinstance(b, Parallel):
-        return f'[/"{b.name}: parallel, join {b.join}"/]'
-    if isinstance(b, Branch):
-        return f'{{"{b.name}?"}}'
-    if isinstance(b, Child):
-        return f'[["{b.name}: child saga {b.saga}"]]'
-    return f'["{node.name}"]'
+START, END = "(start)", "(end)"
+"""The vertices of :meth:`Program.graph` where a saga starts and ends."""
+_JOIN = " (join)"
+
+
+def join_of(parallel: str) -> str:
+    """The vertex of :meth:`Program.graph` where the branches of ``parallel`` join."""
+    return parallel + _JOIN
+
+
+@dataclass(frozen=True)
+class BlockFace:
+    """What a drawing shows of a block: made once per block type by :func:`block_face`, for
+    every renderer (Mermaid here, the UI's SVG in :mod:`sagas.ui.diagram`).
+
+    Attributes:
+        shape: ``box``, ``subroutine``, ``flag``, ``rounded``, ``parallelogram`` or
+            ``rhombus``.
+        label: the whole text, the block's name first (``<br/>`` between lines).
+        summary: what it does, in one short line, without its name.
+    """
+
+    shape: str
+    label: str
+    summary: str
+
+
+_MERMAID_SHAPES = {
+    "box": '["{}"]',
+    "subroutine": '[["{}"]]',
+    "flag": '>"{}"]',
+    "rounded": '("{}")',
+    "parallelogram": '[/"{}"/]',
+    "rhombus": '{{"{}"}}',
+}
+
+
+def block_face(node: ProgramNode) -> BlockFace:
+    """The face of ``node``'s block: the one place that knows how each block type is drawn."""
+    match node.block:
+        case Step() as b:
+            summary = f"{b.command} → {b.topic}"
+            label = f"{b.name}<br/>{summary}"
+            if b.kind != "compensatable":
+                label += f"<br/>({'retryable' if b.kind == RETRYABLE else b.kind})"
+            elif b.compensate:
+                label += f"<br/>undo: {b.compensate.command}"
+            return BlockFace("box", label, summary)
+        case LongRunning() as b:
+            summary = f"{b.start.command}, poll {b.status.command}"
+            label = f"{b.name}<br/>{summary}, cancel {b.cancel.command}"
+            return BlockFace("subroutine", label, summary)
+        case WaitSignal() as b:
+            return _named("flag", b.name, f"wait for signal {b.signal}")
+        case Sleep() as b:
+            return _named("rounded", b.name, f"sleep {b.duration}")
+        case Parallel() as b:
+            return _named("parallelogram", b.name, f"parallel, join {b.join}")
+        case Branch() as b:
+            return BlockFace("rhombus", f"{b.name}?", "branch")
+        case Child() as b:
+            return _named("subroutine", b.name, f"child saga {b.saga}")
+        case _:
+            return BlockFace("box", node.name, "")
+
+
+def _named(shape: str, name: str, summary: str) -> BlockFace:
+    return BlockFace(shape, f"{name}: {summary}", summary)

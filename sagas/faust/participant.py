@@ -43,9 +43,16 @@ from sagas.faust._committed import CommittedCommands, offset_of
 from sagas.faust._recorded import Recorded
 from sagas.participants import Participant
 from sagas.participants.checks import check_start
+from sagas.protocol import (
+    COMMAND_ID,
+    dead_letter_headers,
+    faust_answered_group,
+    faust_reader_group,
+    faust_transactional_id,
+)
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.runtime.transactions import Transactions
-from sagas.wire import OutRecord, dead_letter_headers, header_dict
+from sagas.wire import OutRecord, header_dict
 
 __all__ = ["FaustParticipant"]
 
@@ -90,7 +97,7 @@ class FaustParticipant:
         self.app = app
         self.participant = participant
         self.partitions = partitions or participant.partitions
-        self.answered_group = f"{participant.group}.answered"
+        self.answered_group = faust_answered_group(participant.group)
         self.handled = 0
         """Commands whose handler ran (counted once their transaction committed)."""
         self.replayed = 0
@@ -126,7 +133,7 @@ class FaustParticipant:
         """
         p = self.participant
         admin = AdminClient(p.settings.client_config())
-        own = {str(self.app.conf.id), p.group, self.answered_group, f"{p.group}.faust-reader"}
+        own = {str(self.app.conf.id), p.group, self.answered_group, faust_reader_group(p.group)}
         metadata = check_start(admin, p, partitions=self.partitions, own=own)
         create_missing(admin, [TopicSpec(p.dlq, self.partitions)])
         for topic in self.participant.topics:
@@ -177,9 +184,9 @@ class FaustParticipant:
                 }
             )
         )
-        tid = f"{p.group}.faust.{p.instance_id}"
+        tid = faust_transactional_id(p.group, p.instance_id)
         self._txn = Transactions(p.settings, tid, owner=p.group)
-        self._reader = CommittedCommands(p.settings, f"{p.group}.faust-reader")
+        self._reader = CommittedCommands(p.settings, faust_reader_group(p.group))
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         for tp in args[0] if args else ():
@@ -268,7 +275,7 @@ class FaustParticipant:
         """What to send for one record, and where it came from: ``handled``, ``replayed`` (the
         recorded replies) or ``dead`` (a dead letter)."""
         try:
-            command_id = header_dict(msg.headers()).get("command-id")
+            command_id = header_dict(msg.headers()).get(COMMAND_ID)
         except DecodeError as exc:
             return self._dead_letter(msg, str(exc)), "dead"
         if command_id is not None:

@@ -22,6 +22,7 @@ from typing import IO, Any, Literal
 
 from sagas.engine.ids import parse_command_id, public_command_id
 from sagas.engine.model import JournalEvent
+from sagas.protocol import COMMAND_ID, SAGA_ID, SAGA_TYPE, STEP
 from sagas.runtime.observe import Observer
 
 __all__ = [
@@ -152,10 +153,10 @@ class SagaLogObserver(Observer):
         if not self.log.isEnabledFor(level) or not isinstance(headers, dict):
             return
         fields = saga_fields(
-            str(headers.get("saga-id", "")),
-            str(headers.get("saga-type", "")),
-            headers.get("step") or None,
-            headers.get("command-id") or None,
+            str(headers.get(SAGA_ID, "")),
+            str(headers.get(SAGA_TYPE, "")),
+            headers.get(STEP) or None,
+            headers.get(COMMAND_ID) or None,
         )
         self.log.log(
             level,

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 from sagas.engine.ids import parse_command_id, public_command_id
 from sagas.engine.model import JournalEvent
 from sagas.observe.steps import OpenSteps
-from sagas.protocol import saga_trace_ids
+from sagas.protocol import COMMAND_ID, SAGA_ID, SAGA_TYPE, saga_trace_ids
 from sagas.runtime.observe import Observer
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["TracingObserver", "saga_trace_ids"]  # saga_trace_ids: from sagas.protocol
+__all__ = ["TracingObserver"]
 
 _MS = 1_000_000  # nanoseconds
 
@@ -131,17 +131,17 @@ class TracingObserver(Observer):
         self, group: str, command_type: str, *, outcome: str, seconds: float, headers: Any
     ) -> None:
         """A span per handled command, in its saga's trace."""
-        if not isinstance(headers, dict) or not headers.get("saga-id"):
+        if not isinstance(headers, dict) or not headers.get(SAGA_ID):
             return
         import time
 
         end = time.time_ns()
-        cid = str(headers.get("command-id", ""))
+        cid = str(headers.get(COMMAND_ID, ""))
         ref = parse_command_id(cid)
         self._span(
             f"handle {command_type}",
-            str(headers.get("saga-type", "")),
-            str(headers["saga-id"]),
+            str(headers.get(SAGA_TYPE, "")),
+            str(headers[SAGA_ID]),
             start_ns=end - int(seconds * 1e9),
             end_ns=end,
             attributes={

@@ -29,7 +29,6 @@ from sagas.operate.dlq import (
     ReplayReport,
     list_dead_letters,
     replay,
-    replayed_topic,
     select,
 )
 from sagas.operate.history import History, HistoryEntry, read_history
@@ -55,7 +54,6 @@ __all__ = [  # noqa: RUF022 - grouped by role
     "ReplayReport",
     "list_dead_letters",
     "replay",
-    "replayed_topic",
     "select",
     # control
     "Resumed",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 from confluent_kafka import (
@@ -16,6 +15,7 @@ from confluent_kafka import (
 
 from sagas.errors import ConfigurationError
 from sagas.kafka_io import kafka_errors, translate, watermarks
+from sagas.protocol import private_group
 from sagas.settings import KafkaSettings
 
 __all__ = ["offset_at", "partitions_of", "read_range", "reader"]
@@ -26,7 +26,7 @@ def reader(settings: KafkaSettings) -> Consumer:
     return Consumer(
         settings.client_config(
             **{
-                "group.id": f"sagas-operate-{uuid.uuid4().hex[:8]}",
+                "group.id": private_group("operate"),
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,

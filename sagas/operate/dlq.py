@@ -27,7 +27,17 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from sagas.errors import ConfigurationError
 from sagas.kafka_io import kafka_errors, translate
 from sagas.operate._io import partitions_of, read_range, reader
-from sagas.protocol import DLQ_HEADERS
+from sagas.protocol import (
+    DLQ_HEADERS,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    DLQ_VALUE_DROPPED,
+    SAGA_ID,
+    replayed_topic,
+    replayer_transactional_id,
+)
 from sagas.settings import KafkaSettings
 from sagas.wire import header_dict
 
@@ -37,19 +47,11 @@ __all__ = [
     "ReplayReport",
     "list_dead_letters",
     "replay",
-    "replayed_topic",
     "select",
 ]
 
 PARKED = "unknown-definition-version"
 """The reason class of inputs of a saga whose definition version the worker lacked."""
-
-_DROPPED = "dlq-value-dropped"
-
-
-def replayed_topic(dlq: str) -> str:
-    """The compacted topic recording which letters of ``dlq`` were replayed."""
-    return f"{dlq}.replayed"
 
 
 @dataclass(frozen=True)
@@ -116,23 +118,23 @@ def _letter(msg: Any, replayed: set[str]) -> DeadLetter:
     source: tuple[str, int, int] | None = None
     try:
         source = (
-            h["dlq-source-topic"],
-            int(h["dlq-source-partition"]),
-            int(h["dlq-source-offset"]),
+            h[DLQ_SOURCE_TOPIC],
+            int(h[DLQ_SOURCE_PARTITION]),
+            int(h[DLQ_SOURCE_OFFSET]),
         )
     except (KeyError, ValueError):
         source = None
     key = msg.key()
-    saga_id = h.get("saga-id") or (key.decode("utf-8", "replace") if key else None)
+    saga_id = h.get(SAGA_ID) or (key.decode("utf-8", "replace") if key else None)
     letter = DeadLetter(
         dlq=msg.topic(),
         partition=msg.partition(),
         offset=msg.offset(),
         at_ms=msg.timestamp()[1],
-        reason=h.get("dlq-reason", ""),
+        reason=h.get(DLQ_REASON, ""),
         saga_id=saga_id,
         source=source,
-        value_dropped=_DROPPED in h or not msg.value(),
+        value_dropped=DLQ_VALUE_DROPPED in h or not msg.value(),
         replayed=False,
         key=key,
         value=msg.value(),
@@ -269,7 +271,7 @@ def replay(
     producer = Producer(
         settings.client_config(
             **{
-                "transactional.id": f"{dlq}.replayer",
+                "transactional.id": replayer_transactional_id(dlq),
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,
             }

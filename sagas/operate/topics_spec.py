@@ -34,7 +34,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from sagas.app import App
 from sagas.errors import ConfigurationError
 from sagas.kafka_io import kafka_errors, translate
-from sagas.operate.dlq import replayed_topic
+from sagas.protocol import replayed_topic
 from sagas.runtime.topics import plan_topics
 
 if TYPE_CHECKING:

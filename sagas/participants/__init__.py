@@ -54,12 +54,26 @@ from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.ids import public_command_id
 from sagas.engine.model import Outcome
 from sagas.errors import CommandFailed, ConfigurationError, DecodeError, PayloadSchemaError
-from sagas.protocol import INBOX_TOPIC, RawHeaders, participant_dlq, replies_topic
+from sagas.protocol import (
+    ATTEMPT,
+    COMMAND_ID,
+    COMMAND_TYPE,
+    DEADLINE,
+    INBOX_TOPIC,
+    REPLY_TO,
+    SAGA_ID,
+    SAGA_TYPE,
+    TRACEPARENT,
+    Headers,
+    RawHeaders,
+    participant_dlq,
+    replies_topic,
+)
 from sagas.runtime.observe import Observer
 from sagas.serde.payloads import from_record
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
-from sagas.wire import Headers, OutRecord, header_dict, reply_record
+from sagas.wire import OutRecord, header_dict, reply_record
 
 __all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
 
@@ -324,13 +338,13 @@ class Participant:
         h = header_dict(headers)
         try:
             ctx = CommandContext(
-                h["saga-id"],
-                h.get("saga-type", ""),
-                h["command-id"],
-                h["command-type"],
-                int(h.get("attempt", "1")),
-                int(h["deadline"]) if "deadline" in h else None,
-                h["reply-to"],
+                h[SAGA_ID],
+                h.get(SAGA_TYPE, ""),
+                h[COMMAND_ID],
+                h[COMMAND_TYPE],
+                int(h.get(ATTEMPT, "1")),
+                int(h[DEADLINE]) if DEADLINE in h else None,
+                h[REPLY_TO],
                 serde=self.serde,
             )
         except KeyError as exc:
@@ -354,7 +368,7 @@ class Participant:
                 body,
                 schema=schema,
                 serde=self.serde,
-                trace=h.get("traceparent"),
+                trace=h.get(TRACEPARENT),
             )
             effects = ctx.outbox if outcome == "success" else []
             return Executed(ctx.saga_id, ctx.command_id, rec, effects)

@@ -37,6 +37,15 @@ from sagas.engine.ids import public_command_id
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.observe.logs import saga_fields
 from sagas.participants.checks import check_start
+from sagas.protocol import (
+    COMMAND_ID,
+    COMMAND_TYPE,
+    OUTCOME,
+    REPLY_TO,
+    SAGA_ID,
+    SAGA_TYPE,
+    participant_transactional_id,
+)
 from sagas.runtime.loop import Batch, Position, TransactionalLoop, position
 from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.wire import OutRecord, header_dict
@@ -61,9 +70,9 @@ class RecordedReply:
         """The replies-topic record: key = command id, value = the reply's value, headers =
         the reply's plus ``reply-to`` (or ``outcome: none``)."""
         if self.reply is None:
-            headers: list[tuple[str, str | bytes | None]] = [("outcome", _NONE.encode())]
+            headers: list[tuple[str, str | bytes | None]] = [(OUTCOME, _NONE.encode())]
             return OutRecord(topic, command_id.encode(), b"", headers)
-        reply_to = ("reply-to", self.reply.topic.encode())
+        reply_to = (REPLY_TO, self.reply.topic.encode())
         return OutRecord(
             topic, command_id.encode(), self.reply.value, [*self.reply.headers, reply_to]
         )
@@ -80,12 +89,12 @@ class RecordedReply:
             list(raw.items()) if isinstance(raw, dict) else list(raw)
         )
         h = header_dict(pairs)
-        if h.get("outcome") == _NONE:
+        if h.get(OUTCOME) == _NONE:
             return cls(None)
-        if "reply-to" not in h or "saga-id" not in h:
+        if REPLY_TO not in h or SAGA_ID not in h:
             raise DecodeError("a recorded reply without reply-to or saga-id", record=msg.value())
-        headers = [(k, v) for k, v in pairs if k != "reply-to"]
-        return cls(OutRecord(h["reply-to"], h["saga-id"].encode(), msg.value() or b"", headers))
+        headers = [(k, v) for k, v in pairs if k != REPLY_TO]
+        return cls(OutRecord(h[REPLY_TO], h[SAGA_ID].encode(), msg.value() or b"", headers))
 
 
 @dataclass
@@ -108,7 +117,7 @@ class ParticipantLoop:
             self,
             self.settings,
             group=self.group,
-            transactional_id=f"{self.group}.{participant.instance_id}",
+            transactional_id=participant_transactional_id(self.group, participant.instance_id),
             topics=participant.topics,
             max_batch=participant.max_batch,
             consumer_options={
@@ -254,14 +263,14 @@ class ParticipantLoop:
         except DecodeError as exc:
             batch.dead_letter(msg, f"not a command: {exc}")
             return
-        command_id = headers.get("command-id", "")
+        command_id = headers.get(COMMAND_ID, "")
         staged = batch.recorded.setdefault(tp, {})
         known = staged.get(command_id) or self.replies[tp].get(command_id)
         if known is not None:
             batch.replayed += 1
-            self.observer.command_replayed(self.group, headers.get("command-type", ""))
+            self.observer.command_replayed(self.group, headers.get(COMMAND_TYPE, ""))
             fields = saga_fields(
-                headers.get("saga-id", ""), headers.get("saga-type", ""), None, command_id
+                headers.get(SAGA_ID, ""), headers.get(SAGA_TYPE, ""), None, command_id
             )
             log.info(
                 "%s: command %s seen before; its recorded reply goes again",
@@ -272,7 +281,7 @@ class ParticipantLoop:
             if known.reply is not None:
                 batch.write(known.reply, where)
             return
-        reply_to = headers.get("reply-to", "")
+        reply_to = headers.get(REPLY_TO, "")
         allowed = self.participant.reply_to.fullmatch(reply_to)
         if allowed and not self._topic_exists(reply_to):  # not allowed: execute says why
             batch.dead_letter(msg, f"reply-to {reply_to[:300]!r} is not an existing topic")
@@ -293,10 +302,10 @@ class ParticipantLoop:
         self._unrecorded.setdefault(tp, {})[executed.command_id] = executed
         outcome = "none"
         if executed.reply is not None:
-            outcome = header_dict(executed.reply.headers).get("outcome", "")
+            outcome = header_dict(executed.reply.headers).get(OUTCOME, "")
         self.observer.command_handled(
             self.group,
-            headers.get("command-type", ""),
+            headers.get(COMMAND_TYPE, ""),
             outcome=outcome,
             seconds=time.monotonic() - started,
             headers=headers,

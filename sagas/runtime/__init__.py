@@ -1,11 +1,10 @@
-"""The Kafka shell around the engine: workers, topics, settings.
+"""The Kafka shell around the engine: workers and topics (settings: :mod:`sagas.settings`).
 
 Grouped by role (each loads on first use, so importing a submodule such as
 ``sagas.runtime.signals`` does not load the Kafka client):
 
 - running: :class:`Worker` (an app, embedded or as a process), :class:`SagaWorker` (one saga
   type), :func:`run_worker` (a whole app, one process)
-- settings: :class:`KafkaSettings`
 - topics: :func:`ensure_topics`, :func:`plan_topics`
 """
 
@@ -14,7 +13,6 @@ from typing import TYPE_CHECKING
 from sagas._lazy import lazy_exports
 
 __all__ = [
-    "KafkaSettings",
     "SagaWorker",
     "Worker",
     "WorkerMetrics",
@@ -24,7 +22,6 @@ __all__ = [
 ]
 
 _LAZY = {
-    "KafkaSettings": "sagas.settings",
     "SagaWorker": "sagas.runtime.worker",
     "Worker": "sagas.runtime.process",
     "WorkerMetrics": "sagas.runtime.worker",
@@ -37,7 +34,6 @@ if TYPE_CHECKING:
     from sagas.runtime.process import Worker, run_worker
     from sagas.runtime.topics import ensure_topics, plan_topics
     from sagas.runtime.worker import SagaWorker, WorkerMetrics
-    from sagas.settings import KafkaSettings
 
 
 __getattr__ = lazy_exports("sagas.runtime", _LAZY, globals())

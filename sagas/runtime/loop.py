@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from sagas.errors import ConfigurationError
 from sagas.kafka_io import ChangelogReader
-from sagas.protocol import dead_letter_headers
+from sagas.protocol import DLQ_VALUE_DROPPED, dead_letter_headers
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
 from sagas.settings import KafkaSettings
@@ -138,7 +138,7 @@ class DeadLetter:
             return OutRecord(topic, b"", b"", dead_letter_headers(None, self.reason, *where))
         headers = dead_letter_headers(self.msg.headers(), self.reason, *where)
         if level == 1:
-            headers.append(("dlq-value-dropped", f"{len(value or b'')} bytes".encode()))
+            headers.append((DLQ_VALUE_DROPPED, f"{len(value or b'')} bytes".encode()))
             return OutRecord(topic, key or b"", b"", headers)
         return OutRecord(topic, key or b"", value or b"", headers)
 

@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sagas.app import App, workers_topic
+from sagas.app import App
 from sagas.errors import ConfigurationError
+from sagas.protocol import workers_topic
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.query import QueryServer
 from sagas.runtime.signals import stop_on_signals
@@ -92,7 +93,7 @@ class Worker:
     Args:
         app: the sagas to run.
         settings: Kafka settings (default: from the environment, see
-            :mod:`sagas.runtime.config`).
+            :mod:`sagas.settings`).
         worker_id: stable per worker process across restarts (default: the host name); two live
             workers must not share one.
         query_host: the interface of the query endpoint clients ask for ``status`` and ``list``
@@ -188,6 +189,7 @@ class Worker:
                 host=self.query_host,
                 port=self.query_port,
                 advertise=self.advertise_url,
+                serde=self.app.serde,
             )
 
     def _serve_metrics(self, workers: list[SagaWorker]) -> Any:

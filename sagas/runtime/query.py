@@ -60,14 +60,14 @@ from confluent_kafka import Producer
 from sagas.errors import ConfigurationError
 from sagas.partitioning import partition_for
 from sagas.protocol import MAX_LIMIT, TOKEN_ENV, owner_key, token_from
-from sagas.serde.records import encode_payload
 from sagas.settings import KafkaSettings
 
 if TYPE_CHECKING:
     from sagas.runtime.store import PartitionStore
     from sagas.runtime.worker import SagaWorker
+    from sagas.serde.records import Serde
 
-__all__ = ["MAX_LIMIT", "TOKEN_ENV", "QueryServer", "owner_key", "token_from"]
+__all__ = ["QueryServer"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class QueryServer:
         max_connections: connections open at once; past it, the one waiting longest for its
             request is closed, and complete requests beyond it answer 503.
         threads: the threads that answer complete requests.
+        serde: the encodings of the app it serves (its owner records are written with it).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class QueryServer:
         timeout: float = 5.0,
         max_connections: int = 256,
         threads: int = 4,
+        serde: Serde,
     ) -> None:
         if not timeout > 0 or max_connections < 1 or threads < 1:
             raise ConfigurationError(
@@ -132,6 +134,7 @@ class QueryServer:
                 f"(got {timeout}, {max_connections}, {threads})"
             )
         self.owners_topic = owners_topic
+        self.serde = serde
         self.worker_id = worker_id
         self.workers: dict[str, SagaWorker] = {}
         self.metrics: Callable[[], bytes] | None = None
@@ -166,7 +169,7 @@ class QueryServer:
 
     def advertise(self, saga_type: str, partitions: Iterable[int]) -> None:
         """Write this server as the owner of ``partitions`` of ``saga_type``."""
-        value = encode_payload(
+        value = self.serde.encode_payload(
             {"url": self.url, "worker_id": self.worker_id, "at_ms": int(time.time() * 1000)}
         )
         for p in partitions:

@@ -7,21 +7,29 @@ after a back-off (1 s, doubling to 30 s, back to 1 s once it has run a minute), 
 partitions back at once. SIGTERM or Ctrl-C stops every child the way a single worker stops.
 
 Children are started with the ``spawn`` method (a fresh interpreter, no Kafka client inherited
-across a fork), so ``entry`` and its arguments must be importable and picklable.
+across a fork), so ``entry`` and its arguments must be importable and picklable: a child gets a
+:class:`WorkerProcess` (what to run, as the command's flags said) and loads the app itself.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["supervise"]
+from sagas.runtime.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from sagas.app import App
+    from sagas.settings import KafkaSettings
+
+__all__ = ["WorkerProcess", "supervise", "supervise_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +103,74 @@ def _stop_all(children: list[_Child]) -> int:
             process.join()
     codes = [c.process.exitcode for c in children if c.process is not None]
     return 0 if all(code == 0 for code in codes) else 1
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """What one ``sagas worker`` process runs (picklable: ``--processes`` sends it to each
+    child)."""
+
+    target: str
+    namespace: str | None
+    app_dir: str | None
+    settings: KafkaSettings
+    worker_id: str | None
+    query_host: str | None
+    query_port: int
+    advertise_url: str | None
+    metrics: bool
+    metrics_port: int | None
+    static_membership: bool
+    log_level: str
+    log_format: str
+
+    def run(self, app: App | None = None) -> int:
+        """Run the worker in this process until SIGTERM or Ctrl-C."""
+        from sagas.observe.logs import SagaLogObserver
+        from sagas.runtime.process import run_worker
+        from sagas.runtime.target import load_app
+
+        return run_worker(
+            app or load_app(self.target, self.namespace, self.app_dir),
+            self.settings,
+            worker_id=self.worker_id,
+            query_host=self.query_host,
+            query_port=self.query_port,
+            advertise_url=self.advertise_url,
+            observer=SagaLogObserver(),
+            metrics=self.metrics,
+            metrics_port=self.metrics_port,
+            static_membership=self.static_membership,
+        )
+
+    def child(self, index: int) -> WorkerProcess:
+        """The ``index``-th of several: its own worker id, and fixed ports counted up."""
+        from sagas.runtime.process import default_worker_id
+
+        def nth(port: int | None) -> int | None:
+            return port + index if port else port
+
+        return replace(
+            self,
+            worker_id=f"{self.worker_id or default_worker_id()}-{index}",
+            query_port=nth(self.query_port) or 0,
+            metrics_port=nth(self.metrics_port),
+        )
+
+
+def _run_worker_child(process: WorkerProcess) -> None:
+    """A child of :func:`supervise_workers`: logging as the parent's, then the worker; exits
+    with its code."""
+    from sagas.observe.logs import configure_logging
+
+    configure_logging(process.log_level, process.log_format)
+    sys.exit(process.run())
+
+
+def supervise_workers(process: WorkerProcess, count: int) -> int:
+    """Run ``count`` children of ``process`` (see :meth:`WorkerProcess.child`) until SIGTERM or
+    Ctrl-C; return as :func:`supervise`."""
+    stop = threading.Event()
+    stop_on_signals(stop, "stopping every worker process")
+    children = [(f"worker-{i}", (process.child(i),)) for i in range(count)]
+    return supervise(_run_worker_child, children, stop)

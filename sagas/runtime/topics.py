@@ -21,9 +21,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined] # re-exported,
     NewTopic,
 )
 
-from sagas.app import App, workers_topic
+from sagas.app import App
 from sagas.errors import ConfigurationError
 from sagas.kafka_io import kafka_errors, translate
+from sagas.protocol import workers_topic
 from sagas.settings import KafkaSettings
 
 __all__ = [

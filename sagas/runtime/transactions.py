@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from sagas.kafka_io import ChangelogReader, is_transient, translate
+from sagas.protocol import restore_group
 from sagas.settings import RECONNECT_DEFAULTS, KafkaSettings
 
 __all__ = ["Transactions", "changelog_reader", "input_consumer"]
@@ -75,7 +76,7 @@ def changelog_reader(settings: KafkaSettings, group: str) -> ChangelogReader:
     short ``fetch.wait.max.ms`` makes that fetch return at once instead of after the default
     half second, per partition restored.
     """
-    common = {**_reconnect(settings), "group.id": f"{group}.restore", "enable.auto.commit": False}
+    common = {**_reconnect(settings), "group.id": restore_group(group), "enable.auto.commit": False}
     restorer = Consumer(
         settings.client_config(
             **{

@@ -177,7 +177,7 @@ class SagaWorker:
             self,
             settings,
             group=self.topics.group,
-            transactional_id=f"{self.topics.group}.{worker_id}",
+            transactional_id=self.topics.transactional_id(worker_id),
             topics=[self.topics.inbox],
             max_batch=max_batch,
             consumer_options={

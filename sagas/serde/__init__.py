@@ -3,34 +3,15 @@
 Records use Avro's single-object encoding (``C3 01``, the schema's 8-byte CRC-64-AVRO fingerprint,
 then the binary body), so a reader in any language finds the writer's schema among the ``.avsc``
 files in ``schemas/`` by fingerprint, and old records stay readable after a schema evolves.
-With a schema registry configured (:func:`configure`), records use Confluent's wire format
-(``00``, the 4-byte schema id, the body) instead; both are always read.
+With a schema registry (``Serde(registry_url)``), records use Confluent's wire format (``00``,
+the 4-byte schema id, the body) instead; both are always read.
+
+A :class:`Serde` is an object: an app, a client and a participant each hold one (its schema
+store, the payload schemas registered with it, its registry) and pass it down. There is no
+process-wide default.
 """
 
 from sagas.serde.avro import SchemaStore
-from sagas.serde.records import (
-    configure,
-    decode_events,
-    decode_payload,
-    decode_state,
-    default_store,
-    encode_event,
-    encode_events,
-    encode_payload,
-    encode_state,
-)
-from sagas.serde.registry import RegistryError
+from sagas.serde.records import Serde
 
-__all__ = [
-    "RegistryError",
-    "SchemaStore",
-    "configure",
-    "decode_events",
-    "decode_payload",
-    "decode_state",
-    "default_store",
-    "encode_event",
-    "encode_events",
-    "encode_payload",
-    "encode_state",
-]
+__all__ = ["SchemaStore", "Serde"]

@@ -26,7 +26,6 @@ from sagas.dsl.nodes import SchemaSpec
 from sagas.errors import DefinitionError
 
 __all__ = [
-    "SchemaSpec",
     "avro_schema",
     "from_record",
     "full_name",

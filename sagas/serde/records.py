@@ -3,37 +3,22 @@
 A :class:`Serde` owns its schema store (the shipped schemas, the payload schemas registered with
 it, and a schema registry when one is configured); an :class:`~sagas.app.App`, a client and a
 participant each hold one and pass it down, so nothing decides the wire format for the whole
-process. The module functions (``encode_payload``...) use a default instance with fingerprint
-framing, for tools and tests.
+process: there is no default instance.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
+from sagas.dsl.nodes import SchemaSpec
 from sagas.engine.model import JournalEvent, SagaState
 from sagas.errors import DecodeError, DefinitionError, PayloadSchemaError
 from sagas.serde.avro import SchemaStore, schema_dir
-from sagas.serde.payloads import SchemaSpec, full_name, load_schema
-from sagas.serde.registry import RegistrySettings
+from sagas.serde.payloads import full_name, load_schema
 
-__all__ = [
-    "Serde",
-    "configure",
-    "decode_events",
-    "decode_payload",
-    "decode_state",
-    "default_serde",
-    "default_store",
-    "encode_event",
-    "encode_events",
-    "encode_payload",
-    "encode_state",
-    "register_schema",
-]
+__all__ = ["Serde"]
 
 # Fields of SagaState.to_dict() stored as typed Avro fields; the rest travel in progress_json.
 _TYPED = (
@@ -230,78 +215,3 @@ class Serde:
             for e in entries
         ]
         return events, record["saga_type"], record["version"]
-
-
-@cache
-def default_serde() -> Serde:
-    """The process's default serde (fingerprint framing, unless :func:`sagas.serde.configure`
-    was called), for tools and tests. Components hold their own (see :class:`Serde`)."""
-    return Serde()
-
-
-def default_store() -> SchemaStore:
-    """The store of the default serde: the schemas shipped in ``schemas/`` and those registered
-    through :func:`register_schema`."""
-    return default_serde().store
-
-
-def register_schema(spec: SchemaSpec) -> str:
-    """Make ``spec`` known to the default serde's readers and writers; return its full name.
-    Apps, clients and participants register with their own :class:`Serde`.
-
-    Raises:
-        DefinitionError: the schema is invalid, or another schema with its name is registered.
-    """
-    return default_serde().register(spec)
-
-
-def configure(settings: RegistrySettings | None) -> None:
-    """Use the schema registry ``settings`` name, or none, for every record of the default
-    serde.
-
-    Call it once where a worker, a client or a participant is built from its settings. With a
-    URL it registers the current schemas (once per URL: calling again with the same URL does
-    nothing) and encoding switches to the registry's wire format; with None it switches back
-    to fingerprints. Decoding accepts both formats either way (ids need a registry).
-
-    Raises:
-        RegistryError: the registry is unreachable or refused a schema.
-        ConfigurationError: the registry client is not installed.
-    """
-    url = settings.schema_registry_url if settings is not None else None
-    default_store().use_registry(url)
-
-
-def encode_payload(payload: dict[str, Any], schema: str | None = None) -> bytes:
-    """:meth:`Serde.encode_payload` of the default serde."""
-    return default_serde().encode_payload(payload, schema)
-
-
-def decode_payload(data: bytes | None) -> dict[str, Any]:
-    """:meth:`Serde.decode_payload` of the default serde."""
-    return default_serde().decode_payload(data)
-
-
-def encode_state(state: SagaState) -> bytes:
-    """:meth:`Serde.encode_state` of the default serde."""
-    return default_serde().encode_state(state)
-
-
-def decode_state(data: bytes | None) -> SagaState:
-    """:meth:`Serde.decode_state` of the default serde."""
-    return default_serde().decode_state(data)
-
-
-def encode_events(events: Sequence[JournalEvent], saga_type: str, version: int) -> bytes:
-    """:meth:`Serde.encode_events` of the default serde."""
-    return default_serde().encode_events(events, saga_type, version)
-
-
-def encode_event(event: JournalEvent, saga_type: str, version: int) -> bytes:
-    """:meth:`Serde.encode_event` of the default serde."""
-    return default_serde().encode_event(event, saga_type, version)
-
-
-def decode_events(data: bytes | None) -> tuple[list[JournalEvent], str, int]:
-    """:meth:`Serde.decode_events` of the default serde."""
-    return default_serde().decode_events(data)

@@ -25,21 +25,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from sagas.errors import ConfigurationError, RegistryError
 
-__all__ = ["ConfluentRegistry", "RegistryError", "RegistrySettings"]
+__all__ = ["ConfluentRegistry"]
 
 _HTTP_NOT_FOUND = 404
-
-
-class RegistrySettings(Protocol):
-    """What :func:`configure` reads: ``KafkaSettings`` fits."""
-
-    @property
-    def schema_registry_url(self) -> str | None:
-        """The registry's URL, or None for fingerprints."""
 
 
 class ConfluentRegistry:

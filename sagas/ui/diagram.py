@@ -3,7 +3,9 @@
 The layout is layered: each block sits one row below the latest block that leads to it, a
 parallel's branches side by side, their join one row below the longest branch. Blocks the saga
 is in are marked ``current``, those it finished ``done``, a compensation in progress
-``undoing``. The same graph as Mermaid text is :meth:`sagas.dsl.program.Program.mermaid`.
+``undoing``. The graph and each block's text come from :meth:`sagas.dsl.program.Program.graph`
+and :func:`sagas.dsl.program.block_face`, which the Mermaid text
+(:meth:`~sagas.dsl.program.Program.mermaid`) draws too.
 """
 
 from __future__ import annotations
@@ -11,48 +13,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from html import escape
 
-from sagas.dsl.nodes import Branch, Child, LongRunning, Parallel, Sleep, Step, WaitSignal
-from sagas.dsl.program import Program, ProgramNode
+from sagas.dsl.program import END, START, Program, block_face
 
 __all__ = ["diagram_svg"]
 
 _W, _H, _GAP_X, _GAP_Y = 210, 46, 30, 34
-_START, _END = "(start)", "(end)"
-
-
-def _subtitle(node: ProgramNode) -> str:
-    b = node.block
-    if isinstance(b, Step):
-        return f"{b.command} → {b.topic}"
-    if isinstance(b, LongRunning):
-        return f"{b.start.command}, poll {b.status.command}"
-    if isinstance(b, WaitSignal):
-        return f"wait for signal {b.signal}"
-    if isinstance(b, Sleep):
-        return f"sleep {b.duration}"
-    if isinstance(b, Parallel):
-        return f"parallel, join {b.join}"
-    if isinstance(b, Branch):
-        return "branch"
-    if isinstance(b, Child):
-        return f"child saga {b.saga}"
-    return ""
-
-
-def _graph(program: Program) -> tuple[list[str], list[tuple[str, str, str]]]:
-    """Vertices (start, blocks, joins, end) and edges, as the Mermaid drawing has them."""
-    names = list(program.nodes)
-    joins = [f"{n} (join)" for n, node in program.nodes.items() if isinstance(node.block, Parallel)]
-    edges: list[tuple[str, str, str]] = [(_START, program.entry or _END, "")]
-    for src, dst, label in program.edges:
-        edges.append((f"{src} (join)" if label == "joined" else src, dst, label))
-    for name, node in program.nodes.items():
-        if node.next is not None:
-            continue
-        if isinstance(node.block, Branch) and None not in node.targets:
-            continue
-        edges.append((name, f"{node.scopes[-1][0]} (join)" if node.scopes else _END, ""))
-    return [_START, *names, *joins, _END], edges
 
 
 def _layers(vertices: list[str], edges: list[tuple[str, str, str]]) -> dict[str, int]:
@@ -61,7 +26,7 @@ def _layers(vertices: list[str], edges: list[tuple[str, str, str]]) -> dict[str,
         changed = False
         for src, dst, _label in edges:
             want = min(layer[src] + 1, len(vertices))
-            if dst != _START and layer.get(dst, 0) < want and src in layer:
+            if dst != START and layer.get(dst, 0) < want and src in layer:
                 layer[dst] = want
                 changed = True
         if not changed:
@@ -77,7 +42,7 @@ def diagram_svg(
     undoing: Collection[str] = (),
 ) -> str:
     """The step graph of ``program`` as an ``<svg>`` element, blocks marked by state."""
-    vertices, edges = _graph(program)
+    vertices, edges = program.graph()
     layer = _layers(vertices, edges)
     rows: dict[int, list[str]] = {}
     for v in vertices:
@@ -137,7 +102,7 @@ def diagram_svg(
             f'<rect x="{x - _W / 2:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6"/>'
             f'<text class="name" x="{x:.0f}" y="{y + 19:.0f}">{escape(_fit(v, 28))}</text>'
             f'<text class="sub" x="{x:.0f}" y="{y + 36:.0f}">'
-            f"{escape(_fit(_subtitle(node), 34))}</text>"
+            f"{escape(_fit(block_face(node).summary, 34))}</text>"
             "</g>"
         )
     parts.append("</svg>")
@@ -178,7 +143,7 @@ def _place(
 
 def _small(vertex: str) -> int:
     """The height of a round vertex (start, end, a join); 0 for a block."""
-    return 26 if vertex in (_START, _END) or vertex.endswith("(join)") else 0
+    return 26 if vertex in (START, END) or vertex.endswith("(join)") else 0
 
 
 def _fit(text: str, n: int) -> str:

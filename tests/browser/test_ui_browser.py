@@ -22,7 +22,7 @@ from sagas.runtime.process import Worker
 from sagas.runtime.topics import ensure_topics
 from sagas.settings import KafkaSettings
 from sagas.ui.server import UiServer
-from tests.integration.test_observe_metrics import (
+from tests.support.shop import (
     settle_silent_pivot,
     shop_app,
     shop_services,

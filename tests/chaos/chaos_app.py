@@ -33,7 +33,7 @@ from sagas.dsl import Retry, Saga, call, child, parallel, sleep, step
 from sagas.dsl.program import Program
 from sagas.errors import CommandFailed
 from sagas.participants import NO_REPLY, CommandContext, Participant
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 
 SERVICES = {
     "credit": ["ReserveCredit", "ReleaseCredit"],

@@ -52,11 +52,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sagas.app import App
 from sagas.client import SagaClient
-from sagas.dev.kafka import LocalKafka, LocalKafkaCluster, free_port
+from sagas.dev.cluster import LocalKafkaCluster
+from sagas.dev.kafka import LocalKafka, free_port
 from sagas.errors import BrokerError
-from sagas.runtime.config import KafkaSettings
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_events, decode_payload, decode_state
+from sagas.serde import Serde
+from sagas.settings import KafkaSettings
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 HERE = Path(__file__).resolve().parent
 SAGA_TYPES = ("order", "quick_order", "tight_order", "race", "parent", "hold")
@@ -309,7 +313,7 @@ def latest_states(bootstrap: str, app: App) -> dict[str, Any]:
     for saga_type in _types(app):
         for msg in read_topic(bootstrap, app.topics(saga_type).state):
             if msg.key() is not None and msg.value() is not None:
-                states[msg.key().decode()] = decode_state(msg.value())
+                states[msg.key().decode()] = SERDE.decode_state(msg.value())
     return states
 
 
@@ -582,7 +586,7 @@ def _check_commands(app: App, bootstrap: str, violations: list[str]) -> int:
 def _check_kafka_effects(app: App, bootstrap: str, violations: list[str]) -> None:
     """Each ``ctx.send`` effect once per command id."""
     ids = collections.Counter(
-        decode_payload(msg.value())["command_id"]
+        SERDE.decode_payload(msg.value())["command_id"]
         for msg in read_topic(bootstrap, f"{app.namespace}.effects")
     )
     twice = [c for c, n in ids.items() if n > 1]
@@ -621,7 +625,7 @@ def _journal(app: App, bootstrap: str) -> list[tuple[str, int, Any]]:
     out = []
     for saga_type in _types(app):
         for msg in read_topic(bootstrap, app.topics(saga_type).journal):
-            events, _, _ = decode_events(msg.value())
+            events, _, _ = SERDE.decode_events(msg.value())
             out.extend((saga_type, msg.partition(), event) for event in events)
     return out
 

@@ -13,12 +13,12 @@ import os
 from typing import Any
 
 import faust
-from sagas_under_test import make_app
 
 from sagas.async_client import AsyncSagaClient
 from sagas.errors import SagaFailedError
 from sagas.faust import SagaWorkerService
 from sagas.settings import KafkaSettings
+from tests.support.sagas_under_test import make_app
 
 NS = os.environ.get("SAGAS_TEST_NS", "test")
 settings = KafkaSettings()

@@ -14,7 +14,8 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
-from kafka_util import create_topic, read_all, tx_producer
+
+from tests.support.kafka import create_topic, read_all, tx_producer
 
 pytestmark = pytest.mark.kafka
 

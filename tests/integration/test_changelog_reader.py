@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kafka_util import create_topic, tx_producer
 
 from sagas.errors import BrokerError
 from sagas.kafka_io import read_to_end
 from sagas.runtime.transactions import changelog_reader
 from sagas.settings import KafkaSettings
+from tests.support.kafka import create_topic, tx_producer
 
 
 def _topic_with_open_transaction(bootstrap: str, name: str):  # type: ignore[no-untyped-def]

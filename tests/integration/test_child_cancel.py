@@ -9,12 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from runtime_util import Running, start_runtime
 
 from sagas.app import App
 from sagas.dsl import Saga, call, child, wait_signal
 from sagas.participants import CommandContext, Participant
 from sagas.settings import KafkaSettings
+from tests.support.runtime import Running, start_runtime
 
 pytestmark = pytest.mark.kafka
 

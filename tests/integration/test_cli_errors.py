@@ -7,9 +7,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from test_cli import MYAPP, finish, sagas, user_env
 
 from sagas.dev.kafka import free_port
+from tests.support.cli import MYAPP, finish, sagas, user_env
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The operating commands (start, status, result, list, signal, cancel, describe) on the real
-broker, run as a user runs them: the installed ``sagas`` from the folder that holds their app."""
+"""The operating commands (start, status, result, list, signal, cancel, describe, history,
+terminate, resume) on the real broker, run as a user runs them: the installed ``sagas`` from the
+folder that holds their app."""
 
 from __future__ import annotations
 
@@ -8,74 +9,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from test_cli import MYAPP, SAGAS, sagas, stop, user_env
+
+from tests.support.cli import MYAPP, SAGAS, Ops, Shop, running
 
 pytestmark = pytest.mark.kafka
-
-
-class Shop:
-    """A folder with ``myapp.py``, its worker and participant running, and the CLI to call."""
-
-    def __init__(self, folder: Path, ns: str, bootstrap: str) -> None:
-        self.folder = folder
-        self.ns = ns
-        self.env = user_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, SAGAS_NAMESPACE=ns)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``sagas ARGS`` to its end."""
-        return subprocess.run(
-            [SAGAS, *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        """Its output, checking it succeeded."""
-        proc = self.run(*args)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json"))
-
-    def error(self, *args: str) -> str:
-        """Its one error line, checking it failed with exit 2."""
-        proc = self.run(*args)
-        assert proc.returncode == 2, (proc.stdout, proc.stderr)
-        lines = proc.stderr.splitlines()
-        assert len(lines) == 1, proc.stderr
-        assert lines[0].startswith("sagas: error: ")
-        return lines[0]
-
-
-S = TypeVar("S", bound=Shop)
-
-
-def running(shop: S, module: str, saga_type: str) -> Iterator[S]:
-    """``sagas worker MODULE:app`` and ``sagas participant MODULE:p``, installed, from the shop's
-    folder, while the generator runs; both must exit 0 on SIGTERM."""
-    worker = sagas("worker", f"{module}:app", "--worker-id", "w1", cwd=shop.folder, env=shop.env)
-    participant = sagas("participant", f"{module}:p", cwd=shop.folder, env=shop.env)
-    try:
-        deadline = time.monotonic() + 60
-        while shop.run("list", saga_type).returncode != 0:  # until the worker made the topics
-            assert worker.poll() is None, stop(worker)[1]
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        yield shop
-    finally:
-        worker_code, worker_out = stop(worker)
-        participant_code, participant_out = stop(participant)
-    assert worker_code == 0, worker_out
-    assert participant_code == 0, participant_out
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +111,60 @@ def test_version() -> None:
     proc = subprocess.run([SAGAS, "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0
     assert proc.stdout.startswith("sagas, version ")
+
+
+def test_history_shows_every_event_of_one_saga(ops: Ops) -> None:
+    ops.ok("start", "ship", '{"to": "ann"}', "--id", "h-1")
+    ops.ok("start", "ship", '{"to": "bo"}', "--id", "h-2")
+    ops.until("ship", "h-1", "completed")
+    ops.until("ship", "h-2", "completed")
+    found = ops.json("history", "ship", "h-1")
+    events = [e["event"] for e in found["events"]]
+    assert events[0] == "started"
+    assert events[-1] == "finished"
+    assert found["status"] == "completed"
+    sent = [e for e in found["events"] if e["event"] == "command_sent"]
+    assert [(e["step"], e["attempt"]) for e in sent] == [("pay", 1), ("mail", 1)]
+    assert [e["command_id"] for e in sent] == ["h-1:pay:1", "h-1:mail:1"]  # without their tags
+    assert "secret" not in json.dumps(found)
+    assert {e["body"].get("saga_id") for e in found["events"]} <= {None}
+    table = ops.ok("history", "ship", "h-1")
+    assert "ship h-1 (completed)" in table
+    assert "command_sent" in table
+    assert "h-2" not in table
+    assert "--since" in ops.error("history", "ship", "nobody")
+    assert "no events of saga 'nobody'" in ops.error("history", "ship", "nobody", "--since", "1h")
+
+
+def test_terminate_ends_a_waiting_saga_without_compensating(ops: Ops) -> None:
+    ops.ok("start", "hold", "{}", "--id", "t-1")
+    ops.until("hold", "t-1", "running")
+    assert "terminate sent" in ops.ok(
+        "terminate", "hold", "t-1", "--reason", "customer left", "--by", "ann"
+    )
+    state = ops.until("hold", "t-1", "terminated")
+    assert state["reason"] == "terminated by ann: customer left"
+    assert not state["timers"]
+    found = ops.json("history", "hold", "t-1")
+    [ended] = [e for e in found["events"] if e["event"] == "terminated"]
+    assert ended["body"] == {"by": "ann", "reason": "customer left"}
+    assert "already ended terminated" in ops.error("terminate", "hold", "t-1", "--reason", "x")
+    assert "'--reason'" in ops.error("terminate", "hold", "t-1")
+
+
+def test_resume_runs_a_failed_saga_on_from_its_failed_step(ops: Ops) -> None:
+    ops.ok("start", "ship", '{"flaky": true}', "--id", "r-1")
+    failed = ops.until("ship", "r-1", "failed")
+    assert failed["reason"] == "Mail failed: Down"
+    said = ops.json("resume", "ship", "r-1", "--by", "ann")
+    assert said == {"action": "resumed", "step": "mail", "report": None}
+    ops.until("ship", "r-1", "completed")
+    found = ops.json("history", "ship", "r-1")
+    mails = [
+        e["attempt"]
+        for e in found["events"]
+        if e["event"] == "command_sent" and e["step"] == "mail"
+    ]
+    assert mails == [1, 2]
+    assert any(e["event"] == "resumed" and e["body"]["by"] == "ann" for e in found["events"])
+    assert "only a stuck, failed or parked saga" in ops.error("resume", "ship", "r-1")

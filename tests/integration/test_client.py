@@ -9,14 +9,17 @@ import json
 import urllib.request
 
 import pytest
-from kafka_util import read_all
-from runtime_util import Running
 
-from sagas.app import workers_topic
 from sagas.async_client import AsyncSagaClient
 from sagas.client import SagaClient
 from sagas.errors import SagaFailedError
-from sagas.serde.records import decode_events, decode_payload
+from sagas.protocol import workers_topic
+from sagas.serde import Serde
+from tests.support.kafka import read_all
+from tests.support.runtime import Running
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -29,7 +32,7 @@ def test_a_second_start_with_the_same_id_starts_nothing_new(rt: Running, bootstr
     journal = [
         e
         for _, v in read_all(bootstrap, rt.app.topics("order").journal)
-        for e in decode_events(v)[0]
+        for e in SERDE.decode_events(v)[0]
     ]
     assert [e.type for e in journal if e.saga_id == sid].count("started") == 1
 
@@ -57,7 +60,9 @@ def test_status_and_list_come_from_the_owning_workers_query_endpoint(
     for sid in ids:
         rt.wait_terminal("order", sid)
 
-    owners = {k: decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))}
+    owners = {
+        k: SERDE.decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))
+    }
     assert {k.decode() for k in owners} >= {f"order/{p}" for p in range(rt.app.partitions)}
     url = next(iter(owners.values()))["url"]
     sid = next(iter(ids))

@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 import pytest
-from runtime_util import Running, start_runtime
-from sagas_under_test import Participants, make_app
-from test_resilience import MIX, PLAN, wait_all_terminal
 
 from sagas.client import SagaClient
 from sagas.participants import CommandContext
-from sagas.runtime.config import KafkaSettings
+from sagas.settings import KafkaSettings
 from tests.chaos.scenario import check
+from tests.support.resilience import MIX, PLAN, wait_all_terminal
+from tests.support.runtime import Running, start_runtime
+from tests.support.sagas_under_test import Participants, make_app
 
 pytestmark = pytest.mark.kafka
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from kafka_util import read_all
-from test_cli import user_env
 
 from sagas import Saga, step
 from sagas.app import App
@@ -31,6 +29,8 @@ from sagas.dev.kafka import free_port
 from sagas.participants import CommandContext, Participant
 from sagas.runtime.process import Worker
 from sagas.settings import KafkaSettings
+from tests.support.cli import user_env
+from tests.support.kafka import read_all
 
 DEPLOY = Path(__file__).resolve().parents[2] / "README.md"
 

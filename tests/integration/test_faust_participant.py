@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_util import create_topic, read_all
-from sagas_under_test import order_saga
-from test_participants import command, replies_by_command, send_commands, wait_for
 
 from sagas.app import App
 from sagas.client import SagaClient
@@ -22,9 +19,15 @@ from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_payload
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import command_record
+from tests.support.kafka import create_topic, read_all
+from tests.support.participants import command, replies_by_command, send_commands, wait_for
+from tests.support.sagas_under_test import order_saga
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytest.importorskip("faust", reason="needs the faust extra")
 pytestmark = pytest.mark.kafka
@@ -109,7 +112,9 @@ def test_a_faust_participant_serves_a_step_and_its_compensation(
         worker.join(60)
         thread.join(30)
         client.close()
-    effects = [decode_payload(v) for _, v in read_all(bootstrap, f"{credit}.effects", expect=3)]
+    effects = [
+        SERDE.decode_payload(v) for _, v in read_all(bootstrap, f"{credit}.effects", expect=3)
+    ]
     by_saga = sorted((e["command_id"].split(":")[0], e["type"]) for e in effects)
     assert by_saga == [("ok", "ReserveCredit"), ("refused", "ReleaseCredit"),
                        ("refused", "ReserveCredit")]  # fmt: skip
@@ -137,7 +142,7 @@ def test_a_faust_participant_never_handles_a_command_whose_transaction_aborted(
     for batch, commit in ((aborted, False), (committed, True)):
         producer.begin_transaction()
         for cmd in batch:
-            rec = command_record(cmd, inbox)
+            rec = command_record(cmd, inbox, serde=SERDE)
             producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
         producer.flush(30)
         (producer.commit_transaction if commit else producer.abort_transaction)(30)
@@ -149,7 +154,9 @@ def test_a_faust_participant_never_handles_a_command_whose_transaction_aborted(
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-    effects = [decode_payload(v)["command_id"] for _, v in read_all(bootstrap, f"{topic}.effects")]
+    effects = [
+        SERDE.decode_payload(v)["command_id"] for _, v in read_all(bootstrap, f"{topic}.effects")
+    ]
     assert sorted(effects) == sorted(c.command_id for c in committed)
     assert set(replies) == {c.command_id for c in committed}
 
@@ -191,7 +198,8 @@ def test_a_faust_participant_killed_mid_run_answers_each_command_once(
     assert kills >= 1, "the participant finished before it could be killed; send more commands"
 
     effects = collections.Counter(
-        decode_payload(value)["command_id"] for _, value in read_all(bootstrap, f"{topic}.effects")
+        SERDE.decode_payload(value)["command_id"]
+        for _, value in read_all(bootstrap, f"{topic}.effects")
     )
     replies = replies_by_command(bootstrap, inbox, expect=total)
     expected = {c.command_id for c in commands}

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka_util import create_topic, read_all
-from sagas_under_test import Participants, make_app
-from test_participants import wait_for
 
 from sagas.client import SagaClient
 from sagas.runtime.topics import ensure_topics
 from sagas.settings import KafkaSettings
+from tests.support.kafka import create_topic, read_all
+from tests.support.participants import wait_for
+from tests.support.sagas_under_test import Participants, make_app
 
 pytest.importorskip("faust", reason="needs the faust extra")
 pytestmark = pytest.mark.kafka

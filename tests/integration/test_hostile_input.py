@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running
 
 from sagas.participants import Participant
 from sagas.partitioning import partition_for
-from sagas.serde.records import decode_events, decode_state, encode_payload
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.runtime import Running
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -66,7 +69,9 @@ def _dead_letters(bootstrap: str, topic: str, expect: int) -> list[dict[str, str
 def _journal(rt: Running, saga_type: str) -> list[Any]:
     journal = rt.app.topics(saga_type).journal
     return [
-        e for _, v in read_all(rt.settings.bootstrap_servers, journal) for e in decode_events(v)[0]
+        e
+        for _, v in read_all(rt.settings.bootstrap_servers, journal)
+        for e in SERDE.decode_events(v)[0]
     ]
 
 
@@ -78,7 +83,7 @@ def test_an_oversized_input_is_isolated_and_sagas_on_every_partition_finish(rt: 
     # Not a valid input, and too large to be copied to a dead-letter topic as it is.
     _send(producer, inbox, b"huge-1", os.urandom(1_040_000), _start_headers("huge-1"))
     # A valid start whose snapshot would exceed the producer's message size: fails when written.
-    blob = encode_payload({"blob": "x" * 999_700})
+    blob = SERDE.encode_payload({"blob": "x" * 999_700})
     _send(producer, inbox, b"huge-2", blob, _start_headers("huge-2"))
     producer.flush(30)
     after = [rt.client.start("order", {"behaviour": {}}) for _ in range(12)]
@@ -100,7 +105,7 @@ def test_misplaced_starts_go_to_the_dlq_and_never_make_a_second_copy(rt: Running
     inbox, dlq = rt.app.topics("order").inbox, rt.app.topics("order").dlq
     home = partition_for(sid.encode(), PARTITIONS)
     other_key = next(f"k{i}" for i in range(100) if partition_for(f"k{i}".encode(), 3) != home)
-    value = encode_payload({"behaviour": {"ScheduleShipment": "fail"}})
+    value = SERDE.encode_payload({"behaviour": {"ScheduleShipment": "fail"}})
     producer = _producer(rt.settings.bootstrap_servers)
     _send(producer, inbox, other_key.encode(), value, _start_headers(sid))  # key != saga-id
     _send(producer, inbox, None, value, _start_headers(sid))  # no key
@@ -115,7 +120,7 @@ def test_misplaced_starts_go_to_the_dlq_and_never_make_a_second_copy(rt: Running
     assert len(started) == 1
     state_topic = rt.app.topics("order").state
     snapshots = [
-        decode_state(v) for _, v in read_all(rt.settings.bootstrap_servers, state_topic) if v
+        SERDE.decode_state(v) for _, v in read_all(rt.settings.bootstrap_servers, state_topic) if v
     ]
     assert [s.status for s in snapshots if s.saga_id == sid][-1] == "completed"
     assert rt.client.status("order", sid).status == "completed"  # type: ignore[union-attr]
@@ -130,7 +135,7 @@ def test_a_forged_reply_with_a_guessed_command_id_completes_nothing(rt: Running)
     for guess in (f"{sid}:reserve_stock:1", f"{sid}:reserve_stock:1:0123456789abcdef"):
         headers = {"sagas-input": "reply", "saga-id": sid, "command-id": guess}
         headers["outcome"] = "success"
-        _send(producer, inbox, sid.encode(), encode_payload({"forged": True}), headers)
+        _send(producer, inbox, sid.encode(), SERDE.encode_payload({"forged": True}), headers)
     producer.flush(30)
 
     def ignored() -> list[Any]:
@@ -171,13 +176,13 @@ def test_a_participant_refuses_a_bad_reply_to_and_a_late_command(
         return {"pong": True}
 
     inbox = f"{unique}.order.inbox"
-    from kafka_util import create_topic
+    from tests.support.kafka import create_topic
 
     create_topic(bootstrap, inbox)
     thread, stop = participant.start()
     try:
         producer = _producer(bootstrap)
-        value = encode_payload({})
+        value = SERDE.encode_payload({})
         topic = f"{unique}.commands"
         for reply_to, cid in (
             (f"{unique}.order.state", "c-state"),  # not an inbox
@@ -210,7 +215,7 @@ def test_a_flood_of_bad_records_leaves_every_real_saga_finished(rt: Running) -> 
     inbox, dlq = rt.app.topics("order").inbox, rt.app.topics("order").dlq
     commands = f"{rt.app.namespace}.credit"
     producer = _producer(bootstrap)
-    good = encode_payload({"behaviour": {}})
+    good = SERDE.encode_payload({"behaviour": {}})
     sent: Counter[str] = Counter()
     real: list[str] = []
     started = time.monotonic()
@@ -235,11 +240,11 @@ def test_a_flood_of_bad_records_leaves_every_real_saga_finished(rt: Running) -> 
             cid = f"{target}:reserve_credit:1:{rng.randbytes(8).hex()}"
             headers = {"sagas-input": "reply", "saga-id": target, "command-id": cid}
             headers["outcome"] = "success"
-            value = encode_payload({"forged": True})
+            value = SERDE.encode_payload({"forged": True})
         else:  # a reply for no saga
             headers = {"sagas-input": "reply", "saga-id": sid, "command-id": f"{sid}:x:1"}
             headers["outcome"] = "failure"
-            value = encode_payload({})
+            value = SERDE.encode_payload({})
         if kind == "random" and value and headers["sagas-input"] == "reply":
             headers["outcome"] = "success"  # may decode: then it is a reply to no saga
         if kind in ("random", "truncated") and rng.random() < 0.3:
@@ -286,7 +291,7 @@ def test_a_participant_isolates_a_command_whose_effect_cannot_be_written(
 ) -> None:
     """A handler's record too large to produce aborts one transaction; the command goes to the
     DLQ and every other command of the partition is answered."""
-    from kafka_util import create_topic
+    from tests.support.kafka import create_topic
 
     settings = KafkaSettings(bootstrap)
     participant = Participant(settings, f"{unique}.svc", partitions=1, create_topics=True)
@@ -304,7 +309,7 @@ def test_a_participant_isolates_a_command_whose_effect_cannot_be_written(
     try:
         producer = _producer(bootstrap)
         for i in range(10):
-            value = encode_payload({"huge": i == 3})
+            value = SERDE.encode_payload({"huge": i == 3})
             _send(producer, f"{unique}.commands", b"s-1", value, _command(inbox, f"c-{i}"))
         producer.flush(30)
         replies = _dead_letters(bootstrap, inbox, 9)

@@ -12,7 +12,7 @@ from sagas.client import SagaClient
 from sagas.runtime.process import Worker
 from sagas.runtime.topics import ensure_topics
 from sagas.settings import KafkaSettings
-from tests.integration.test_observe_metrics import shop_app, shop_services, wait_ended
+from tests.support.shop import shop_app, shop_services, wait_ended
 
 pytestmark = pytest.mark.kafka
 
@@ -22,7 +22,8 @@ def test_one_saga_makes_one_trace_with_its_spans_in_order(bootstrap: str, unique
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from sagas.observe.tracing import TracingObserver, saga_trace_ids
+    from sagas.observe.tracing import TracingObserver
+    from sagas.protocol import saga_trace_ids
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -17,7 +17,11 @@ from sagas.engine import (
     transition,
 )
 from sagas.engine.model import Decision
+from sagas.serde import Serde
 from sagas.wire import decode_input, input_record
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 SAGA = compile(
     Saga[dict[str, Any]](
@@ -103,9 +107,9 @@ def test_resume_enters_the_failed_step_again_with_a_new_command_id() -> None:
 
 def test_terminate_and_resume_travel_as_inbox_records() -> None:
     for inp in (Terminate("s-3", "ann", "why"), Resume("s-3", "mail", "bob")):
-        rec = input_record("ns.op.inbox", inp)
-        assert decode_input(rec.key, rec.value, rec.headers) == inp
-    rec = input_record("ns.op.inbox", Terminate("s-3", "ann", "why"))
+        rec = input_record("ns.op.inbox", inp, SERDE)
+        assert decode_input(rec.key, rec.value, rec.headers, SERDE) == inp
+    rec = input_record("ns.op.inbox", Terminate("s-3", "ann", "why"), SERDE)
     headers = dict(rec.headers)
     assert headers["terminated-by"] == b"ann"
     assert headers["reason"] == b"why"

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import sagas, stop
-from test_operate_cli import Ops
+
+from tests.support.cli import Ops, sagas, stop
 
 pytestmark = pytest.mark.kafka
 
@@ -80,6 +80,6 @@ def test_resume_replays_the_inputs_of_a_parked_saga(kafka: Any, tmp_path: Path) 
         assert said["action"] == "replayed"
         assert len(said["report"]["replayed"]) == 1
         assert ops.until("hold", "p-1", "completed")["version"] == 2
-        assert "only a failed saga or a parked one" in ops.error("resume", "hold", "p-1")
+        assert "only a stuck, failed or parked saga" in ops.error("resume", "hold", "p-1")
     finally:
         _stopped(worker)

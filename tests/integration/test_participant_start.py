@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from kafka_util import create_topic
 
 from sagas.dev.kafka import free_port
 from sagas.errors import ConfigurationError
 from sagas.participants import Participant
 from sagas.settings import KafkaSettings
+from tests.support.kafka import create_topic
 
 pytestmark = pytest.mark.kafka
 

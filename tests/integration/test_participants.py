@@ -7,65 +7,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_util import create_topic, read_all
 
-from sagas.engine.model import CommandOut
 from sagas.errors import CommandFailed
 from sagas.participants import CommandContext, Participant
-from sagas.serde.records import decode_payload
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
-from sagas.wire import command_record
+from tests.support.kafka import create_topic, read_all
+from tests.support.participants import command, replies_by_command, send_commands, wait_for
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
 HERE = Path(__file__).resolve().parent
-
-
-def send_commands(bootstrap: str, commands: list[CommandOut], reply_to: str) -> None:
-    """Produce commands as a saga worker would (plain idempotent producer)."""
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
-    for cmd in commands:
-        rec = command_record(cmd, reply_to)
-        producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
-    assert producer.flush(30) == 0
-
-
-def command(topic: str, saga_id: str, n: int, command_type: str, **payload: Any) -> CommandOut:
-    return CommandOut(
-        topic=topic,
-        saga_id=saga_id,
-        saga_type="billing",
-        step="charge",
-        command_id=f"{saga_id}:charge:{n}",
-        command_type=command_type,
-        payload=payload,
-        attempt=n,
-        deadline_ms=None,
-    )
-
-
-def replies_by_command(bootstrap: str, topic: str, expect: int) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for _key, value, headers in read_all(bootstrap, topic, expect=expect, with_headers=True):
-        out[headers["command-id"]].append(
-            {"outcome": headers["outcome"], "payload": decode_payload(value)}
-        )
-    return out
-
-
-def wait_for(check: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def test_a_re_sent_command_gets_the_recorded_reply_and_its_handler_runs_once(
@@ -220,7 +179,8 @@ def test_kafka_effects_and_replies_survive_kills_exactly_once(
     assert kills >= 2, "the participant finished before it could be killed; send more commands"
 
     effects = collections.Counter(
-        decode_payload(value)["command_id"] for _, value in read_all(bootstrap, f"{topic}.effects")
+        SERDE.decode_payload(value)["command_id"]
+        for _, value in read_all(bootstrap, f"{topic}.effects")
     )
     replies = replies_by_command(bootstrap, inbox, expect=total)
     expected = {c.command_id for c in commands}

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint, to_parsing_canonical_form
-from kafka_util import read_all
 
 import sagas
 from sagas import Saga, step
@@ -22,6 +21,7 @@ from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.serde.payloads import avro_schema
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.kafka
 

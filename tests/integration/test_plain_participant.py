@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 from plain_participant import PlainParticipant
-from runtime_util import Running, start_runtime
 
 from sagas.app import App
 from sagas.dsl import Saga, call, step
 from sagas.dsl.program import Program
 from sagas.settings import KafkaSettings
+from tests.support.runtime import Running, start_runtime
 
 PLAIN = Path(__file__).with_name("plain_participant.py")
 

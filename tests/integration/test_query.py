@@ -17,18 +17,22 @@ from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running, owner_url, start_runtime
-from sagas_under_test import make_app
 
 from sagas.client import SagaClient
 from sagas.engine import public_command_id
 from sagas.engine.model import Start
 from sagas.errors import ConfigurationError
-from sagas.runtime.query import TOKEN_ENV, QueryServer
-from sagas.serde.records import decode_state
+from sagas.protocol import TOKEN_ENV
+from sagas.runtime.query import QueryServer
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import input_record
+from tests.support.kafka import read_all
+from tests.support.runtime import Running, owner_url, start_runtime
+from tests.support.sagas_under_test import make_app
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -118,7 +122,12 @@ def test_past_its_connection_cap_the_endpoint_drops_the_longest_waiting_client(
     bootstrap: str, unique: str
 ) -> None:
     server = QueryServer(
-        KafkaSettings(bootstrap), f"{unique}.workers", "w1", max_connections=20, timeout=60
+        KafkaSettings(bootstrap),
+        f"{unique}.workers",
+        "w1",
+        max_connections=20,
+        timeout=60,
+        serde=SERDE,
     )
     server.start()
     idle = [connect(server.url) for _ in range(60)]
@@ -160,7 +169,7 @@ def test_a_list_answers_at_most_1000_sagas_whatever_the_limit(rt: Running, boots
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     for n in range(1010):  # they wait for a reply that never comes
         start = Start(f"s-{n}", {"behaviour": {"ReserveCredit": "silent"}})
-        rec = input_record(inbox, start)
+        rec = input_record(inbox, start, SERDE)
         producer.produce(rec.topic, key=rec.key, value=rec.value, headers=rec.headers)
     assert producer.flush(30) == 0
     url, _ = owner_url(rt, bootstrap, "s-0")
@@ -185,7 +194,7 @@ def test_answers_hold_no_secret_and_no_command_id_a_reply_could_use(
     shown = get(url, f"/sagas/order/{sid}?partition={p}")[1]["state"]
     listed = get(url, "/sagas/order")[1]["sagas"]
     snapshots = read_all(bootstrap, rt.app.topics("order").state)
-    stored = [decode_state(v) for k, v in snapshots if k == sid.encode()][-1]
+    stored = [SERDE.decode_state(v) for k, v in snapshots if k == sid.encode()][-1]
     assert stored.secret
     public = [public_command_id(c) for c in stored.pending]
     assert public != list(stored.pending)  # the stored ids carry their tags

@@ -16,47 +16,29 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka_util import read_all
-from runtime_util import start_runtime
-from sagas_under_test import Participants, make_app
 
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_events, decode_state
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.resilience import MIX, PLAN, SAGAS, UNDO, wait_all_terminal
+from tests.support.runtime import start_runtime
+from tests.support.sagas_under_test import Participants, make_app
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
-HERE = Path(__file__).resolve().parent
-SAGAS = ("order", "quick_order")  # 60 s and 3 s step deadlines
-
-# kind -> (behaviour, expected final status, compensations in order, saga type). Sagas that must
-# complete get long deadlines: a kill or a broker restart may legitimately outlast a 3 s one.
-PLAN = {
-    "ok": ({}, "completed", [], "order"),
-    "fail": (
-        {"ScheduleShipment": "fail"},
-        "compensated",
-        ["ReleaseStock", "ReleaseCredit"],
-        "order",
-    ),
-    "silent": (
-        {"ReserveStock": "silent"},
-        "compensated",
-        ["ReleaseStock", "ReleaseCredit"],
-        "quick_order",
-    ),
-    "retry": ({"ReserveCredit": "retry:1"}, "completed", [], "order"),
-}
-UNDO = {"ReserveCredit": "ReleaseCredit", "ReserveStock": "ReleaseStock"}
-MIX = ["ok"] * 5 + ["fail"] * 2 + ["silent", "retry", "ok"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn_worker(ns: str, bootstrap: str, worker_id: str, log: Path) -> subprocess.Popen[bytes]:
     """``sagas worker`` in its own process, as in production."""
-    env = {**os.environ, "PYTHONPATH": str(HERE), "SAGAS_TEST_NS": ns, "SAGAS_TEST_PARTS": "3"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SAGAS_TEST_NS": ns, "SAGAS_TEST_PARTS": "3"}
     out = log.open("ab")
     try:
         return subprocess.Popen(
@@ -65,7 +47,7 @@ def spawn_worker(ns: str, bootstrap: str, worker_id: str, log: Path) -> subproce
                 "-m",
                 "sagas.cli",
                 "worker",
-                "sagas_under_test:app",
+                "tests.support.sagas_under_test:app",
                 "--worker-id",
                 worker_id,
                 "--bootstrap-servers",
@@ -79,30 +61,6 @@ def spawn_worker(ns: str, bootstrap: str, worker_id: str, log: Path) -> subproce
         )
     finally:
         out.close()
-
-
-def latest_states(bootstrap: str, app: App) -> dict[str, SagaState]:
-    """The newest committed snapshot of every saga of ``SAGAS``."""
-    states: dict[str, SagaState] = {}
-    for saga_type in SAGAS:
-        for key, value in read_all(bootstrap, app.topics(saga_type).state):
-            if key is not None and value is not None:
-                states[key.decode()] = decode_state(value)
-    return states
-
-
-def wait_all_terminal(
-    bootstrap: str, app: App, ids: set[str], timeout: float
-) -> dict[str, SagaState]:
-    deadline = time.monotonic() + timeout
-    while True:
-        states = latest_states(bootstrap, app)
-        pending = [i for i in ids if i not in states or not states[i].terminal]
-        if not pending:
-            return states
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(pending)} sagas not terminal, e.g. {pending[:3]}")
-        time.sleep(1.0)
 
 
 def command_log(bootstrap: str, app: App) -> list[dict[str, str]]:
@@ -192,7 +150,7 @@ def check_deadlines(bootstrap: str, app: App) -> int:
     fired = 0
     for saga_type in SAGAS:
         journal = read_all(bootstrap, app.topics(saga_type).journal)
-        for event in (e for _, value in journal for e in decode_events(value)[0]):
+        for event in (e for _, value in journal for e in SERDE.decode_events(value)[0]):
             if event.type == "timer_set":
                 due[(event.saga_id, event.body["timer_id"])] = event.body["due_ms"]
             elif event.type == "timer_fired":

@@ -8,13 +8,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from kafka_util import read_all
-from runtime_util import start_runtime
 
 from sagas.app import App
 from sagas.dsl import Saga, call, step
-from sagas.serde.records import decode_events
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.runtime import start_runtime
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -44,7 +47,7 @@ def _state_records(bootstrap: str, topic: str, saga_id: str) -> list[bytes | Non
 
 def _expired(bootstrap: str, app: App, saga_id: str) -> list[Any]:
     journal = app.topics("order").journal
-    events = [e for _, v in read_all(bootstrap, journal) for e in decode_events(v)[0]]
+    events = [e for _, v in read_all(bootstrap, journal) for e in SERDE.decode_events(v)[0]]
     return [e for e in events if e.saga_id == saga_id and e.type == "expired"]
 
 

@@ -7,13 +7,16 @@ import time
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running, start_runtime
-from sagas_under_test import order_saga
 
 from sagas.app import App
-from sagas.serde.records import decode_events
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.runtime import Running, start_runtime
+from tests.support.sagas_under_test import order_saga
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -27,7 +30,7 @@ def test_happy_path_runs_the_three_steps_and_completes(rt: Running) -> None:
 
     # One journal record per transition: the start, then each of the three replies.
     journal = read_all(rt.settings.bootstrap_servers, rt.app.topics("order").journal)
-    mine = [decode_events(v)[0] for k, v in journal if k == sid.encode()]
+    mine = [SERDE.decode_events(v)[0] for k, v in journal if k == sid.encode()]
     assert len(mine) == 4
     assert [transition[0].type for transition in mine] == ["started"] + ["reply_accepted"] * 3
     assert mine[-1][-1].type == "finished"
@@ -63,7 +66,9 @@ def test_a_step_deadline_expiry_compensates_the_completed_steps(rt: Running) -> 
     # earlier than due; the compensations went out after it fired.
     journal = rt.app.topics("quick_order").journal
     events = [
-        e for _, v in read_all(rt.settings.bootstrap_servers, journal) for e in decode_events(v)[0]
+        e
+        for _, v in read_all(rt.settings.bootstrap_servers, journal)
+        for e in SERDE.decode_events(v)[0]
     ]
     mine = [e for e in events if e.saga_id == sid]
     sent = {e.body["command_type"]: e.at_ms for e in mine if e.type == "command_sent"}
@@ -189,7 +194,7 @@ def test_a_saga_on_a_version_the_worker_lacks_is_parked_not_lost(
     events = [
         e
         for _, v in read_all(bootstrap, rt.app.topics("order").journal)
-        for e in decode_events(v)[0]
+        for e in SERDE.decode_events(v)[0]
     ]
     assert [e.type for e in events if e.saga_id == sid].count("parked") == 1  # said once
 

@@ -1,9 +1,8 @@
 """A saga end to end with a schema registry: every record on every topic is in Confluent's format.
 
-The registry is :mod:`registry_server`, a test double of the Confluent REST API (not the real
+The registry is :mod:`tests.support.registry`, a test double of the Confluent REST API (not the real
 server). The settings come from ``SAGAS_SCHEMA_REGISTRY_URL``; the worker, the client and the
-participants configure the registry themselves from their settings. The teardown switches this
-process back to fingerprints.
+participants each build their serde from their settings.
 """
 
 from __future__ import annotations
@@ -11,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kafka_util import read_all
-from registry_server import RegistryDouble
-from runtime_util import Running, start_runtime
-from sagas_under_test import make_app
 
-from sagas.app import TopicNames
-from sagas.serde import configure
-from sagas.serde.records import Serde
+from sagas.protocol import TopicNames
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.registry import RegistryDouble
+from tests.support.runtime import Running, start_runtime
+from tests.support.sagas_under_test import make_app
 
 pytestmark = pytest.mark.kafka
 
@@ -38,7 +36,6 @@ def rt(bootstrap: str, unique: str, registry: RegistryDouble) -> Iterator[Runnin
         yield running
     finally:
         running.shutdown()
-        configure(None)
 
 
 def _ids(values: list[bytes]) -> set[int]:

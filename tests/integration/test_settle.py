@@ -13,8 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from runtime_util import Running, start_runtime
-from test_cli import SAGAS, user_env
 
 from sagas.app import App
 from sagas.dsl import Saga, call, step, wait_signal
@@ -23,6 +21,8 @@ from sagas.engine.model import SagaState
 from sagas.errors import ConfigurationError
 from sagas.operate import in_doubt_steps
 from sagas.settings import KafkaSettings
+from tests.support.cli import SAGAS, user_env
+from tests.support.runtime import Running, start_runtime
 
 pytestmark = pytest.mark.kafka
 

@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from kafka_util import read_all
-from runtime_util import Running, owner_url, start_runtime
-from sagas_under_test import make_app
 
 from sagas.app import App
 from sagas.engine import transition
@@ -21,9 +18,15 @@ from sagas.engine.model import TERMINAL, SagaState, Start
 from sagas.partitioning import partition_for
 from sagas.protocol import STATE_SUMMARY
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_state, encode_state
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import StateSummary, read_summary, summary_header
+from tests.support.kafka import read_all
+from tests.support.runtime import Running, owner_url, start_runtime
+from tests.support.sagas_under_test import make_app
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 pytestmark = pytest.mark.kafka
 
@@ -47,7 +50,7 @@ def _write(bootstrap: str, app: App, saga_type: str, states: list[tuple[SagaStat
         producer.produce(
             topic,
             key=key,
-            value=encode_state(state),
+            value=SERDE.encode_state(state),
             partition=partition_for(key, app.partitions),
             headers=[summary_header(state)] if with_header else [],
         )
@@ -120,7 +123,7 @@ def test_a_restore_reads_summaries_and_older_snapshots_alike(bootstrap: str, uni
     by_worker = [(v, h) for k, v, h in written if k == b"due-old" and STATE_SUMMARY in h]
     assert by_worker
     for value, headers in by_worker:
-        assert read_summary(headers) == StateSummary.of(decode_state(value))
+        assert read_summary(headers) == StateSummary.of(SERDE.decode_state(value))
 
 
 def _answers(

@@ -13,8 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from kafka_util import read_all
-from test_cli import SAGAS, user_env
 
 from sagas.app import App
 from sagas.client import SagaClient
@@ -26,6 +24,8 @@ from sagas.protocol import TopicNames
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
 from sagas.settings import KafkaSettings
+from tests.support.cli import SAGAS, user_env
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.kafka
 

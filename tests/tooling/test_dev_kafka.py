@@ -132,7 +132,7 @@ def test_a_cluster_without_java_says_what_to_install(
 def test_a_cluster_folder_keeps_its_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sagas.dev.kafka import LocalKafkaCluster
+    from sagas.dev.cluster import LocalKafkaCluster
 
     (tmp_path / "cluster.json").write_text(
         '{"cluster_id": "x", "ports": [1, 2, 3], "controller_ports": [4, 5, 6]}'
@@ -148,7 +148,7 @@ def test_a_cluster_folder_keeps_its_size(
 
 
 def test_coordinators_are_found_as_the_broker_finds_them() -> None:
-    from sagas.dev.kafka import coordinator_partition, java_string_hash
+    from sagas.dev.cluster import coordinator_partition, java_string_hash
 
     assert java_string_hash("") == 0
     assert java_string_hash("abc") == 96354  # "abc".hashCode() in Java

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from examples import order_saga, vm_saga
 
 import sagas
 from sagas import (
@@ -24,7 +23,8 @@ from sagas import (
     wait_signal,
 )
 from sagas.dsl import Node, compile_saga
-from sagas.serde.records import default_store
+from sagas.serde import Serde
+from tests.support.examples import order_saga, vm_saga
 
 H = timedelta(hours=1)
 
@@ -57,7 +57,7 @@ def test_order_program_lists_topics_records_and_graph() -> None:
     assert program.version == 1
     assert program.topics == ("credit.commands", "stock.commands", "shipping.commands")
     assert program.record_types == ("sagas.Payload", "sagas.Transition", "sagas.SagaState")
-    assert set(program.record_types) <= set(default_store().names())  # each has its .avsc
+    assert set(program.record_types) <= set(Serde().store.names())  # each has its .avsc
     assert program.entry == "reserve-credit"
     assert [(a, b) for a, b, _ in program.edges] == [
         ("reserve-credit", "reserve-stock"),

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from examples import order_saga, vm_saga
 
 import sagas
 from sagas import (
@@ -38,6 +37,7 @@ from sagas.engine import (
 )
 from sagas.engine.ids import command_id, new_secret
 from sagas.testing import SagaTestEnv, fail, retryable_fail, silent, succeed
+from tests.support.examples import order_saga, vm_saga
 
 H = timedelta(hours=1)
 S = timedelta(seconds=1)

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from examples import vm_saga
-
 import sagas
 from sagas import Saga, call, step
 from sagas.engine import CommandOut, fold, public_command_id
 from sagas.testing import SagaTestEnv, fail, retryable_fail, silent, succeed
+from tests.support.examples import vm_saga
 
 S = timedelta(seconds=1)
 

@@ -23,7 +23,10 @@ from sagas.engine import (
     transition,
 )
 from sagas.engine.ids import CommandRef
-from sagas.serde.records import decode_events, decode_state, encode_events, encode_state
+from sagas.serde import Serde
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 PROGRAM = sagas.compile(
     Saga[dict[str, Any]](
@@ -177,6 +180,6 @@ def test_command_ids_parse_from_the_right(cid: str, ref: CommandRef | None) -> N
 def test_the_secret_survives_the_state_and_journal_records() -> None:
     first = started()
     assert first.state is not None
-    assert decode_state(encode_state(first.state)) == first.state
-    events, _, _ = decode_events(encode_events(first.events, "order", 1))
+    assert SERDE.decode_state(SERDE.encode_state(first.state)) == first.state
+    events, _, _ = SERDE.decode_events(SERDE.encode_events(first.events, "order", 1))
     assert fold(PROGRAM, events) == first.state

@@ -10,6 +10,7 @@ import pytest
 from sagas.engine.model import CommandOut
 from sagas.operate import spec_of
 from sagas.participants import Participant
+from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import command_record, header_dict
 
@@ -18,7 +19,7 @@ def _command(command_type: str, n: int) -> tuple[bytes | None, list[tuple[str, b
     cmd = CommandOut(
         f"s{n}:credit:1", f"s{n}", "order", "credit", command_type, "credit.commands", {}, 1, None
     )
-    rec = command_record(cmd, "ns.order.inbox")
+    rec = command_record(cmd, "ns.order.inbox", serde=Serde())
     return rec.value, rec.headers
 
 

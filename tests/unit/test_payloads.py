@@ -14,8 +14,11 @@ import sagas
 from sagas import Saga, call, step
 from sagas.app import App
 from sagas.errors import DefinitionError, PayloadSchemaError
+from sagas.serde import Serde
 from sagas.serde.payloads import avro_schema, from_record, load_schema
-from sagas.serde.records import decode_payload, encode_payload, register_schema
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 
 @dataclass
@@ -67,7 +70,7 @@ def test_a_field_type_without_a_mapping_is_refused_with_the_fix() -> None:
 
 
 def test_payloads_round_trip_as_their_own_record_and_build_dataclasses() -> None:
-    name = register_schema(Reserve)
+    name = SERDE.register(Reserve)
     payload = {
         "order_id": "o-1",
         "amount": 12.5,
@@ -76,21 +79,21 @@ def test_payloads_round_trip_as_their_own_record_and_build_dataclasses() -> None
         "note": None,
         "tags": {"gift": "yes"},
     }
-    data = encode_payload(payload, name)
+    data = SERDE.encode_payload(payload, name)
     assert data[:2] == b"\xc3\x01"
-    assert decode_payload(data) == payload
-    assert encode_payload(payload) != data  # without a schema: sagas.Payload
-    assert decode_payload(encode_payload(payload)) == payload
-    typed = from_record(Reserve, decode_payload(data))
+    assert SERDE.decode_payload(data) == payload
+    assert SERDE.encode_payload(payload) != data  # without a schema: sagas.Payload
+    assert SERDE.decode_payload(SERDE.encode_payload(payload)) == payload
+    typed = from_record(Reserve, SERDE.decode_payload(data))
     assert typed == Reserve("o-1", 12.5, [Line("book", 2)], True, None, {"gift": "yes"})
 
 
 def test_a_payload_that_does_not_fit_its_schema_says_why() -> None:
-    name = register_schema(Reserved)
+    name = SERDE.register(Reserved)
     with pytest.raises(PayloadSchemaError, match="does not fit"):
-        encode_payload({"reservation_id": 42}, name)
+        SERDE.encode_payload({"reservation_id": 42}, name)
     with pytest.raises(PayloadSchemaError, match="no payload schema"):
-        encode_payload({}, "nobody.Registered")
+        SERDE.encode_payload({}, "nobody.Registered")
 
 
 def test_avsc_files_and_dicts_load_and_clashing_names_are_refused(tmp_path: Path) -> None:
@@ -103,11 +106,11 @@ def test_avsc_files_and_dicts_load_and_clashing_names_are_refused(tmp_path: Path
     path = tmp_path / "shipped.avsc"
     path.write_text(json.dumps(schema))
     assert load_schema(path) == schema
-    assert register_schema(str(path)) == "test.payloads.Shipped"
-    assert register_schema(schema) == "test.payloads.Shipped"  # the same again is fine
+    assert SERDE.register(str(path)) == "test.payloads.Shipped"
+    assert SERDE.register(schema) == "test.payloads.Shipped"  # the same again is fine
     other = {**schema, "fields": [{"name": "carrier", "type": "string"}]}
     with pytest.raises(DefinitionError, match="two different schemas are named"):
-        register_schema(other)
+        SERDE.register(other)
     with pytest.raises(DefinitionError, match="cannot read the Avro schema"):
         load_schema(tmp_path / "missing.avsc")
     with pytest.raises(DefinitionError, match="must be an Avro record"):

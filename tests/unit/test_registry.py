@@ -1,8 +1,8 @@
 """Schema-registry support: the Confluent wire format, against a registry test double over HTTP.
 
-The registry is :mod:`registry_server`, a stdlib test double of the Confluent REST API (not the
-real server); the client is the real ``confluent_kafka.schema_registry.SchemaRegistryClient``, and
-interop is checked against confluent-kafka's own ``AvroSerializer``/``AvroDeserializer``.
+The registry is :mod:`tests.support.registry`, a stdlib test double of the Confluent REST API (not
+the real server); the client is the real ``confluent_kafka.schema_registry.SchemaRegistryClient``,
+and interop is checked against confluent-kafka's own ``AvroSerializer``/``AvroDeserializer``.
 """
 
 from __future__ import annotations
@@ -15,21 +15,14 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from registry_server import RegistryDouble
 
 from sagas.engine.model import SagaState
-from sagas.errors import DecodeError
-from sagas.serde import configure
+from sagas.errors import DecodeError, RegistryError
+from sagas.serde import Serde
 from sagas.serde.avro import SchemaStore, schema_dir
-from sagas.serde.records import (
-    decode_payload,
-    decode_state,
-    default_store,
-    encode_payload,
-    encode_state,
-)
-from sagas.serde.registry import ConfluentRegistry, RegistryError
+from sagas.serde.registry import ConfluentRegistry
 from sagas.settings import KafkaSettings
+from tests.support.registry import RegistryDouble
 
 STATE = SagaState("s-1", "order", 2, "running", {"a": [1, "x"]}, {"deadline": 5}, 3, 10, 20)
 CTX = SerializationContext("any.topic", MessageField.VALUE)
@@ -178,32 +171,25 @@ def test_a_registry_that_does_not_answer_is_a_retriable_registry_error() -> None
     assert store.registry_url is None  # still writing fingerprints
 
 
-@pytest.fixture
-def process_wide() -> Iterator[None]:
-    """Leave the process's store without a registry, whatever the test set."""
-    yield
-    configure(None)
-
-
-@pytest.mark.usefixtures("process_wide")
-def test_configure_switches_the_librarys_records_to_the_registry_and_back(
+def test_a_serde_switches_its_records_to_the_registry_and_back(
     registry: RegistryDouble,
 ) -> None:
     settings = KafkaSettings().with_env({"SAGAS_SCHEMA_REGISTRY_URL": registry.url})
-    configure(settings)
-    state_raw, payload_raw = encode_state(STATE), encode_payload({"x": 1})
+    serde = Serde.for_settings(settings)
+    serde.store.use_registry(settings.schema_registry_url)
+    state_raw, payload_raw = serde.encode_state(STATE), serde.encode_payload({"x": 1})
     assert state_raw[0] == payload_raw[0] == 0
-    assert decode_state(state_raw) == STATE
-    assert decode_payload(payload_raw) == {"x": 1}
+    assert serde.decode_state(state_raw) == STATE
+    assert serde.decode_payload(payload_raw) == {"x": 1}
     posts = registry.calls("POST", "/subjects/")
-    configure(settings)  # the same URL again: nothing registered anew
+    serde.store.use_registry(settings.schema_registry_url)  # the same URL: nothing registered anew
     assert registry.calls("POST", "/subjects/") == posts
 
-    configure(KafkaSettings())
-    assert default_store().registry_url is None
-    assert encode_payload({"x": 1})[:2] == b"\xc3\x01"
+    serde.store.use_registry(KafkaSettings().schema_registry_url)
+    assert serde.store.registry_url is None
+    assert serde.encode_payload({"x": 1})[:2] == b"\xc3\x01"
     with pytest.raises(DecodeError, match="no schema registry is configured"):
-        decode_payload(payload_raw)
+        serde.decode_payload(payload_raw)
 
 
 def test_the_registry_url_setting_code_then_env_then_flags() -> None:

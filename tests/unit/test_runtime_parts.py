@@ -22,14 +22,7 @@ from sagas.errors import ConfigurationError, DecodeError
 from sagas.partitioning import murmur2, partition_for
 from sagas.protocol import STATE_SUMMARY, traceparent
 from sagas.runtime.store import EXPIRE, PartitionStore
-from sagas.serde.records import (
-    decode_events,
-    decode_payload,
-    decode_state,
-    encode_events,
-    encode_payload,
-    encode_state,
-)
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import (
     StateSummary,
@@ -40,6 +33,9 @@ from sagas.wire import (
     read_summary,
     summary_header,
 )
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 
 def _state(timers: dict[str, int] | None = None, saga_id: str = "s1") -> SagaState:
@@ -59,13 +55,17 @@ def _state(timers: dict[str, int] | None = None, saga_id: str = "s1") -> SagaSta
 
 def test_state_snapshots_round_trip_through_avro() -> None:
     state = _state({"deadline": 5000})
-    assert decode_state(encode_state(state)) == state
+    assert SERDE.decode_state(SERDE.encode_state(state)) == state
 
 
 def test_a_transitions_events_round_trip_in_one_record_with_their_saga_type_and_version() -> None:
     sent = JournalEvent("command_sent", "s1", 1234, {"command_id": "s1:a:1"})
     timer = JournalEvent("timer_set", "s1", 1234, {"timer_id": "t", "due_ms": 2000})
-    assert decode_events(encode_events([sent, timer], "order", 3)) == ([sent, timer], "order", 3)
+    assert SERDE.decode_events(SERDE.encode_events([sent, timer], "order", 3)) == (
+        [sent, timer],
+        "order",
+        3,
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_undecodable_records_raise_a_decode_error_that_keeps_the_record(
     data: bytes, message: str
 ) -> None:
     with pytest.raises(DecodeError, match=message) as caught:
-        decode_state(data)
+        SERDE.decode_state(data)
     assert caught.value.record == data
 
 
@@ -88,15 +88,13 @@ def test_a_record_of_another_type_is_refused() -> None:
     with pytest.raises(
         DecodeError, match=r"expected a sagas\.SagaState record, got a sagas\.Payload"
     ):
-        decode_state(encode_payload({"a": 1}))
+        SERDE.decode_state(SERDE.encode_payload({"a": 1}))
 
 
 def test_a_payload_must_be_a_json_object() -> None:
-    from sagas.serde.records import default_store
-
-    raw = default_store().encode("sagas.Payload", {"json": "[1, 2]"})
+    raw = SERDE.store.encode("sagas.Payload", {"json": "[1, 2]"})
     with pytest.raises(DecodeError, match="must be a JSON object"):
-        decode_payload(raw)
+        SERDE.decode_payload(raw)
 
 
 @pytest.mark.parametrize(
@@ -110,14 +108,14 @@ def test_a_payload_must_be_a_json_object() -> None:
     ],
 )
 def test_every_inbox_input_round_trips_through_its_record(inp: object) -> None:
-    rec = input_record("ns.order.inbox", inp)  # type: ignore[arg-type]
+    rec = input_record("ns.order.inbox", inp, SERDE)  # type: ignore[arg-type]
     assert rec.key == b"s1"
-    assert decode_input(rec.key, rec.value, rec.headers) == inp
+    assert decode_input(rec.key, rec.value, rec.headers, SERDE) == inp
 
 
 def test_a_reply_from_a_plain_kafka_client_needs_no_sagas_input_header() -> None:
     headers = [("saga-id", b"s1"), ("command-id", b"s1:x:1"), ("outcome", b"success")]
-    assert decode_input(b"s1", encode_payload({"ok": True}), headers) == Reply(
+    assert decode_input(b"s1", SERDE.encode_payload({"ok": True}), headers, SERDE) == Reply(
         "s1", "s1:x:1", "success", {"ok": True}
     )
 
@@ -133,12 +131,12 @@ def test_a_reply_from_a_plain_kafka_client_needs_no_sagas_input_header() -> None
 )
 def test_invalid_inputs_say_what_is_wrong(headers: list[tuple[str, bytes]], message: str) -> None:
     with pytest.raises(DecodeError, match=message):
-        decode_input(b"s1", encode_payload({}), headers)
+        decode_input(b"s1", SERDE.encode_payload({}), headers, SERDE)
 
 
 def test_an_input_without_any_saga_id_is_refused() -> None:
     with pytest.raises(DecodeError, match="no saga id"):
-        decode_input(None, None, [("sagas-input", b"start")])
+        decode_input(None, None, [("sagas-input", b"start")], SERDE)
 
 
 def test_commands_carry_the_wire_contract_headers() -> None:
@@ -153,7 +151,7 @@ def test_commands_carry_the_wire_contract_headers() -> None:
         1,
         99000,
     )
-    rec = command_record(cmd, "ns.order.inbox")
+    rec = command_record(cmd, "ns.order.inbox", serde=SERDE)
     assert rec.topic == "credit.commands"
     assert rec.key == b"s1"
     assert header_dict(rec.headers) == {
@@ -167,7 +165,7 @@ def test_commands_carry_the_wire_contract_headers() -> None:
         "deadline": "99000",
         "traceparent": traceparent("order", "s1"),
     }
-    assert decode_payload(rec.value) == {"amount": 5}
+    assert SERDE.decode_payload(rec.value) == {"amount": 5}
 
 
 @pytest.mark.parametrize(
@@ -190,11 +188,11 @@ def test_partition_for_is_the_positive_hash_modulo_the_count() -> None:
 
 
 def _store(**options: Any) -> PartitionStore:
-    return PartitionStore(0, decode_state, **options)
+    return PartitionStore(0, SERDE.decode_state, **options)
 
 
 def _put(store: PartitionStore, state: SagaState, *, parked: bool = False) -> None:
-    store.put(state, encode_state(state), parked=parked)
+    store.put(state, SERDE.encode_state(state), parked=parked)
 
 
 def test_the_timer_index_never_yields_a_timer_before_it_is_due() -> None:
@@ -266,7 +264,7 @@ class _CountingDecode:
 
     def __call__(self, value: bytes) -> SagaState:
         self.calls += 1
-        return decode_state(value)
+        return SERDE.decode_state(value)
 
 
 def test_a_snapshot_stored_with_its_summary_is_decoded_only_when_needed() -> None:
@@ -277,7 +275,7 @@ def test_a_snapshot_stored_with_its_summary_is_decoded_only_when_needed() -> Non
         _, header = summary_header(state)
         summary = read_summary([("other", b"x"), (STATE_SUMMARY, header)])
         assert summary is not None
-        store.put_encoded(sid, encode_state(state), summary)
+        store.put_encoded(sid, SERDE.encode_state(state), summary)
     assert store.pop_due(100, 10) == [TimerFired("s1", "a", 100), TimerFired("s2", "a", 100)]
     assert [(sid, saga.status, saga.updated_ms) for sid, saga in store.sagas()] == [
         ("s1", "running", 2000),
@@ -360,11 +358,11 @@ def test_commands_carry_the_sagas_w3c_trace_and_replies_echo_it() -> None:
     cmd = CommandOut(
         "s1:credit:1", "s1", "order", "credit", "ReserveCredit", "credit.commands", {}, 1, None
     )
-    rec = command_record(cmd, "ns.order.inbox")
+    rec = command_record(cmd, "ns.order.inbox", serde=SERDE)
     executed = participant.execute("credit.commands", rec.value, rec.headers)
     assert executed.reply is not None
     assert header_dict(executed.reply.headers)["traceparent"] == header
-    start = input_record("ns.order.inbox", Start("s1", {}), saga_type="order")
+    start = input_record("ns.order.inbox", Start("s1", {}), SERDE, saga_type="order")
     assert header_dict(start.headers)["traceparent"] == header  # the client's start too
 
 
@@ -379,7 +377,7 @@ def test_a_late_command_is_refused_unless_it_may_have_reached_a_handler_before()
     cmd = CommandOut(
         "s1:credit:1", "s1", "order", "credit", "ReserveCredit", "credit.commands", {}, 1, 5_000
     )
-    rec = command_record(cmd, "ns.order.inbox")
+    rec = command_record(cmd, "ns.order.inbox", serde=SERDE)
     first = participant.execute("credit.commands", rec.value, rec.headers)
     assert first.reply is not None
     assert header_dict(first.reply.headers)["outcome"] == "failure"

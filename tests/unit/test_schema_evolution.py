@@ -20,18 +20,12 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from sagas.engine.model import JournalEvent, ParentRef, SagaState
+from sagas.serde import Serde
 from sagas.serde.avro import SchemaStore, schema_dir
 from sagas.serde.compat import check, main
-from sagas.serde.records import (
-    decode_events,
-    decode_payload,
-    decode_state,
-    default_store,
-    encode_event,
-    encode_events,
-    encode_payload,
-    encode_state,
-)
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 HISTORY = sorted((schema_dir() / "history").glob("*.avsc"))
 STATE = SagaState(
@@ -64,12 +58,12 @@ def _single_object(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
 def _current_record(name: str) -> dict[str, Any]:
     """The fields the current release writes for the sample value of record ``name``."""
     encoded = {
-        "sagas.SagaState": lambda: encode_state(STATE),
-        "sagas.JournalEvent": lambda: encode_event(EVENT, "order", 3),
-        "sagas.Transition": lambda: encode_events([EVENT, TIMER], "order", 3),
-        "sagas.Payload": lambda: encode_payload(PAYLOAD),
+        "sagas.SagaState": lambda: SERDE.encode_state(STATE),
+        "sagas.JournalEvent": lambda: SERDE.encode_event(EVENT, "order", 3),
+        "sagas.Transition": lambda: SERDE.encode_events([EVENT, TIMER], "order", 3),
+        "sagas.Payload": lambda: SERDE.encode_payload(PAYLOAD),
     }[name]()
-    value = schemaless_reader(io.BytesIO(encoded[10:]), default_store().schema(name), None)
+    value = schemaless_reader(io.BytesIO(encoded[10:]), SERDE.store.schema(name), None)
     assert isinstance(value, dict)
     return value
 
@@ -100,23 +94,26 @@ def test_a_record_written_with_a_history_version_reads_into_the_current_schema(
 
     # The values the old writer had survive; the fields it lacked take the current defaults.
     expected = {f: written[f] if f in fields else _defaults(name)[f] for f in written}
-    assert default_store().decode(name, raw) == expected
+    assert SERDE.store.decode(name, raw) == expected
 
     if name == "sagas.SagaState":
-        state = decode_state(raw)
+        state = SERDE.decode_state(raw)
         assert state == (STATE if "reason" in fields else dataclasses.replace(STATE, reason=None))
     elif name == "sagas.JournalEvent":
-        assert decode_events(raw) == ([EVENT], "order", 3)
+        assert SERDE.decode_events(raw) == ([EVENT], "order", 3)
     elif name == "sagas.Transition":
-        assert decode_events(raw) == ([EVENT, TIMER], "order", 3)
+        assert SERDE.decode_events(raw) == ([EVENT, TIMER], "order", 3)
     else:
-        assert decode_payload(raw) == PAYLOAD
+        assert SERDE.decode_payload(raw) == PAYLOAD
 
 
 def test_a_journal_holds_old_one_event_records_and_new_transition_records() -> None:
     # Earlier releases wrote one record per event; a journal written across an upgrade has both.
-    journal = [encode_event(EVENT, "order", 3), encode_events([EVENT, TIMER], "order", 4)]
-    assert [decode_events(raw) for raw in journal] == [
+    journal = [
+        SERDE.encode_event(EVENT, "order", 3),
+        SERDE.encode_events([EVENT, TIMER], "order", 4),
+    ]
+    assert [SERDE.decode_events(raw) for raw in journal] == [
         ([EVENT], "order", 3),
         ([EVENT, TIMER], "order", 4),
     ]
@@ -127,7 +124,7 @@ def test_a_state_from_before_reason_existed_reads_with_no_reason() -> None:
     assert "reason" not in [f["name"] for f in v1["fields"]]
     written = _current_record("sagas.SagaState")
     del written["reason"]
-    state = decode_state(_single_object(v1, written))
+    state = SERDE.decode_state(_single_object(v1, written))
     assert state.reason is None
     assert state.data == STATE.data
     assert state.parent == STATE.parent

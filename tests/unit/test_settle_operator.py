@@ -11,7 +11,8 @@ import click
 import pytest
 
 from sagas import App, Saga, step
-from sagas.cli import _status_line, cli, main
+from sagas.cli import cli, main
+from sagas.cli.operate import _status_line
 from sagas.engine.model import (
     Cancel,
     ChildCancel,
@@ -28,7 +29,7 @@ from sagas.errors import ConfigurationError, DecodeError
 from sagas.operate import in_doubt_steps, settle_input
 from sagas.operate.history import entry
 from sagas.protocol import Headers
-from sagas.serde.records import encode_payload, encode_state
+from sagas.serde import Serde
 from sagas.wire import (
     child_cancel_record,
     decision_records,
@@ -36,6 +37,9 @@ from sagas.wire import (
     header_dict,
     input_record,
 )
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 SHIP = Saga[dict[str, Any]](
     "ship",
@@ -71,7 +75,7 @@ def _state(status: str = "in-doubt", saga_id: str = "s1") -> SagaState:
 @pytest.mark.parametrize("done", [True, False])
 def test_a_settle_round_trips_through_its_inbox_record(done: bool) -> None:
     inp = Settle("s1", done, "ann", "the carrier confirmed it")
-    rec = input_record("ns.ship.inbox", inp)
+    rec = input_record("ns.ship.inbox", inp, SERDE)
     assert rec.key == b"s1"
     assert header_dict(rec.headers) == {
         "sagas-input": "settle",
@@ -80,7 +84,7 @@ def test_a_settle_round_trips_through_its_inbox_record(done: bool) -> None:
         "settled-by": "ann",
         "reason": "the carrier confirmed it",
     }
-    assert decode_input(rec.key, rec.value, rec.headers) == inp
+    assert decode_input(rec.key, rec.value, rec.headers, SERDE) == inp
 
 
 @pytest.mark.parametrize(
@@ -99,22 +103,26 @@ def test_a_settle_without_a_valid_settled_header_is_refused(
     if settled is not None:
         headers.append(("settled", settled))
     with pytest.raises(DecodeError, match=said) as caught:
-        decode_input(b"s1", encode_payload({}), headers)
+        decode_input(b"s1", SERDE.encode_payload({}), headers, SERDE)
     assert "'not-done'" in str(caught.value)
 
 
 def test_a_settle_without_who_or_why_still_decodes() -> None:
     headers: Headers = [("sagas-input", b"settle"), ("saga-id", b"s1"), ("settled", b"not-done")]
-    assert decode_input(b"s1", encode_payload({}), headers) == Settle("s1", False, "unknown", "")
+    assert decode_input(b"s1", SERDE.encode_payload({}), headers, SERDE) == Settle(
+        "s1", False, "unknown", ""
+    )
 
 
 def test_an_unknown_input_kind_lists_settle() -> None:
     with pytest.raises(DecodeError, match="terminate, resume or settle"):
-        decode_input(b"s1", encode_payload({}), [("sagas-input", b"settel")])
+        decode_input(b"s1", SERDE.encode_payload({}), [("sagas-input", b"settel")], SERDE)
 
 
 def test_a_child_cancel_is_a_cancel_record_for_the_child_types_inbox() -> None:
-    rec = child_cancel_record(ChildCancel("pay", "c-1", "parent compensates"), "ns.pay.inbox")
+    rec = child_cancel_record(
+        ChildCancel("pay", "c-1", "parent compensates"), "ns.pay.inbox", SERDE
+    )
     assert rec.topic == "ns.pay.inbox"
     assert rec.key == b"c-1"
     assert header_dict(rec.headers) == {
@@ -122,8 +130,10 @@ def test_a_child_cancel_is_a_cancel_record_for_the_child_types_inbox() -> None:
         "saga-id": "c-1",
         "reason": "parent compensates",
     }
-    assert decode_input(rec.key, rec.value, rec.headers) == Cancel("c-1", "parent compensates")
-    client = input_record("ns.pay.inbox", Cancel("c-1", "parent compensates"))
+    assert decode_input(rec.key, rec.value, rec.headers, SERDE) == Cancel(
+        "c-1", "parent compensates"
+    )
+    client = input_record("ns.pay.inbox", Cancel("c-1", "parent compensates"), SERDE)
     assert (rec.key, rec.value, rec.headers) == (client.key, client.value, client.headers)
 
 
@@ -142,7 +152,7 @@ def test_a_decisions_child_cancels_become_records_beside_its_commands_and_starts
     )
     records = decision_records(APP, SHIP, decision)
     assert [r.topic for r in records] == ["ns.svc", "ns.pay.inbox", "ns.pay.inbox", "ns.box.inbox"]
-    decoded = [decode_input(r.key, r.value, r.headers) for r in records[2:]]
+    decoded = [decode_input(r.key, r.value, r.headers, SERDE) for r in records[2:]]
     assert decoded == [Cancel("c-1", "parent cancelled"), Cancel("b-1", "cancelled")]
 
 
@@ -298,14 +308,13 @@ class _Worker:
     def __init__(self, states: list[SagaState]) -> None:
         from sagas.protocol import TopicNames
         from sagas.runtime.store import PartitionStore
-        from sagas.serde.records import decode_state
 
         self.name = "ns.ship.workers"
         self.saga_type = "ship"
         self.topics = TopicNames("ns", "ship")
-        store = PartitionStore(0, decode_state)
+        store = PartitionStore(0, SERDE.decode_state)
         for state in states:
-            store.put(state, encode_state(state))
+            store.put(state, SERDE.encode_state(state))
         self.stores = {0: store}
 
 

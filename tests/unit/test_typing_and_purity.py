@@ -27,7 +27,7 @@ def mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
 def test_examples_type_check_and_mistakes_are_caught(tmp_path: Path) -> None:
     wrong = tmp_path / "wrong_example.py"
     wrong.write_text((HERE / "wrong_example.py.txt").read_text())
-    good = mypy(HERE / "examples.py")
+    good = mypy(ROOT / "tests" / "support" / "examples.py")
     assert good.returncode == 0, good.stdout + good.stderr
     bad = mypy(wrong)
     assert bad.returncode == 1, bad.stdout

@@ -7,17 +7,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka_util import read_all
-from sagas_under_test import Participants
-
-from sagas.app import App, workers_topic
+from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
 from sagas.partitioning import partition_for
+from sagas.protocol import workers_topic
 from sagas.runtime.process import run_worker
 from sagas.runtime.topics import ensure_topics
-from sagas.serde.records import decode_payload
+from sagas.serde import Serde
 from sagas.settings import KafkaSettings
+from tests.support.kafka import read_all
+from tests.support.sagas_under_test import Participants
+
+SERDE = Serde()
+"""The encodings these records are read and written with."""
 
 
 @dataclass
@@ -81,5 +84,7 @@ def owner_url(
 ) -> tuple[str, int]:
     """The query URL of the worker that owns ``saga_id``'s partition, and the partition."""
     p = partition_for(saga_id.encode(), rt.app.partitions)
-    owners = {k: decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))}
+    owners = {
+        k: SERDE.decode_payload(v) for k, v in read_all(bootstrap, workers_topic(rt.app.namespace))
+    }
     return str(owners[f"{saga_type}/{p}".encode()]["url"]), p

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,79 +14,9 @@ import pytest
 from sagas.client import SagaClient
 from sagas.errors import SagaError
 from sagas.settings import KafkaSettings
+from tests.support.cli import MYAPP, SAGAS, finish, sagas, stop, user_env
 
 REPO = Path(__file__).resolve().parents[2]
-SAGAS = str(Path(sys.executable).parent / "sagas")
-
-MYAPP = """\
-from datetime import timedelta
-
-from sagas import Saga, step, wait_signal
-from sagas.app import App
-from sagas.participants import Participant
-from sagas.settings import KafkaSettings
-
-NS = "{ns}"
-
-greet = Saga(
-    "greet",
-    version=1,
-    deadline=timedelta(minutes=5),
-    steps=[step("hello", to=f"{{NS}}.hello", command="Hello", payload=lambda d: dict(d),
-               kind="pivot")],
-).compile()
-approval = Saga(
-    "approval",
-    version=1,
-    deadline=timedelta(minutes=5),
-    steps=[
-        wait_signal("approved", timeout=timedelta(minutes=2)),
-        step("hello", to=f"{{NS}}.hello", command="Hello", payload=lambda d: dict(d),
-             kind="pivot"),
-    ],
-).compile()
-app = App(NS, [greet, approval], partitions=1)
-
-p = Participant(KafkaSettings(), f"{{NS}}.svc")
-
-
-@p.handler(f"{{NS}}.hello", "Hello")
-def hello(payload, ctx):
-    return {{"greeted": payload["name"]}}
-"""
-
-
-def user_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: no PYTHONPATH, as ``env -u PYTHONPATH`` gives."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(extra)
-    return env
-
-
-def sagas(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """``sagas ARGS`` as a process of its own, its output in a pipe."""
-    return subprocess.Popen(
-        [SAGAS, *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
-    """Wait for the process to exit by itself; its exit code and output."""
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
-
-
-def stop(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
-    """SIGTERM the process; its exit code and output."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""sagas.operations: the handlers of a long-running operation, alone and driving the engine."""
+"""sagas.long_running_adapter: the handlers of a long-running operation, alone and driving the
+engine."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sagas import Saga, call, step
 from sagas.dsl import long_running
 from sagas.engine.model import CommandOut
 from sagas.errors import CommandFailed, ConfigurationError
-from sagas.operations import (
+from sagas.long_running_adapter import (
     OperationCommands,
     Operations,
     OperationStatus,
