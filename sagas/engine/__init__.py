@@ -3,9 +3,10 @@
 No I/O, no clock, no randomness, no threads. The runtime feeds inputs (with random bytes for a new
 saga's secret), persists ``Decision.state`` and ``Decision.events``, and sends the decision's
 commands. Modules: :mod:`~sagas.engine.model` (the data), :mod:`~sagas.engine.decide` (inputs),
-:mod:`~sagas.engine.flow` (control flow), :mod:`~sagas.engine.evolve` (events applied),
-:mod:`~sagas.engine.ids` (command ids), :mod:`~sagas.engine.jsonvalue` (checked user values),
-:mod:`~sagas.engine.stuck` (a saga stopped by an error in its own code).
+:mod:`~sagas.engine.flow` (control flow), :mod:`~sagas.engine.context` (the deciding context),
+:mod:`~sagas.engine.evolve` (events applied), :mod:`~sagas.engine.ids` (command ids),
+:mod:`~sagas.engine.jsonvalue` (checked user values), :mod:`~sagas.engine.stuck` (a saga
+stopped by an error in its own code).
 """
 
 from sagas.engine.decide import SAGA_DEADLINE, stuck_decision, transition

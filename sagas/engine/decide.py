@@ -2,8 +2,9 @@
 
 This module interprets each input against the saga's state, or records it as ``ignored``, and
 turns the events into the decision's outputs. Control flow (entering blocks, joins, failure,
-compensation) and the deciding context live in :mod:`sagas.engine.flow`, whose ``__all__`` is
-what this module uses.
+compensation) live in :mod:`sagas.engine.flow`, whose ``__all__`` is what this module uses, and
+the deciding context in :mod:`sagas.engine.context`; a saga whose own code raises is made stuck
+here (:mod:`sagas.engine.stuck`).
 
 One request, one command id. A command sent again because its participant was silent (a
 retriable step's attempt timed out, a compensation's wait timed out, a cancel got no reply) is
@@ -20,9 +21,9 @@ from typing import Any
 from sagas.dsl.nodes import Child, LongRunning, Sleep, Step, WaitSignal
 from sagas.dsl.program import Program
 from sagas.dsl.retry import FOREVER
+from sagas.engine.context import Ctx
 from sagas.engine.flow import (
     SAGA_DEADLINE,
-    Ctx,
     attempt,
     await_pivot,
     cancel_child,
@@ -61,7 +62,7 @@ from sagas.engine.model import (
     TimerFired,
     Token,
 )
-from sagas.engine.stuck import MAX_HELD, error_fields, input_from_dict, input_to_dict, stuck_step
+from sagas.engine.stuck import decide_or_stick, on_stuck, stick
 
 __all__ = ["SAGA_DEADLINE", "stuck_decision", "transition"]
 
@@ -360,27 +361,11 @@ def _error(r: Reply) -> str:
     return str(r.payload.get("error") or r.payload.get("reason") or r.outcome)
 
 
-def _ignore(ctx: Ctx, inp: Input, reason: str) -> None:
-    body: dict[str, Any] = {"input": type(inp).__name__.lower(), "reason": reason}
-    if isinstance(inp, Reply):
-        body["command_id"] = inp.command_id
-        body["outcome"] = inp.outcome
-    elif isinstance(inp, TimerFired):
-        body["timer_id"] = inp.timer_id
-    elif isinstance(inp, Signal):
-        body["name"] = inp.name
-    elif isinstance(inp, Resume):
-        body["step"] = inp.step
-    elif isinstance(inp, Settle):
-        body["done"] = inp.done
-    ctx.emit("ignored", **body)
-
-
 def _decide(ctx: Ctx, inp: Input) -> None:
     st = ctx.s
     if st is None:
         if not isinstance(inp, Start):
-            _ignore(ctx, inp, "no saga with this id")
+            ctx.ignore(inp, "no saga with this id")
             return
         parent = inp.parent.to_dict() if inp.parent else None
         seed = zlib.crc32(inp.saga_id.encode())
@@ -399,29 +384,28 @@ def _decide(ctx: Ctx, inp: Input) -> None:
         go(ctx, ctx.p.entry, ())
         return
     if isinstance(inp, Start):
-        _ignore(ctx, inp, "the saga already exists (start is idempotent)")
+        ctx.ignore(inp, "the saga already exists (start is idempotent)")
     elif isinstance(inp, Resume):
         _on_resume(ctx, inp)
     elif st.terminal:
-        _ignore(ctx, inp, f"the saga already ended {st.status}")
+        ctx.ignore(inp, f"the saga already ended {st.status}")
     elif isinstance(inp, Reply):
         if inp.command_id not in st.pending:
-            _ignore(
-                ctx, inp, "no command awaits this reply (duplicate, late, older attempt, or forged)"
-            )
+            why = "no command awaits this reply (duplicate, late, older attempt, or forged)"
+            ctx.ignore(inp, why)
         else:
             _on_reply(ctx, inp)
     elif isinstance(inp, TimerFired):
         due = st.timers.get(inp.timer_id)
         if due is None:
-            _ignore(ctx, inp, "the timer is not pending")
+            ctx.ignore(inp, "the timer is not pending")
         elif due > ctx.now:
-            _ignore(ctx, inp, f"the timer is not due until {due}")
+            ctx.ignore(inp, f"the timer is not due until {due}")
         else:
             _on_timer(ctx, inp.timer_id)
     elif isinstance(inp, Signal):
         if st.status not in ("running", "in-doubt"):
-            _ignore(ctx, inp, f"the saga is {st.status}")
+            ctx.ignore(inp, f"the saga is {st.status}")
         else:
             _on_signal(ctx, inp)
     elif isinstance(inp, Cancel):
@@ -436,12 +420,12 @@ def _on_cancel(ctx: Ctx, inp: Cancel) -> None:
     st = ctx.st
     pivot = pivot_in_flight(ctx)
     if st.status not in ("running", "in-doubt"):
-        _ignore(ctx, inp, f"the saga is already {st.status}")
+        ctx.ignore(inp, f"the saga is already {st.status}")
     elif st.pivoted:
         done = next(s for s in st.completed if _is_pivot(ctx.p, s))
-        _ignore(ctx, inp, f"refused: the saga passed its pivot {done!r} and cannot be undone")
+        ctx.ignore(inp, f"refused: the saga passed its pivot {done!r} and cannot be undone")
     elif st.held is not None:
-        _ignore(ctx, inp, f"the saga already waits for its pivot's answer ({st.held[1]})")
+        ctx.ignore(inp, f"the saga already waits for its pivot's answer ({st.held[1]})")
     elif pivot is not None:  # the pivot's answer decides whether the cancel can be honoured
         await_pivot(ctx, pivot, "cancelled", f"cancelled: {inp.reason}", overdue=False)
     else:
@@ -452,11 +436,11 @@ def _on_settle(ctx: Ctx, inp: Settle) -> None:
     st = ctx.st
     pivot = pivot_in_flight(ctx)
     if st.status != "in-doubt" or pivot is None:
-        _ignore(ctx, inp, f"only an in-doubt saga is settled; this one is {st.status}")
+        ctx.ignore(inp, f"only an in-doubt saga is settled; this one is {st.status}")
         return
     b = ctx.p.nodes[pivot].block
     if isinstance(b, Child):
-        _ignore(ctx, inp, f"its pivot is the child saga {b.saga}, whose end decides: settle it")
+        ctx.ignore(inp, f"its pivot is the child saga {b.saga}, whose end decides: settle it")
         return
     ctx.emit("settled", step=pivot, done=inp.done, by=inp.by, reason=inp.reason)
     token = st.tokens[pivot]
@@ -475,11 +459,11 @@ def _on_resume(ctx: Ctx, inp: Resume) -> None:
     st = ctx.st
     node = ctx.p.nodes.get(inp.step)
     if st.status != "failed":
-        _ignore(ctx, inp, f"only a failed or stuck saga resumes; this one is {st.status}")
+        ctx.ignore(inp, f"only a failed or stuck saga resumes; this one is {st.status}")
     elif node is None:
-        _ignore(ctx, inp, f"no step {inp.step!r} in {ctx.p.name} v{ctx.p.version}")
+        ctx.ignore(inp, f"no step {inp.step!r} in {ctx.p.name} v{ctx.p.version}")
     elif node.scopes:
-        _ignore(ctx, inp, f"step {inp.step!r} is inside a parallel: resume its parallel block")
+        ctx.ignore(inp, f"step {inp.step!r} is inside a parallel: resume its parallel block")
     else:
         resume(ctx, inp.step, inp.by)
 
@@ -521,9 +505,9 @@ def transition(
     saga_id = inp.saga_id if state is None else state.saga_id
     ctx = Ctx(program, state, saga_id, now_ms, entropy)
     if state is not None and state.status == "stuck":
-        _on_stuck(ctx, inp)
+        on_stuck(ctx, inp, _decide)
     else:
-        _decide_or_stick(ctx, inp)
+        decide_or_stick(ctx, inp, _decide)
     return _outputs(ctx)
 
 
@@ -535,78 +519,8 @@ def stuck_decision(
     (see :mod:`sagas.engine.stuck`); a saga already stuck records the new error."""
     saga_id = inp.saga_id if state is None else state.saga_id
     ctx = Ctx(program, state, saga_id, now_ms)
-    _stick(ctx, inp, error)
+    stick(ctx, inp, error)
     return _outputs(ctx)
-
-
-def _decide_or_stick(ctx: Ctx, inp: Input) -> bool:
-    """Decide ``inp``; if the saga's code raises, undo what it decided and make it stuck."""
-    before, mark = ctx.s, len(ctx.events)
-    try:
-        _decide(ctx, inp)
-    except Exception as exc:  # user code (payload, merge, branch): never lose the input
-        ctx.s = before
-        del ctx.events[mark:]
-        _stick(ctx, inp, exc)
-        return False
-    return True
-
-
-def _stick(ctx: Ctx, inp: Input, exc: BaseException) -> None:
-    st = ctx.s
-    fresh = None
-    if st is None:
-        assert isinstance(inp, Start)  # only a start does anything to a saga that is not there
-        fresh = {
-            "saga_type": ctx.p.name,
-            "version": ctx.p.version,
-            "data": inp.data,
-            "seed": zlib.crc32(inp.saga_id.encode()),
-            "parent": inp.parent.to_dict() if inp.parent else None,
-        }
-    again = st is not None and st.stuck is not None  # an operator's input failed: no new input
-    ctx.emit(
-        "stuck",
-        step=stuck_step(st, inp, exc),
-        **error_fields(exc),
-        input=None if again else input_to_dict(inp),
-        fresh=fresh,
-    )
-
-
-def _on_stuck(ctx: Ctx, inp: Input) -> None:
-    """A stuck saga keeps replies and signals, pauses its timers, and waits for an operator."""
-    st = ctx.st
-    assert st.stuck is not None  # a stuck saga has its error
-    if isinstance(inp, Reply | Signal):
-        if len(st.kept) > MAX_HELD:
-            _ignore(ctx, inp, f"the saga is stuck and keeps {MAX_HELD} inputs already")
-        else:
-            ctx.emit("kept", input=input_to_dict(inp))
-        return
-    if isinstance(inp, TimerFired):
-        _ignore(ctx, inp, "the saga is stuck: its timers wait until it is resumed")
-        return
-    if isinstance(inp, Start):
-        _ignore(ctx, inp, "the saga already exists (stuck: resume or cancel it)")
-        return
-    kept = [input_from_dict(k) for k in st.kept]
-    action = type(inp).__name__.lower()
-    by = inp.reason if isinstance(inp, Cancel) else inp.by
-    if st.stuck["status"] is None and not isinstance(inp, Resume):  # a start that raised
-        if isinstance(inp, Settle):
-            _ignore(ctx, inp, "the saga never began: there is nothing to settle")
-            return
-        status = "cancelled" if isinstance(inp, Cancel) else "terminated"
-        ctx.emit("finished", status=status, reason=f"{status} while stuck before its start: {by}")
-        return
-    ctx.emit("unstuck", action=action, by=by)
-    queue = kept if isinstance(inp, Resume) else [inp, *kept]
-    for i, held in enumerate(queue):
-        if not _decide_or_stick(ctx, held):
-            for rest in queue[i + 1 :]:
-                ctx.emit("kept", input=input_to_dict(rest))
-            return
 
 
 def _outputs(ctx: Ctx) -> Decision:

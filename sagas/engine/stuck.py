@@ -16,8 +16,9 @@ raises again makes it stuck again, holding the rest.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping
-from typing import Any
+import zlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sagas.engine.model import (
     Cancel,
@@ -35,7 +36,23 @@ from sagas.engine.model import (
 )
 from sagas.errors import DefinitionError
 
-__all__ = ["MAX_HELD", "error_fields", "input_from_dict", "input_to_dict", "stuck_step"]
+if TYPE_CHECKING:
+    from sagas.engine.context import Ctx
+
+__all__ = [
+    "MAX_HELD",
+    "Decide",
+    "decide_or_stick",
+    "error_fields",
+    "input_from_dict",
+    "input_to_dict",
+    "on_stuck",
+    "stick",
+    "stuck_step",
+]
+
+Decide = Callable[["Ctx", Input], None]
+"""The engine's decision on one input (:func:`sagas.engine.decide.transition` passes its own)."""
 
 MAX_HELD = 1000
 """Inputs a stuck saga keeps at most after the one that raised (more are ignored, journaled)."""
@@ -98,3 +115,77 @@ def stuck_step(state: SagaState | None, inp: Input, exc: BaseException) -> str |
     if isinstance(inp, TimerFired):
         return inp.timer_id.rsplit(":", 2)[0]
     return None
+
+
+# ------------------------------------------------------------------------ stuck and unstuck
+
+
+def decide_or_stick(ctx: Ctx, inp: Input, decide: Decide) -> bool:
+    """Decide ``inp``; if the saga's code raises, undo what it decided and make it stuck."""
+    before, mark = ctx.s, len(ctx.events)
+    try:
+        decide(ctx, inp)
+    except Exception as exc:  # user code (payload, merge, branch): never lose the input
+        ctx.s = before
+        del ctx.events[mark:]
+        stick(ctx, inp, exc)
+        return False
+    return True
+
+
+def stick(ctx: Ctx, inp: Input, exc: BaseException) -> None:
+    """Journal ``stuck``: the saga keeps ``inp`` (a saga already stuck records the new error)."""
+    st = ctx.s
+    fresh = None
+    if st is None:
+        assert isinstance(inp, Start)  # only a start does anything to a saga that is not there
+        fresh = {
+            "saga_type": ctx.p.name,
+            "version": ctx.p.version,
+            "data": inp.data,
+            "seed": zlib.crc32(inp.saga_id.encode()),
+            "parent": inp.parent.to_dict() if inp.parent else None,
+        }
+    again = st is not None and st.stuck is not None  # an operator's input failed: no new input
+    ctx.emit(
+        "stuck",
+        step=stuck_step(st, inp, exc),
+        **error_fields(exc),
+        input=None if again else input_to_dict(inp),
+        fresh=fresh,
+    )
+
+
+def on_stuck(ctx: Ctx, inp: Input, decide: Decide) -> None:
+    """A stuck saga keeps replies and signals, pauses its timers, and waits for an operator."""
+    st = ctx.st
+    assert st.stuck is not None  # a stuck saga has its error
+    if isinstance(inp, Reply | Signal):
+        if len(st.kept) > MAX_HELD:
+            ctx.ignore(inp, f"the saga is stuck and keeps {MAX_HELD} inputs already")
+        else:
+            ctx.emit("kept", input=input_to_dict(inp))
+        return
+    if isinstance(inp, TimerFired):
+        ctx.ignore(inp, "the saga is stuck: its timers wait until it is resumed")
+        return
+    if isinstance(inp, Start):
+        ctx.ignore(inp, "the saga already exists (stuck: resume or cancel it)")
+        return
+    kept = [input_from_dict(k) for k in st.kept]
+    action = type(inp).__name__.lower()
+    by = inp.reason if isinstance(inp, Cancel) else inp.by
+    if st.stuck["status"] is None and not isinstance(inp, Resume):  # a start that raised
+        if isinstance(inp, Settle):
+            ctx.ignore(inp, "the saga never began: there is nothing to settle")
+            return
+        status = "cancelled" if isinstance(inp, Cancel) else "terminated"
+        ctx.emit("finished", status=status, reason=f"{status} while stuck before its start: {by}")
+        return
+    ctx.emit("unstuck", action=action, by=by)
+    queue = kept if isinstance(inp, Resume) else [inp, *kept]
+    for i, held in enumerate(queue):
+        if not decide_or_stick(ctx, held, decide):
+            for rest in queue[i + 1 :]:
+                ctx.emit("kept", input=input_to_dict(rest))
+            return
