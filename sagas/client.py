@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
+from sagas.dsl.datatype import problems
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start, Terminate
 from sagas.errors import (
     BrokerError,
@@ -40,6 +41,7 @@ from sagas.errors import (
 from sagas.kafka_io import INPUT_PRODUCER, kafka_errors, produce_and_wait, read_to_end
 from sagas.partitioning import partition_for
 from sagas.protocol import (
+    DEFINITION_PREFIX,
     MAX_LIMIT,
     TOKEN_ENV,
     TopicNames,
@@ -111,6 +113,7 @@ class SagaClient:
         self._owners_read = -1e9
         self._partitions: dict[str, int] = {}
         self._journal: JournalWatch | None = None
+        self._definitions: dict[str, dict[int, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------------- writes
 
@@ -137,14 +140,16 @@ class SagaClient:
     ) -> str:
         """Start a saga; return its id.
 
-        With ``saga_id`` of a saga that exists, nothing is written: it raises. ``wait``:
+        Data that does not fit the saga's data type (``Saga[Order]`` with ``Order`` a
+        ``TypedDict``, as its workers recorded it) is refused, and so is ``saga_id`` of a saga
+        that exists: nothing is written. ``wait``:
         ``"accepted"`` returns once a worker has journaled the start, ``"finished"`` once the
         saga ended completed (see :meth:`result` for its data); both learn it from the journal,
         pushed, within milliseconds of the worker's commit.
 
         Raises:
-            InputRefusedError: a saga with this id exists (its status is in the error), or the
-                worker refused the start (the reason says why).
+            InputRefusedError: the data does not fit (each problem named), a saga with this id
+                exists (its status is in the error), or the worker refused the start.
             SagaStuckError: (with ``wait``) the saga's own code raised; it waits for an operator.
             SagaFailedError: (``wait="finished"``) it ended compensated, failed or cancelled.
             TimeoutError: (with ``wait``) no answer within ``timeout`` seconds (is a worker for
@@ -153,6 +158,7 @@ class SagaClient:
         if wait not in (None, "accepted", "finished"):
             raise ConfigurationError(f"wait={wait!r}: give 'accepted', 'finished' or None")
         sid = saga_id or uuid.uuid4().hex
+        self._check_data(saga_type, data)
         state_topic = TopicNames(self.namespace, saga_type).state
         if saga_id is not None and self._partitions_of(state_topic) is not None:
             existing = self.status(saga_type, sid)
@@ -528,11 +534,39 @@ class SagaClient:
         reader = self._reader_consumer()
         if topic not in reader.list_topics(timeout=10).topics:
             return owners
+        definitions: dict[str, dict[int, dict[str, Any]]] = {}
         for msg in read_to_end(reader, topic, 0):
             key, value = msg.key(), msg.value()
-            if key is not None and value:
-                owners[key] = str(self.serde.decode_payload(value).get("url", ""))
+            if key is None or not value:
+                continue
+            body = self.serde.decode_payload(value)
+            if key.startswith(DEFINITION_PREFIX):  # definition/<type>/<version>
+                saga_type, _, version = key[len(DEFINITION_PREFIX) :].decode().rpartition("/")
+                if version.isdigit():
+                    definitions.setdefault(saga_type, {})[int(version)] = body
+            else:
+                owners[key] = str(body.get("url", ""))
+        self._definitions = definitions
         return owners
+
+    def _check_data(self, saga_type: str, data: dict[str, Any]) -> None:
+        """Refuse data that does not fit the data type of the saga's newest version, as its
+        workers recorded it (nothing is checked before a worker ran, or without a type)."""
+        self._owner(saga_type, 0)  # reads <ns>.workers again once it is stale
+        versions = self._definitions.get(saga_type) or {}
+        if not versions:
+            return
+        version = max(versions)
+        schema = versions[version].get("data_schema")
+        if not isinstance(schema, dict):
+            return
+        found = problems(schema, data)
+        if found:
+            raise InputRefusedError(
+                f"the data does not fit {saga_type} v{version}'s {schema.get('title', 'data')}: "
+                f"{'; '.join(found)}. Nothing was written",
+                saga_id="",
+            )
 
     def _scan(self, topic: str, partition: int, key: bytes | None) -> dict[str, SagaState]:
         """The latest snapshot per saga in one state partition (only ``key``'s, if given), as

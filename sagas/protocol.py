@@ -36,6 +36,7 @@ __all__ = [
     "COMMAND_ID",
     "COMMAND_TYPE",
     "DEADLINE",
+    "DEFINITION_PREFIX",
     "DLQ_HEADERS",
     "DLQ_REASON",
     "DLQ_SOURCE_OFFSET",
@@ -70,6 +71,7 @@ __all__ = [
     "RawHeaders",
     "TopicNames",
     "dead_letter_headers",
+    "definition_key",
     "faust_answered_group",
     "faust_reader_group",
     "faust_transactional_id",
@@ -246,6 +248,16 @@ class TopicNames:
 def workers_topic(namespace: str) -> str:
     """The compacted topic where workers advertise their query endpoint per owned partition."""
     return f"{namespace}.workers"
+
+
+DEFINITION_PREFIX = b"definition/"
+"""The key prefix of the definition records in ``<ns>.workers``."""
+
+
+def definition_key(saga_type: str, version: int) -> bytes:
+    """The key of the record in ``<ns>.workers`` naming the definition (its fingerprint and
+    data schema) the workers of ``saga_type`` version ``version`` run."""
+    return DEFINITION_PREFIX + f"{saga_type}/{version}".encode()
 
 
 def owner_key(saga_type: str, partition: int) -> bytes:

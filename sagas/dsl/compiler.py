@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sagas.dsl.datatype import schema_of
 from sagas.dsl.nodes import (
     RETRYABLE,
     Branch,
@@ -382,6 +383,7 @@ def compile_saga(saga: Saga[Any]) -> Program:
         children=tuple(dict.fromkeys(children)),
         payload_schemas=payload_schemas,
         reply_schemas=tuple(reply_schemas),
+        data_schema=schema_of(getattr(saga, "data_type", None)),
     )
 
 

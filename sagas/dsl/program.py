@@ -89,6 +89,8 @@ class Program:
         payload_schemas: the Avro schema (as given) of each command type's payload; command
             types not listed travel as ``sagas.Payload``.
         reply_schemas: the Avro schemas (as given) participants may reply with.
+        data_schema: the schema of the saga's data when ``Saga[T]`` names a ``TypedDict``
+            (:mod:`sagas.dsl.datatype`): what a client checks a start against.
     """
 
     name: str
@@ -103,6 +105,15 @@ class Program:
     payload_schemas: Mapping[str, Any] = field(default_factory=dict)
     reply_schemas: tuple[Any, ...] = ()
     retention_ms: int | None = 7 * 24 * 3600 * 1000
+    data_schema: Mapping[str, Any] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of what this definition does (blocks, topics, commands, retries, deadlines,
+        graph, schemas), not of its functions' code: see :mod:`sagas.dsl.fingerprint`."""
+        from sagas.dsl.fingerprint import fingerprint
+
+        return fingerprint(self)
 
     def graph(self) -> tuple[list[str], list[tuple[str, str, str]]]:
         """What every drawing of the flow draws: the vertices (:data:`START`, every block, the

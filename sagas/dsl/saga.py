@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sagas.dsl.nodes import BLOCKS, Branch, Goto, Node, Parallel, _bad_duration, _bad_name, _blocks
 from sagas.errors import DefinitionError
@@ -71,6 +72,14 @@ class Saga(Generic[D]):
         _check_blocks(saga, steps, "steps=", None)
         object.__setattr__(self, "steps", steps)
 
+    @property
+    def data_type(self) -> object:
+        """``Order`` of ``Saga[Order](...)`` (``None`` without one): a ``TypedDict`` becomes
+        the schema clients check a start's data against (:mod:`sagas.dsl.datatype`)."""
+        alias = self.__dict__.get("__orig_class__")
+        args = typing.get_args(alias)
+        return args[0] if args else None
+
     def compile(self) -> Program:
         """Validate this definition and return its immutable :class:`~sagas.dsl.Program`."""
         from sagas.dsl.compiler import compile_saga
@@ -104,3 +113,18 @@ def _check_blocks(saga: str, blocks: object, what: str, owner: str | None) -> No
         if isinstance(b, Branch):
             _check_blocks(saga, b.then, "then=", b.name)
             _check_blocks(saga, b.otherwise, "otherwise=", b.name)
+
+
+_frozen_setattr = Saga.__setattr__
+
+
+def _setattr(self: Saga[Any], name: str, value: object) -> None:
+    """Frozen, except for the ``__orig_class__`` that ``Saga[Order](...)`` records: the data
+    type (:attr:`Saga.data_type`)."""
+    if name == "__orig_class__":
+        object.__setattr__(self, name, value)
+    else:
+        _frozen_setattr(self, name, value)
+
+
+Saga.__setattr__ = _setattr  # type: ignore[method-assign,assignment]

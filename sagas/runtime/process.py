@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 from sagas.app import App
 from sagas.errors import ConfigurationError
 from sagas.protocol import workers_topic
+from sagas.runtime.definitions import check_definitions
 from sagas.runtime.observe import Observer, Observers
 from sagas.runtime.query import QueryServer
 from sagas.runtime.signals import stop_on_signals
-from sagas.runtime.topics import ensure_topics
+from sagas.runtime.topics import connect, ensure_topics
 from sagas.runtime.worker import SagaWorker
 from sagas.settings import KafkaSettings
 
@@ -218,6 +219,7 @@ class Worker:
         """
         self._check_endpoint()
         ensure_topics(self.app, self.settings)  # a broker answers, in connect_timeout seconds
+        check_definitions(self.app, self.settings, connect(self.settings), self.worker_id)
         workers = [
             SagaWorker(
                 self.app,

@@ -73,8 +73,9 @@ def ensure_topics(app: App, settings: KafkaSettings, *, timeout: float = 30.0) -
     """Create missing topics; check existing ones.
 
     Raises:
-        ConfigurationError: inbox and state partition counts differ, or a state topic is not
-            compacted. The message says how to fix it.
+        ConfigurationError: an inbox's partition count is not the app's ``partitions``, inbox
+            and state partition counts differ, or a state topic is not compacted. The message
+            says how to fix it.
         BrokerError: the broker refused or did not answer.
     """
     admin = connect(settings)
@@ -147,6 +148,13 @@ def _check_layout(
     for saga_type in app.saga_types:
         names = app.topics(saga_type)
         inbox, state = partition_count(topics, names.inbox), partition_count(topics, names.state)
+        if inbox != app.partitions:
+            raise ConfigurationError(
+                f"{names.inbox} has {inbox} partitions but this app says partitions="
+                f"{app.partitions}: another deployment made these topics (sagas would be looked "
+                f"for in the wrong partitions). Give this app its own namespace, or "
+                f"App({app.namespace!r}, ..., partitions={inbox}) if it is the same deployment"
+            )
         if inbox != state:
             raise ConfigurationError(
                 f"{names.inbox} has {inbox} partitions but {names.state} has {state}; a saga's "

@@ -4,7 +4,7 @@ after a fix it goes on where it stopped; cancelled, it undoes what the world hol
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from sagas import Saga, branch, call, step
 from sagas.engine import fold
@@ -12,6 +12,14 @@ from sagas.engine.stuck import input_from_dict
 from sagas.testing import SagaTestEnv, succeed
 
 S = timedelta(seconds=1)
+
+
+class Order(TypedDict):
+    customer: str
+    total: float
+    items: list[str]
+    address: NotRequired[str]
+    mode: Literal["fast", "slow"] | None
 
 
 class Bug:
@@ -227,3 +235,36 @@ def test_the_ui_and_the_status_lines_show_where_it_stuck_why_and_what_to_do() ->
     assert running is not None
     assert running.status == "running"
     assert stuck_lines(running, "shop") == []
+
+
+def test_a_typed_saga_carries_its_data_schema_and_a_fingerprint_that_ignores_code() -> None:
+    from sagas.dsl.datatype import problems
+
+    def typed(payload: Any) -> Saga[Order]:
+        return Saga[Order](
+            "order",
+            1,
+            deadline=timedelta(hours=1),
+            steps=[step("ship", to="t", command="Ship", payload=payload, kind="pivot")],
+        )
+
+    program = typed(dict).compile()
+    assert typed(dict).data_type is Order
+    schema = program.data_schema
+    assert schema is not None
+    assert schema["required"] == ["customer", "items", "mode", "total"]
+    ok = {"customer": "c", "total": 1, "items": ["a"], "mode": None}
+    assert problems(schema, ok) == []
+    assert problems(schema, {**ok, "mode": "warp", "items": "a"}) == [
+        "data.items is the string 'a', not list[str]",
+        "data.mode is the string 'warp', not Literal['fast', 'slow'] | None",
+    ]
+    assert typed(lambda d: {"x": 1}).compile().fingerprint == program.fingerprint
+    other = Saga[Order]("order", 1, deadline=timedelta(hours=2), steps=typed(dict).steps)
+    assert other.compile().fingerprint != program.fingerprint
+    assert (
+        Saga[dict[str, Any]]("order", 1, steps=typed(dict).steps, deadline=timedelta(hours=1))
+        .compile()
+        .data_schema
+        is None
+    )
