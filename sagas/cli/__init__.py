@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import click
 
 from sagas.cli import describe, dev, dlq, operate, run, topics
-from sagas.errors import SagaError
+from sagas.errors import InputRefusedError, SagaError, SagaFailedError, SagaStuckError
 
 __all__ = ["cli", "main"]
 
@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except click.Abort:
         return 130
+    except (InputRefusedError, SagaStuckError, SagaFailedError) as exc:  # an answer: refused
+        click.echo(f"sagas: {exc}", err=True)
+        return 1
     except SagaError as exc:
         click.echo(f"sagas: error: {exc}", err=True)
         return 2

@@ -23,6 +23,7 @@ from sagas.cli.output import print_json, rich_table, state_json, text_table, whe
 from sagas.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from sagas.client import StartWait
     from sagas.engine.model import SagaState
     from sagas.operate import History
 
@@ -44,8 +45,15 @@ __all__ = [
 @click.argument("saga_type")
 @click.argument("data", required=False)
 @click.option(
-    "--id", "saga_id", help="the saga id (default: a new one); the same id starts nothing new"
+    "--id", "saga_id", help="the saga id (default: a new one); an id that exists is refused"
 )
+@click.option(
+    "--wait",
+    type=click.Choice(["accepted", "finished"]),
+    help="return once a worker journaled the start, or once the saga ended (exit 1: refused, "
+    "stuck or not completed)",
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="for --wait")
 @json_option
 @operator_options
 def start(
@@ -53,13 +61,15 @@ def start(
     saga_type: str,
     data: str | None,
     saga_id: str | None,
+    wait: StartWait | None,
+    timeout: float,
     as_json: bool,
     op: Operator,
 ) -> int:
     """Start a saga of SAGA_TYPE with DATA (a JSON object); print its id."""
     payload = json_arg(data, "DATA", '\'{"customer": "c-1"}\'')
     with op.client(saga_type) as client:
-        sid = client.start(saga_type, payload, saga_id=saga_id)
+        sid = client.start(saga_type, payload, saga_id=saga_id, wait=wait, timeout=timeout)
     if as_json:
         print_json({"saga_id": sid, "saga_type": saga_type})
     else:
@@ -186,6 +196,8 @@ def list_(
 @click.argument("saga_id")
 @click.argument("name")
 @click.argument("payload", required=False)
+@click.option("--wait", is_flag=True, help="return once the worker took it (exit 1: ignored)")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="for --wait")
 @operator_options
 def signal_(
     *,
@@ -193,13 +205,17 @@ def signal_(
     saga_id: str,
     name: str,
     payload: str | None,
+    wait: bool,
+    timeout: float,
     op: Operator,
 ) -> int:
-    """Send the signal NAME (with PAYLOAD, a JSON object) to a saga."""
+    """Send the signal NAME (with PAYLOAD, a JSON object) to a saga; exit 1 when it is refused
+    (no such saga, it ended, or with --wait the worker ignored it)."""
     body = json_arg(payload, "PAYLOAD", '\'{"by": "ann"}\'')
     with op.client(saga_type) as client:
-        client.signal(saga_type, saga_id, name, body)
-    click.echo(f"signal {name!r} sent to {saga_type} {saga_id}")
+        client.signal(saga_type, saga_id, name, body, wait=wait, timeout=timeout)
+    said = "taken by" if wait else "sent to"
+    click.echo(f"signal {name!r} {said} {saga_type} {saga_id}")
     return 0
 
 
@@ -207,18 +223,23 @@ def signal_(
 @click.argument("saga_type")
 @click.argument("saga_id")
 @click.option("--reason", default="cancelled by an operator", show_default=True)
+@click.option("--wait", is_flag=True, help="return once the worker took it (exit 1: refused)")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="for --wait")
 @operator_options
 def cancel(
     *,
     saga_type: str,
     saga_id: str,
     reason: str,
+    wait: bool,
+    timeout: float,
     op: Operator,
 ) -> int:
-    """Cancel a saga: its completed steps are compensated."""
+    """Cancel a saga: its completed steps are compensated; exit 1 when it is refused (no such
+    saga, it ended, or with --wait the worker refused it: after its pivot)."""
     with op.client(saga_type) as client:
-        client.cancel(saga_type, saga_id, reason=reason)
-    click.echo(f"cancel sent to {saga_type} {saga_id}")
+        client.cancel(saga_type, saga_id, reason=reason, wait=wait, timeout=timeout)
+    click.echo(f"cancel {'taken by' if wait else 'sent to'} {saga_type} {saga_id}")
     return 0
 
 

@@ -279,12 +279,39 @@ class Operator:
         """
         with self.client(saga_type) as client:
             state = client.status(saga_type, saga_id)
+            if state is None:
+                _refused(client, saga_type, saga_id)
         if state is None:
             raise ConfigurationError(
                 f"no saga {saga_id!r} of type {saga_type!r} in namespace {self.namespace!r}; "
                 f"sagas list {saga_type} -n {self.namespace} shows the ones there are"
             )
         return state
+
+
+_REFUSED_WITHIN_MS = 24 * 3600 * 1000
+
+
+def _refused(client: SagaClient, saga_type: str, saga_id: str) -> None:
+    """Raise when the journal says an input for this id was refused in the last day (a start
+    that never became a saga: undecodable, or written to the wrong partition)."""
+    import time
+
+    from sagas.errors import InputRefusedError
+    from sagas.protocol import TopicNames
+
+    since = int(time.time() * 1000) - _REFUSED_WITHIN_MS
+    history = client.history(saga_type, saga_id, since_ms=since)
+    refused = [e for e in history.entries if e.event == "refused"]
+    if refused:
+        last = refused[-1]
+        dlq = TopicNames(client.namespace, saga_type).dlq
+        raise InputRefusedError(
+            f"no saga {saga_id!r} of type {saga_type!r}: its {last.body.get('input')} was "
+            f"refused ({last.reason}) and dead-lettered to {dlq} "
+            f"(the record was {last.body.get('record')}); sagas dlq list shows it",
+            saga_id=saga_id,
+        )
 
 
 def operator_options(command: Callable[..., int]) -> Callable[..., int]:

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sagas.app import App
 from sagas.client import SagaClient
 from sagas.engine.model import SagaState
-from sagas.errors import ConfigurationError, SagaError, UnknownVersionError
+from sagas.errors import ConfigurationError, InputRefusedError, SagaError, UnknownVersionError
 from sagas.protocol import TopicNames
 from sagas.settings import KafkaSettings
 from sagas.ui import pages
@@ -398,6 +398,8 @@ class _Handler(BaseHTTPRequestHandler):
             done = self.ui.act(parts[1], args if isinstance(args, dict) else {})
         except (ValueError, TypeError) as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except InputRefusedError as exc:  # no such saga, it ended, or the worker refused
+            self._json(HTTPStatus.CONFLICT, {"error": str(exc)})
         except SagaError as exc:
             self._json(HTTPStatus.BAD_GATEWAY, {"error": str(exc)})
         else:

@@ -273,3 +273,41 @@ def test_an_input_written_to_the_wrong_partition_is_refused_in_the_sagas_history
     assert refused[0].reason.startswith("misplaced input")
     assert refused[0].body["record"] == f"{inbox}[{wrong}]@0"
     assert world.client.status("order", "o-9") is None
+    said = subprocess.run(
+        [SAGAS, "status", "order", "o-9", "-n", world.ns, "--bootstrap-servers",
+         world.settings.bootstrap_servers],
+        capture_output=True, text=True, env=user_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert said.returncode == 1, said.stderr
+    assert "no saga 'o-9' of type 'order': its start was refused (misplaced input" in said.stderr
+    assert f"dead-lettered to {world.ns}.order.dlq (the record was {inbox}[{wrong}]@0)" in (
+        said.stderr
+    )
+
+
+def test_the_cli_answers_with_exit_codes_0_accepted_1_refused(world: World) -> None:
+    def sagas(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [SAGAS, *args, "-n", world.ns, "--bootstrap-servers",
+               world.settings.bootstrap_servers]  # fmt: skip
+        return subprocess.run(
+            cmd, capture_output=True, text=True, env=user_env(), timeout=90, check=False
+        )
+
+    done = sagas("start", "order", '{"customer": "c-8", "items": []}', "--id", "o-8",
+                 "--wait", "finished")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "o-8"
+    again = sagas("start", "order", '{"customer": "c-8"}', "--id", "o-8")
+    assert again.returncode == 1
+    assert "'o-8' of type 'order' already exists (completed)" in again.stderr
+    unknown = sagas("signal", "order", "nope", "go")
+    assert unknown.returncode == 1
+    assert "no saga 'nope' of type 'order'" in unknown.stderr
+    ended = sagas("cancel", "order", "o-8", "--wait")
+    assert ended.returncode == 1
+    assert "already ended completed: the cancel was not sent" in ended.stderr
+    stuck = sagas("start", "order", '{"customer": "c-9"}', "--wait", "finished")
+    assert stuck.returncode == 1
+    assert "is stuck at reserve-stock" in stuck.stderr
+    usage = sagas("start", "order", "{}", "--wait", "soon")
+    assert usage.returncode == 2
