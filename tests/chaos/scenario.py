@@ -54,7 +54,7 @@ from sagas.app import App
 from sagas.client import SagaClient
 from sagas.dev.cluster import LocalKafkaCluster
 from sagas.dev.kafka import LocalKafka, free_port
-from sagas.errors import BrokerError
+from sagas.errors import BrokerError, InputRefusedError
 from sagas.runtime.topics import ensure_topics
 from sagas.serde import Serde
 from sagas.settings import KafkaSettings
@@ -458,6 +458,8 @@ def _start_sagas(settings: KafkaSettings, ns: str, kinds: dict[str, str], spread
                 return
             except BrokerError:
                 time.sleep(0.5)
+            except InputRefusedError:  # started by the try the broker took, or already ended
+                return
 
     def cancel_due(until: float) -> None:
         while cancels and cancels[0][0] <= until:
