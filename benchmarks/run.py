@@ -142,6 +142,9 @@ def table(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f"| {_span(p(dbos, 0.5), '{:,.1f}')} | — | ≤ 30 |",
         f"| one saga alone, p99 (ms) | {_span(p(ours, 0.99))} | {_span(p(tmp, 0.99))} "
         f"| {_span(p(dbos, 0.99), '{:,.1f}')} | — | ≤ 60 |",
+        f"| a user's start then result, p50 / p99 (ms; {args.alone} in turn) "
+        f"| {_span([percentile(x.user_ms, 0.5) for x in ours])} / "
+        f"{_span([percentile(x.user_ms, 0.99) for x in ours])} | — | — | — | |",
         f"| Kafka records written/s | {_span(records)} "
         f"({_span([x.records_per_saga for x in ours], '{:.1f}')} per saga, "
         f"{_span([x.outputs_per_input for x in ours], '{:.1f}')} per input) | — | — "

@@ -36,6 +36,7 @@ from benchmarks.common import (
     spawn,
     stop_all,
 )
+from sagas.client import SagaClient
 from sagas.engine.model import Start
 from sagas.runtime.topics import TopicSpec, create_missing, ensure_topics
 from sagas.settings import KafkaSettings
@@ -52,6 +53,8 @@ class SagaFigures:
     inbox_records: int = 0
     compensated: int = 0
     alone_ms: list[float] = field(default_factory=list)
+    user_ms: list[float] = field(default_factory=list)
+    """``client.start`` then ``client.result``, as a user measures one saga (in turn)."""
     starts: dict[str, float] = field(default_factory=dict)
     """Wall-clock ms at which each one-alone saga's start was written (for the hop analysis)."""
     saturation_ms: float = 0.0
@@ -119,6 +122,14 @@ def run_sagas(
             finished.wait([sid], 120)
             if i:
                 figures.alone_ms.append((finished.at[sid] - began) * 1000)
+        client = SagaClient(KafkaSettings(bootstrap), ns)  # what a user sees, after the above
+        try:
+            for i in range(alone):
+                began = time.monotonic()
+                client.result("order", client.start("order", order_data(i * 10 + 1)), timeout=60)
+                figures.user_ms.append((time.monotonic() - began) * 1000)
+        finally:
+            client.close()
         before = records_written(bootstrap, order_topics(app))
         inbox_before = _inputs(bootstrap, app)
         ids = [f"s{i:07d}" for i in range(sagas)]
