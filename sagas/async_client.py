@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sagas.client import SagaClient, StartWait
 from sagas.engine.model import JournalEvent, SagaState, Start
 from sagas.settings import KafkaSettings
-from sagas.watch import Verdict, accepted_start, at_rest, ended, no_answer, outcome
+from sagas.watch import Verdict, accepted_start, at_rest, ended, no_answer, not_ended, outcome
 
 if TYPE_CHECKING:
     from sagas.operate.control import Resumed
@@ -128,7 +128,10 @@ class AsyncSagaClient:
         async with self._watching(saga_type, saga_id) as events:
             state = await self.status(saga_type, saga_id)
             if state is None or not at_rest(state):
-                await self._await(saga_type, saga_id, events, deadline, ended, recheck=True)
+                try:
+                    await self._await(saga_type, saga_id, events, deadline, ended, recheck=True)
+                except TimeoutError:
+                    raise not_ended(saga_id, timeout, seen=state is not None) from None
                 state = await asyncio.to_thread(self.sync._settled, saga_type, saga_id)
         return outcome(saga_type, state)
 

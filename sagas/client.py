@@ -60,6 +60,7 @@ from sagas.watch import (
     at_rest,
     ended,
     no_answer,
+    not_ended,
     outcome,
     took_cancel,
     took_signal,
@@ -355,7 +356,10 @@ class SagaClient:
         with self._watching(saga_type, saga_id) as events:
             state = self.status(saga_type, saga_id)
             if state is None or not at_rest(state):
-                self._await(saga_type, saga_id, events, deadline, ended, recheck=True)
+                try:
+                    self._await(saga_type, saga_id, events, deadline, ended, recheck=True)
+                except TimeoutError:
+                    raise not_ended(saga_id, timeout, seen=state is not None) from None
                 state = self._settled(saga_type, saga_id)
         return outcome(saga_type, state)
 

@@ -42,6 +42,7 @@ __all__ = [
     "at_rest",
     "ended",
     "no_answer",
+    "not_ended",
     "outcome",
     "took_cancel",
     "took_signal",
@@ -279,6 +280,14 @@ def no_answer(namespace: str, saga_type: str, saga_id: str, verdict: Verdict) ->
         f"no worker answered the input to {saga_type} {saga_id!r} in time: is a worker for "
         f"{saga_type!r} running in namespace {namespace!r}?"
     )
+
+
+def not_ended(saga_id: str, timeout: float, *, seen: bool) -> TimeoutError:
+    """``result()``'s timeout: ``seen`` says whether the saga existed when it began to wait."""
+    why = (
+        "" if seen else " (no such saga: never started, or it ended longer ago than its retention)"
+    )
+    return TimeoutError(f"saga {saga_id!r} did not end within {timeout:.0f}s{why}")
 
 
 def at_rest(state: SagaState) -> bool:

@@ -61,7 +61,7 @@ def test_cancel_ends_a_saga(shop: Shop) -> None:
         assert time.monotonic() < deadline, state
         time.sleep(0.3)
     assert "changed mind" in state["reason"]
-    assert "cancelled" in shop.error("result", "approval", "a-2")
+    assert "ended cancelled" in shop.refused("result", "approval", "a-2")
 
 
 def test_operator_mistakes_are_one_line(shop: Shop) -> None:

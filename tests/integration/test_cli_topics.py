@@ -25,6 +25,9 @@ def test_topics_plan_write_then_apply_and_refuse(ops: Ops, tmp_path: Path) -> No
     ns = f"t{uuid.uuid4().hex[:12]}"
     spec_dir = ops.folder / f"topics-{ns}"
     (ops.folder / f"app_{ns}.py").write_text(OPSAPP.format(ns=ns))
+    (ops.folder / "opsapp.py").write_text(
+        OPSAPP.format(ns=ops.ns)
+    )  # its participant: --participant
     args = ("--dir", str(spec_dir), "--replication-factor", "1")
     with_participant = ("--participant", "opsapp:p")
     assert "wrote" in ops.ok("topics", "plan", f"app_{ns}:app", "--write", *args, *with_participant)

@@ -116,6 +116,16 @@ class Shop:
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
 
+    def refused(self, *args: str) -> str:
+        """Its one answer line, checking the input was refused (or the saga did not complete):
+        exit 1."""
+        proc = self.run(*args)
+        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("sagas: ")
+        return lines[0]
+
     def error(self, *args: str) -> str:
         """Its one error line, checking it failed with exit 2."""
         proc = self.run(*args)
