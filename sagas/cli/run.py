@@ -223,6 +223,12 @@ def worker(
     is_flag=True,
     help="create command topics that do not exist (default: a missing one is an error)",
 )
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    help="most async def handlers running at once (default: the participant's, 16); one "
+    "saga's commands still run one after the other",
+)
 @membership_option
 @observe_options
 @app_dir_option
@@ -232,6 +238,7 @@ def participant(
     target: str,
     instance_id: str | None,
     create_topics: bool,
+    max_concurrency: int | None,
     log_level: str,
     membership: str | None,
     log_format: str,
@@ -262,6 +269,8 @@ def participant(
         loaded.static_membership = membership == "static"
     if create_topics:
         loaded.create_topics = True
+    if max_concurrency is not None:
+        loaded.max_concurrency = max_concurrency
     metrics = participant_observer(loaded, metrics_port)
     stop = threading.Event()
     stop_on_signals(stop, "finishing the transaction in flight, then leaving")

@@ -75,7 +75,7 @@ from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
 from sagas.wire import OutRecord, header_dict, reply_record
 
-__all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Participant"]
+__all__ = ["NO_REPLY", "CommandContext", "Executed", "Handler", "Job", "Participant"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,75 @@ class Executed:
     effects: list[OutRecord]
 
 
+@dataclass(frozen=True)
+class Job:
+    """A command whose handler is to run (:meth:`Participant.prepare`), and how its result or
+    error becomes its :class:`Executed`."""
+
+    serde: Serde
+    ctx: CommandContext
+    payload: dict[str, Any]
+    registered: _Registered | None
+    trace: str | None
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether the handler is an ``async def`` (it may then run beside others)."""
+        return self.registered is not None and inspect.iscoroutinefunction(self.registered.fn)
+
+    async def run(self) -> Executed:
+        """Run the handler on the running event loop (an ``async def`` one: awaited)."""
+        h = self.registered
+        if h is None:
+            raise RuntimeError("a command without a handler has no job to run")
+        try:
+            arg = from_record(h.payload_type, self.payload) if h.payload_type else self.payload
+            result = h.fn(arg, self.ctx)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            return self.failed(exc)
+        return self.succeeded(result)
+
+    def reply(self, outcome: Outcome, body: dict[str, Any], schema: str | None = None) -> Executed:
+        """The command's answer with this outcome and body (effects only with success)."""
+        ctx = self.ctx
+        rec = reply_record(
+            ctx.reply_to,
+            ctx.saga_id,
+            ctx.command_id,
+            outcome,
+            body,
+            schema=schema,
+            serde=self.serde,
+            trace=self.trace,
+        )
+        effects = ctx.outbox if outcome == "success" else []
+        return Executed(ctx.saga_id, ctx.command_id, rec, effects)
+
+    def failed(self, exc: Exception) -> Executed:
+        """The answer to a handler that raised."""
+        if isinstance(exc, CommandFailed):
+            outcome: Outcome = "retryable-failure" if exc.retryable else "failure"
+            return self.reply(outcome, {"error": exc.error, "message": str(exc)})
+        log.exception("handler of %s failed", self.ctx.command_type, extra=self.ctx.log_fields)
+        return self.reply("retryable-failure", {"error": type(exc).__name__, "message": str(exc)})
+
+    def succeeded(self, result: Any) -> Executed:
+        """The answer to a handler that returned ``result``."""
+        ctx = self.ctx
+        if result is NO_REPLY:
+            return Executed(ctx.saga_id, ctx.command_id, None, ctx.outbox)
+        is_instance = dataclasses.is_dataclass(result) and not isinstance(result, type)
+        body = dataclasses.asdict(result) if is_instance else result
+        schema = self.registered.reply_schema if self.registered else None
+        try:
+            return self.reply("success", dict(body or {}), schema)
+        except PayloadSchemaError as exc:
+            log.error("%s: %s", ctx.command_type, exc, extra=ctx.log_fields)
+            return self.reply("failure", {"error": "reply-schema", "message": str(exc)})
+
+
 class Participant:
     """Executes commands from one or more command topics.
 
@@ -171,6 +240,10 @@ class Participant:
             Default: random.
         partitions: partition count of command topics that do not exist yet.
         max_batch: most commands handled per transaction.
+        max_concurrency: most ``async def`` handlers running at once (at least 1). The async
+            handlers of a batch run concurrently on the participant's event loop, the commands of
+            one saga one after the other, in their order; the batch then commits in one
+            transaction as usual. Plain (``def``) handlers run one at a time, as they come.
         replies_retention: how long a recorded reply is kept to answer a re-sent command.
         reply_to: the topics a command may name as ``reply-to`` (a regular expression matched
             against the whole name). Default: any saga inbox, ``<namespace>.<saga>.inbox``.
@@ -199,6 +272,7 @@ class Participant:
         instance_id: str | None = None,
         partitions: int = 6,
         max_batch: int = 100,
+        max_concurrency: int = 16,
         replies_retention: timedelta = timedelta(days=7),
         reply_to: str | re.Pattern[str] = INBOX_TOPIC,
         late_commands: Literal["reject", "execute"] = "reject",
@@ -217,6 +291,13 @@ class Participant:
             self.reply_to = re.compile(reply_to) if isinstance(reply_to, str) else reply_to
         except re.error as exc:
             raise ConfigurationError(f"reply_to is not a regular expression: {exc}") from exc
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(
+                f"max_concurrency must be a positive int (1: one handler at a time), not "
+                f"{max_concurrency!r}"
+            )
+        self.max_concurrency = max_concurrency
+        """Most ``async def`` handlers running at once."""
         self.late_commands = late_commands
         self.clock_ms = clock_ms
         self.serde = Serde.for_settings(settings)
@@ -309,14 +390,19 @@ class Participant:
         result = h.fn(arg, ctx)
         if not inspect.isawaitable(result):
             return result
-        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
-        if loop is None:  # one event loop per thread that runs handlers, kept for its life
-            loop = self._loops.loop = asyncio.new_event_loop()
 
         async def wait() -> Any:
             return await result
 
-        return loop.run_until_complete(wait())
+        return self.event_loop().run_until_complete(wait())
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop ``async def`` handlers run on: one per thread that runs handlers,
+        kept for its life (closed when :meth:`run` returns)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None:
+            loop = self._loops.loop = asyncio.new_event_loop()
+        return loop
 
     def execute(
         self,
@@ -334,6 +420,33 @@ class Participant:
         Raises:
             DecodeError: the record is not a command (headers missing, payload unreadable), or
                 its ``reply-to`` is not a topic replies may go to.
+        """
+        job = self.prepare(topic, value, headers, seen_before=seen_before)
+        return job if isinstance(job, Executed) else self.run_job(job)
+
+    def run_job(self, job: Job) -> Executed:
+        """Run a job's handler on this thread (an ``async def`` one on :meth:`event_loop`)."""
+        if job.registered is None:
+            raise RuntimeError("a command without a handler has no job to run")
+        try:
+            result = self._call(job.registered, job.payload, job.ctx)
+        except Exception as exc:
+            return job.failed(exc)
+        return job.succeeded(result)
+
+    def prepare(
+        self,
+        topic: str,
+        value: bytes | None,
+        headers: RawHeaders,
+        *,
+        seen_before: bool = False,
+    ) -> Executed | Job:
+        """Check one command record: its answer when no handler is to run (past its deadline,
+        no handler), else the :class:`Job` that runs its handler (see :meth:`execute`).
+
+        Raises:
+            DecodeError: as :meth:`execute`.
         """
         h = header_dict(headers)
         try:
@@ -358,21 +471,8 @@ class Participant:
                 record=value,
             )
         payload = self.serde.decode_payload(value)
-
-        def reply(outcome: Outcome, body: dict[str, Any], schema: str | None = None) -> Executed:
-            rec = reply_record(
-                ctx.reply_to,
-                ctx.saga_id,
-                ctx.command_id,
-                outcome,
-                body,
-                schema=schema,
-                serde=self.serde,
-                trace=h.get(TRACEPARENT),
-            )
-            effects = ctx.outbox if outcome == "success" else []
-            return Executed(ctx.saga_id, ctx.command_id, rec, effects)
-
+        registered = self._handlers.get((topic, ctx.command_type))
+        job = Job(self.serde, ctx, payload, registered, h.get(TRACEPARENT))
         if (
             self.late_commands == "reject"
             and not seen_before
@@ -386,29 +486,12 @@ class Participant:
                 extra=ctx.log_fields,
             )
             message = f"the saga stopped waiting at {ctx.deadline_ms}; the handler did not run"
-            return reply("failure", {"error": "deadline-passed", "message": message})
-        registered = self._handlers.get((topic, ctx.command_type))
+            return job.reply("failure", {"error": "deadline-passed", "message": message})
         if registered is None:
             self._no_handler(topic, ctx)
             message = f"no handler for {ctx.command_type} on {topic}"
-            return reply("failure", {"error": "no-handler", "message": message})
-        try:
-            result = self._call(registered, payload, ctx)
-        except CommandFailed as exc:
-            outcome: Outcome = "retryable-failure" if exc.retryable else "failure"
-            return reply(outcome, {"error": exc.error, "message": str(exc)})
-        except Exception as exc:
-            log.exception("handler of %s failed", ctx.command_type, extra=ctx.log_fields)
-            return reply("retryable-failure", {"error": type(exc).__name__, "message": str(exc)})
-        if result is NO_REPLY:
-            return Executed(ctx.saga_id, ctx.command_id, None, ctx.outbox)
-        is_instance = dataclasses.is_dataclass(result) and not isinstance(result, type)
-        body = dataclasses.asdict(result) if is_instance else result
-        try:
-            return reply("success", dict(body or {}), registered.reply_schema)
-        except PayloadSchemaError as exc:
-            log.error("%s: %s", ctx.command_type, exc, extra=ctx.log_fields)
-            return reply("failure", {"error": "reply-schema", "message": str(exc)})
+            return job.reply("failure", {"error": "no-handler", "message": message})
+        return job
 
     def _no_handler(self, topic: str, ctx: CommandContext) -> None:
         """Log a command type without a handler: once per topic and type at ERROR, then at

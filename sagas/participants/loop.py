@@ -23,6 +23,7 @@ owner's handler, so it is never refused as late (see
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from confluent_kafka.admin import AdminClient
 from sagas.engine.ids import public_command_id
 from sagas.errors import ConfigurationError, DecodeError
 from sagas.observe.logs import saga_fields
+from sagas.participants import Executed, Job
 from sagas.participants.checks import check_start
 from sagas.protocol import (
     COMMAND_ID,
@@ -51,13 +53,16 @@ from sagas.runtime.topics import TopicSpec, create_missing, partition_count
 from sagas.wire import OutRecord, header_dict
 
 if TYPE_CHECKING:
-    from sagas.participants import Executed, Participant
+    from sagas.participants import Participant
 
 __all__ = ["ParticipantLoop", "RecordedReply"]
 
 log = logging.getLogger(__name__)
 
 _NONE = "none"  # the outcome recorded for a handler that returned NO_REPLY
+
+_ADMIT_POLL = 0.005
+"""How long async handlers run between two looks for new commands to admit (seconds)."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,66 @@ class RecordedReply:
         return cls(OutRecord(h[REPLY_TO], h[SAGA_ID].encode(), msg.value() or b"", headers))
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A command whose ``async def`` handler runs with the batch's others."""
+
+    where: Position
+    headers: dict[str, str]
+    job: Job
+
+
+class _Running:
+    """``async def`` handlers running on an event loop: at most ``limit`` at once, the
+    commands of one saga one after the other, in the order they were added."""
+
+    def __init__(self, limit: int) -> None:
+        self.gate = asyncio.Semaphore(limit)
+        self.pending: list[_Pending] = []
+        self.ids: set[tuple[tuple[str, int], str]] = set()
+        """(partition, command id) of :attr:`pending`."""
+        self.last: dict[str, asyncio.Task[tuple[Executed, float]]] = {}
+        """Each saga's latest task (its next command waits for it)."""
+        self.tasks: list[asyncio.Task[tuple[Executed, float]]] = []
+
+    async def add(self, pending: _Pending) -> None:
+        """Start a command's handler (after its saga's earlier ones)."""
+        self.pending.append(pending)
+        self.ids.add((pending.where[:2], pending.job.ctx.command_id))
+        saga_id = pending.job.ctx.saga_id
+        task = asyncio.ensure_future(self._run(pending.job, self.last.get(saga_id)))
+        self.last[saga_id] = task
+        self.tasks.append(task)
+
+    def holds(self, saga_id: str) -> bool:
+        """Whether a command of this saga is among them."""
+        return saga_id in self.last
+
+    async def _run(
+        self, job: Job, after: asyncio.Task[tuple[Executed, float]] | None
+    ) -> tuple[Executed, float]:
+        if after is not None:
+            await asyncio.wait([after])
+        async with self.gate:
+            started = time.monotonic()
+            executed = await job.run()
+            return executed, time.monotonic() - started
+
+    async def first_done(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a handler to end; whether one has."""
+        if any(t.done() for t in self.tasks):
+            return True
+        done, _ = await asyncio.wait(self.tasks, timeout=seconds, return_when="FIRST_COMPLETED")
+        return bool(done)
+
+
 @dataclass
 class _Batch(Batch):
     recorded: dict[tuple[str, int], dict[str, RecordedReply]] = field(default_factory=dict)
     handled: int = 0
     replayed: int = 0
+    running: _Running | None = None
+    """The batch's ``async def`` handlers, started, not yet staged."""
 
 
 class ParticipantLoop:
@@ -244,6 +304,7 @@ class ParticipantLoop:
     def run(self, stop: threading.Event) -> None:
         """Handle commands until ``stop`` is set."""
         self.ensure_topics()
+        self.observer.serving(self.group, "participant")
         self.loop.run(stop)
 
     def new_batch(self) -> _Batch:
@@ -264,6 +325,8 @@ class ParticipantLoop:
             batch.dead_letter(msg, f"not a command: {exc}")
             return
         command_id = headers.get(COMMAND_ID, "")
+        if batch.running and (tp, command_id) in batch.running.ids:  # its first copy's answer
+            self._flush(batch)
         staged = batch.recorded.setdefault(tp, {})
         known = staged.get(command_id) or self.replies[tp].get(command_id)
         if known is not None:
@@ -293,13 +356,32 @@ class ParticipantLoop:
         started = time.monotonic()
         try:
             seen_before = (msg.offset() or 0) < self._fresh_from.get(tp, 0)
-            executed = self.participant.execute(
-                tp[0], msg.value(), headers, seen_before=seen_before
-            )
+            job = self.participant.prepare(tp[0], msg.value(), headers, seen_before=seen_before)
         except DecodeError as exc:
             batch.dead_letter(msg, f"not a command: {exc}")
             return
-        self._unrecorded.setdefault(tp, {})[executed.command_id] = executed
+        saga_id = headers.get(SAGA_ID, "")
+        if isinstance(job, Job) and job.asynchronous:
+            if batch.running is None:
+                batch.running = _Running(self.participant.max_concurrency)
+            pending = _Pending(where, headers, job)
+            self.participant.event_loop().run_until_complete(batch.running.add(pending))
+            return
+        if batch.running is not None and batch.running.holds(saga_id):
+            self._flush(batch)  # its saga's earlier commands come first
+        executed = job if isinstance(job, Executed) else self.participant.run_job(job)
+        self._handled(batch, where, headers, executed, time.monotonic() - started)
+
+    def _handled(
+        self,
+        batch: _Batch,
+        where: Position,
+        headers: dict[str, str],
+        executed: Executed,
+        seconds: float,
+    ) -> None:
+        """Stage a command's answer (kept until committed) and report it."""
+        self._unrecorded.setdefault(where[:2], {})[executed.command_id] = executed
         outcome = "none"
         if executed.reply is not None:
             outcome = header_dict(executed.reply.headers).get(OUTCOME, "")
@@ -307,11 +389,22 @@ class ParticipantLoop:
             self.group,
             headers.get(COMMAND_TYPE, ""),
             outcome=outcome,
-            seconds=time.monotonic() - started,
+            seconds=seconds,
             headers=headers,
         )
         batch.handled += 1
         self._record(batch, where, executed)
+
+    def _flush(self, batch: _Batch) -> None:
+        """Wait for the batch's ``async def`` handlers, then stage their answers in the order
+        of their commands."""
+        running, batch.running = batch.running, None
+        if running is None:
+            return
+        loop = self.participant.event_loop()
+        done = loop.run_until_complete(asyncio.gather(*running.tasks))
+        for pending, (executed, seconds) in zip(running.pending, done, strict=True):
+            self._handled(batch, pending.where, pending.headers, executed, seconds)
 
     def _record(self, batch: _Batch, where: Position, executed: Executed) -> None:
         """Add a handled command's effects, reply and recorded reply to the batch."""
@@ -326,7 +419,15 @@ class ParticipantLoop:
         batch.write(recorded.to_record(replies, executed.command_id, tp[1]), where, tp[1])
 
     def finish(self, batch: _Batch) -> None:
-        """Nothing depends on the whole batch."""
+        """While the batch's first ``async def`` handler runs, commands that arrive join the
+        batch (up to ``max_batch``) and their handlers start at once; then wait for them all
+        (see :meth:`_flush`)."""
+        loop = self.participant.event_loop()
+        while batch.running is not None and batch.taken < self.loop.max_batch:
+            if loop.run_until_complete(batch.running.first_done(_ADMIT_POLL)):
+                break
+            self.loop.take_more(batch)
+        self._flush(batch)
 
     def committed(self, batch: _Batch) -> None:
         """The batch's replies count as recorded."""

@@ -154,6 +154,8 @@ class Batch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    taken: int = 0
+    """Records consumed into this batch (events included)."""
 
     def write(self, record: OutRecord, source: Source, partition: int | None = None) -> None:
         """Add a record to write for ``source``."""
@@ -200,7 +202,8 @@ class LoopHooks(Protocol[B]):
         """Handle one record: add its outputs with its position as source, or dead-letter it."""
 
     def finish(self, batch: B) -> None:
-        """Add what depends on the whole batch (the worker's due timers and snapshots)."""
+        """Add what depends on the whole batch (the worker's due timers and snapshots); it may
+        take more records into it first (:meth:`TransactionalLoop.take_more`)."""
 
     def committed(self, batch: B) -> None:
         """The batch committed: make what it staged visible."""
@@ -231,6 +234,10 @@ def safe_observer(observer: Observer | None) -> Observer:
     if observer is None:
         return Observer()
     return observer if isinstance(observer, Observers) else Observers([observer])
+
+
+class _ConsumerReplacedError(Exception):
+    """The consumer failed fatally and was replaced: the batch is dropped, not committed."""
 
 
 class _RecordFailedError(Exception):
@@ -434,12 +441,38 @@ class TransactionalLoop(Generic[B]):
             if self.max_batch > 1:
                 messages.extend(consumer.consume(self.max_batch - 1, 0))
         batch = self.hooks.new_batch()
+        try:
+            self._take(batch, messages)
+            self.hooks.finish(batch)
+        except _ConsumerReplacedError:
+            return  # the new consumer's assignment reads the batch again
+        if not batch.empty():
+            self._commit(batch)
+
+    def take_more(self, batch: B) -> int:
+        """Handle the records the consumer holds now, without waiting, up to ``max_batch`` in
+        the batch; return how many were taken. For a hook's :meth:`LoopHooks.finish` that keeps
+        its batch open while its handlers run (a participant's ``async def`` handlers)."""
+        room = self.max_batch - batch.taken
+        if room <= 0:
+            return 0
+        messages = self.consumer.consume(room, 0)
+        self._take(batch, messages)
+        return len(messages)
+
+    def _take(self, batch: B, messages: list[Message]) -> None:
+        """Add consumed records to the batch (``hooks.handle`` each one it is to handle).
+
+        Raises:
+            _ConsumerReplacedError: the consumer failed fatally and was replaced.
+        """
         for msg in messages:
+            batch.taken += 1
             err = msg.error()
             if err is not None:
                 if err.fatal() or err.code() == KafkaError._FATAL:
                     self._replace_consumer(err)
-                    return
+                    raise _ConsumerReplacedError
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error: %s", self.group, err)
                 continue
@@ -454,9 +487,6 @@ class TransactionalLoop(Generic[B]):
                 self._dead_letter_poison(batch, msg, *poison)
                 continue
             self.hooks.handle(batch, msg)
-        self.hooks.finish(batch)
-        if not batch.empty():
-            self._commit(batch)
 
     def _dead_letter_poison(self, batch: B, msg: Message, level: int, reason: str) -> None:
         if level <= 2:

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 class Observer:
     """What a transactional loop and its users report. Override what you need."""
 
+    def serving(self, loop: str, role: str) -> None:
+        """A loop starts: ``role`` is ``"participant"`` (or ``"worker"``), so an observer can
+        show only what applies to it."""
+
     def transaction(self, loop: str, *, committed: bool, seconds: float, inputs: int) -> None:
         """A batch's transaction committed (or aborted) after ``seconds``, with ``inputs``
         consumed records."""
@@ -71,6 +75,10 @@ class Observers(Observer):
                 if (i, method) not in self._failed:
                     self._failed.add((i, method))
                     log.exception("observer %r failed in %s (reported once)", observer, method)
+
+    def serving(self, loop: str, role: str) -> None:
+        """See :meth:`Observer.serving`."""
+        self._each("serving", loop, role)
 
     def transaction(self, loop: str, *, committed: bool, seconds: float, inputs: int) -> None:
         """See :meth:`Observer.transaction`."""
