@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint typecheck test test-unreliable test-unit test-integration demo kafka kafka-stop bench bench-smoke clean simulate
+.PHONY: install lint typecheck docs test test-unreliable test-unit test-integration demo kafka kafka-stop bench bench-smoke clean simulate
 
 install: $(STAMP)
 
@@ -21,9 +21,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or a bad reference.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # The broker is started by tests/conftest.py (KAFKA_BOOTSTRAP_SERVERS, testcontainers, or local jars).
 # The schema check: every schema in schemas/ is FULL_TRANSITIVE compatible with schemas/history.
-test: lint typecheck
+test: lint typecheck docs
 	$(BIN)/python -m sagas.serde.compat
 	$(BIN)/pytest -m "not unreliable"
 
@@ -46,7 +50,7 @@ demo: install
 simulate: install
 	$(BIN)/python -m tests.sim.run --sagas 1000000 --workers $$(nproc 2>/dev/null || echo 2) $(ARGS)
 
-# Figures are printed, never asserted: see BENCHMARKS.md. A broker of its own unless
+# Figures are printed, never asserted: see docs/benchmarks.md. A broker of its own unless
 # KAFKA_BOOTSTRAP_SERVERS is set; Temporal and DBOS come with the bench extra, in a virtualenv
 # of their own: dbos needs croniter>=6.2.4 and faust-streaming's mode-streaming (in dev) <6.
 BENCH_VENV ?= .venv-bench

@@ -32,7 +32,7 @@ from sagas.settings import KafkaSettings
 from tests.support.cli import user_env
 from tests.support.kafka import read_all
 
-DEPLOY = Path(__file__).resolve().parents[2] / "README.md"
+DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 
 pytestmark = pytest.mark.kafka
 

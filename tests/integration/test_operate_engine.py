@@ -102,7 +102,7 @@ def test_resume_enters_the_failed_step_again_with_a_new_command_id() -> None:
     assert done.state.status == "completed"
     assert fold(SAGA, [*events, *resumed.events, *done.events]) == done.state
     running = run(st, Resume("s-2", "mail", "ann"))
-    assert "only a failed saga resumes" in running.events[0].body["reason"]
+    assert "only a failed or stuck saga resumes" in running.events[0].body["reason"]
 
 
 def test_terminate_and_resume_travel_as_inbox_records() -> None:

@@ -1,6 +1,7 @@
-"""The README's examples run as written, from a user's folder with no PYTHONPATH.
+"""The examples of the README and the documentation run as written, from a user's folder with no
+PYTHONPATH.
 
-Each ``python`` block of the README is one of three kinds, told by its first line:
+Each ``python`` block of those pages (:data:`PAGES`) is one of three kinds, told by its first line:
 ``# file: NAME`` (a file of the walkthrough: written to a fresh folder), ``# sketch...`` (a
 fragment that names things from the reader's code: it must parse), or anything else (a script:
 run on its own in that folder, against the test broker, once the walkthrough's worker and
@@ -33,8 +34,28 @@ BIN = Path(sys.executable).parent
 BLOCK = re.compile(r"```(python|sh)\n(.*?)```", re.S)
 
 
+PAGES = (
+    "README.md",
+    "docs/getting-started.md",
+    "docs/concepts.md",
+    "docs/client.md",
+    "docs/participants.md",
+    "docs/deploy.md",
+    "docs/operate.md",
+    "docs/observe.md",
+    "docs/faust.md",
+    "docs/wire-contract.md",
+    "docs/development.md",
+)
+"""The pages whose examples run, in this order (the walkthrough's files and commands first)."""
+
+
 def _blocks() -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in BLOCK.finditer((ROOT / "README.md").read_text())]
+    return [
+        (m.group(1), m.group(2))
+        for page in PAGES
+        for m in BLOCK.finditer((ROOT / page).read_text())
+    ]
 
 
 def _env(bootstrap: str) -> dict[str, str]:
