@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from sagas.client import SagaClient, StartWait
+from sagas.dsl.saga import Saga
 from sagas.engine.model import JournalEvent, SagaState, Start
 from sagas.settings import KafkaSettings
+from sagas.typed import TypedState, saga_type_of
 from sagas.watch import Verdict, accepted_start, at_rest, ended, no_answer, not_ended, outcome
 
 if TYPE_CHECKING:
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from sagas.operate.history import History
 
 __all__ = ["AsyncSagaClient"]
+
+D = TypeVar("D")
 
 
 class AsyncSagaClient:
@@ -34,14 +38,15 @@ class AsyncSagaClient:
 
     async def start(
         self,
-        saga_type: str,
-        data: dict[str, Any],
+        saga_type: Saga[Any] | str,
+        data: Mapping[str, Any],
         *,
         saga_id: str | None = None,
         wait: StartWait | None = None,
         timeout: float = 30.0,
     ) -> str:
         """See :meth:`SagaClient.start`."""
+        saga_type, data = saga_type_of(saga_type), dict(data)
         if wait is None:
             return await asyncio.to_thread(self.sync.start, saga_type, data, saga_id=saga_id)
         sid = saga_id or uuid.uuid4().hex
@@ -109,8 +114,13 @@ class AsyncSagaClient:
         """See :meth:`SagaClient.history`."""
         return await asyncio.to_thread(self.sync.history, saga_type, saga_id, **window)
 
-    async def status(self, saga_type: str, saga_id: str) -> SagaState | None:
+    @overload
+    async def status(self, saga_type: Saga[D], saga_id: str) -> TypedState[D] | None: ...
+    @overload
+    async def status(self, saga_type: str, saga_id: str) -> SagaState | None: ...
+    async def status(self, saga_type: Saga[Any] | str, saga_id: str) -> SagaState | None:
         """See :meth:`SagaClient.status`."""
+        saga_type = saga_type_of(saga_type)
         return await asyncio.to_thread(self.sync.status, saga_type, saga_id)
 
     async def list(
@@ -119,11 +129,18 @@ class AsyncSagaClient:
         """See :meth:`SagaClient.list`."""
         return await asyncio.to_thread(self.sync.list, saga_type, status=status, limit=limit)
 
+    @overload
+    async def result(self, saga_type: Saga[D], saga_id: str, *, timeout: float = ...) -> D: ...
+    @overload
     async def result(
-        self, saga_type: str, saga_id: str, *, timeout: float = 60.0
-    ) -> dict[str, Any]:
+        self, saga_type: str, saga_id: str, *, timeout: float = ...
+    ) -> dict[str, Any]: ...
+    async def result(
+        self, saga_type: Saga[Any] | str, saga_id: str, *, timeout: float = 60.0
+    ) -> Any:
         """See :meth:`SagaClient.result`: pushed from the client's one journal reader, so any
         number of sagas are awaited at once without a thread each."""
+        saga_type = saga_type_of(saga_type)
         deadline = time.monotonic() + timeout
         async with self._watching(saga_type, saga_id) as events:
             state = await self.status(saga_type, saga_id)

@@ -17,20 +17,18 @@ sends its own ``query_token`` (default: the same environment variable).
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
+from sagas.client_http import ask
 from sagas.dsl.datatype import problems
+from sagas.dsl.saga import Saga
 from sagas.engine.model import Cancel, Input, SagaState, Signal, Start, Terminate
 from sagas.errors import (
     BrokerError,
@@ -43,7 +41,6 @@ from sagas.partitioning import partition_for
 from sagas.protocol import (
     DEFINITION_PREFIX,
     MAX_LIMIT,
-    TOKEN_ENV,
     TopicNames,
     owner_key,
     private_group,
@@ -52,6 +49,7 @@ from sagas.protocol import (
 )
 from sagas.serde.records import Serde
 from sagas.settings import KafkaSettings
+from sagas.typed import TypedState, saga_type_of
 from sagas.watch import (
     Events,
     JournalWatch,
@@ -73,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SagaClient", "StartWait"]
 
-_Answer = tuple[int, dict[str, Any]]
+D = TypeVar("D")
 StartWait = Literal["accepted", "finished"]
 """What ``start(wait=...)`` waits for: the worker journaled the start, or the saga ended."""
 
@@ -132,14 +130,15 @@ class SagaClient:
 
     def start(
         self,
-        saga_type: str,
-        data: dict[str, Any],
+        saga_type: Saga[Any] | str,
+        data: Mapping[str, Any],
         *,
         saga_id: str | None = None,
         wait: StartWait | None = None,
         timeout: float = 30.0,
-    ) -> str:
-        """Start a saga; return its id.
+    ) -> str:  # fmt: skip
+        """Start a saga; return its id. ``saga_type``: its name, or its definition
+        (``Saga[Order]``); ``data`` is any mapping (an ``Order``).
 
         Data that does not fit the saga's data type (``Saga[Order]`` with ``Order`` a
         ``TypedDict``, as its workers recorded it) is refused, and so is ``saga_id`` of a saga
@@ -158,6 +157,7 @@ class SagaClient:
         """
         if wait not in (None, "accepted", "finished"):
             raise ConfigurationError(f"wait={wait!r}: give 'accepted', 'finished' or None")
+        saga_type, data = saga_type_of(saga_type), dict(data)
         sid = saga_id or uuid.uuid4().hex
         self._check_data(saga_type, data)
         state_topic = TopicNames(self.namespace, saga_type).state
@@ -294,12 +294,18 @@ class SagaClient:
             serde=self.serde,
         )
 
-    def status(self, saga_type: str, saga_id: str) -> SagaState | None:
-        """The saga's latest committed snapshot, or ``None`` if none was written yet.
+    @overload
+    def status(self, saga_type: Saga[D], saga_id: str) -> TypedState[D] | None: ...
+    @overload
+    def status(self, saga_type: str, saga_id: str) -> SagaState | None: ...
+    def status(self, saga_type: Saga[Any] | str, saga_id: str) -> SagaState | None:
+        """The saga's latest committed snapshot, or ``None`` if none was written yet; given
+        the saga's definition (``Saga[Order]``), its ``data`` is an ``Order`` for mypy.
 
         Without the saga's secret, and its command ids without their tags (see
         :meth:`SagaState.public_dict`), whether a worker answered or the state topic was read.
         """
+        saga_type = saga_type_of(saga_type)
         topic = TopicNames(self.namespace, saga_type).state
         p = partition_for(saga_id.encode(), self._partition_count(topic))
         path = f"/sagas/{_quote(saga_type)}/{_quote(saga_id)}?partition={p}"
@@ -343,8 +349,13 @@ class SagaClient:
         ordered = sorted(found.values(), key=lambda s: (-s.updated_ms, s.saga_id))
         return ordered[:limit]
 
-    def result(self, saga_type: str, saga_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait for the saga to end; return its data if it completed. The end is pushed from
+    @overload
+    def result(self, saga_type: Saga[D], saga_id: str, *, timeout: float = ...) -> D: ...
+    @overload
+    def result(self, saga_type: str, saga_id: str, *, timeout: float = ...) -> dict[str, Any]: ...
+    def result(self, saga_type: Saga[Any] | str, saga_id: str, *, timeout: float = 60.0) -> Any:
+        """Wait for the saga to end; return its data if it completed (given the saga's
+        definition, ``Saga[Order]``, an ``Order`` for mypy). The end is pushed from
         the journal (no polling): it returns within milliseconds of the worker's commit.
 
         Raises:
@@ -352,6 +363,7 @@ class SagaClient:
             SagaStuckError: its own code raised; it waits for an operator.
             TimeoutError: it did not end within ``timeout`` seconds.
         """
+        saga_type = saga_type_of(saga_type)
         deadline = time.monotonic() + timeout
         with self._watching(saga_type, saga_id) as events:
             state = self.status(saga_type, saga_id)
@@ -457,33 +469,8 @@ class SagaClient:
             self.send(saga_type, inp)
             self._await(saga_type, saga_id, events, time.monotonic() + timeout, verdict)
 
-    def _ask(self, url: str) -> _Answer | None:
-        """GET a query endpoint: (status, JSON body), or ``None`` when it does not answer.
-
-        Raises:
-            ConfigurationError: the endpoint wants a token this client does not have.
-        """
-        request = urllib.request.Request(url, headers=self._headers)  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=self.http_timeout) as response:  # noqa: S310
-                return int(response.status), json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                answer = int(exc.code), json.loads(exc.read() or b"{}")
-            except (OSError, ValueError, http.client.HTTPException):
-                answer = int(exc.code), {}
-            finally:
-                exc.close()
-        except (OSError, ValueError, http.client.HTTPException):
-            return None
-        if answer[0] == 401:
-            sent = "a token it refused" if self._headers else "no token"
-            where = urllib.parse.urlsplit(url).netloc
-            raise ConfigurationError(
-                f"the query endpoint at {where} wants a bearer token and this client sent "
-                f"{sent}: give SagaClient(query_token=...) or set {TOKEN_ENV} to the workers' token"
-            )
-        return answer
+    def _ask(self, url: str) -> tuple[int, dict[str, Any]] | None:
+        return ask(url, self._headers, self.http_timeout)
 
     def _reader_consumer(self) -> Consumer:
         if self._reader is None:

@@ -119,12 +119,12 @@ def test_ten_sagas_with_a_slow_async_handler_overlap_end_to_end(
     thread, stop = participant.start()
     client = SagaClient(settings, unique)
     try:
-        warm = client.start("job", {"n": -1})  # the first saga waits for the group joins
-        client.result("job", warm)
+        warm = client.start(saga, {"n": -1})  # the first saga waits for the group joins
+        client.result(saga, warm)
         started = time.monotonic()
-        ids = [client.start("job", {"n": i}) for i in range(10)]
+        ids = [client.start(saga, {"n": i}) for i in range(10)]
         for sid in ids:
-            client.result("job", sid)
+            assert client.result(saga, sid)["n"] == ids.index(sid)
         elapsed = time.monotonic() - started
     finally:
         client.close()

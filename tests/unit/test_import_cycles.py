@@ -31,7 +31,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("app and wire", ("sagas.app", "sagas.wire")),
     ("observers", ("sagas.runtime.observe", "sagas.observe")),
     ("runtime", ("sagas.runtime",)),
-    ("operate and client", ("sagas.operate", "sagas.watch", "sagas.client", "sagas.async_client")),
+    (
+        "operate and client",
+        (
+            "sagas.operate",
+            "sagas.watch",
+            "sagas.client",
+            "sagas.client_http",
+            "sagas.async_client",
+            "sagas.typed",
+        ),
+    ),
     (
         "services and tools",
         (

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.typecheck import mypy
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-
-
-def mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MYPYPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
-         "--config-file", os.devnull, *map(str, paths)],
-        capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=240,
-    )  # fmt: skip
 
 
 @pytest.mark.timeout(300)
