@@ -148,8 +148,9 @@ class SagaLogObserver(Observer):
     def command_handled(
         self, group: str, command_type: str, *, outcome: str, seconds: float, headers: Any
     ) -> None:
-        """One line per handled command: DEBUG when it succeeded, INFO otherwise."""
-        level = logging.DEBUG if outcome == "success" else logging.INFO
+        """One line per handled command: DEBUG when it succeeded, WARNING when it failed,
+        INFO otherwise (no reply yet, a late command)."""
+        level = {"success": logging.DEBUG, "none": logging.INFO}.get(outcome, logging.WARNING)
         if not self.log.isEnabledFor(level) or not isinstance(headers, dict):
             return
         fields = saga_fields(

@@ -68,6 +68,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LABEL_VALUES = 200
 """Most values one label of one metric takes; more count as ``other``."""
 
+IN_FLIGHT = ("running", "in-doubt", "stuck", "compensating")
+"""The statuses ``sagas_in_flight`` counts (0 for each when none)."""
+
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600)
 _LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -136,102 +139,116 @@ class PrometheusObserver(Observer):
         self._owned: dict[str, list[tuple[str, int]]] = {}
         self._lag_consumers: dict[str, Any] = {}
         self._lag_lock = threading.Lock()
-        r = self.registry
-        self.started = Counter("sagas_started", "Sagas started.", ["saga_type"], registry=r)
+        self._roles: set[str] = set()
+        self.started = Counter("sagas_started", "Sagas started.", ["saga_type"], registry=None)
         self.finished = Counter(
-            "sagas_finished", "Sagas that ended, by status.", ["saga_type", "status"], registry=r
+            "sagas_finished", "Sagas that ended, by status.", ["saga_type", "status"], registry=None
         )
         self.parked = Counter(
             "sagas_parked",
             "Sagas parked: this worker lacks their definition version.",
             ["saga_type"],
-            registry=r,
+            registry=None,
         )
         self.stuck = Counter(
             "sagas_stuck",
             "Sagas stopped by an error in their own code (payload, merge, branch), by step and "
             "error type; each waits for an operator's resume or cancel.",
             ["saga_type", "step", "error"],
-            registry=r,
+            registry=None,
         )
         self.expired = Counter(
-            "sagas_expired", "Finished sagas removed after retention.", ["saga_type"], registry=r
+            "sagas_expired", "Finished sagas removed after retention.", ["saga_type"], registry=None
         )
         self.step_duration = Histogram(
             "sagas_step_duration_seconds",
             "From a step's entry to its completion or failure.",
             ["saga_type", "step", "result"],
             buckets=_STEP_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.commands_sent = Counter(
             "sagas_commands_sent",
             "Commands sent to participants (resends included).",
             ["saga_type", "command_type"],
-            registry=r,
+            registry=None,
         )
         self.timer_lateness = Histogram(
             "sagas_timer_lateness_seconds",
             "How long after its due time a durable timer fired.",
             ["saga_type"],
             buckets=_LATENESS_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.transaction_duration = Histogram(
             "sagas_transaction_duration_seconds",
             "From a batch's begin to its commit or abort.",
             ["loop", "result"],
             buckets=_FAST_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.inputs = Counter(
-            "sagas_inputs", "Records consumed in committed transactions.", ["loop"], registry=r
+            "sagas_inputs", "Records consumed in committed transactions.", ["loop"], registry=None
         )
         self.restore_duration = Histogram(
             "sagas_restore_duration_seconds",
             "Reading a changelog partition back on assignment.",
             ["loop"],
             buckets=_RESTORE_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.restored_records = Counter(
             "sagas_restored",
             "Saga snapshots (or recorded replies) read back from changelogs.",
             ["loop"],
-            registry=r,
+            registry=None,
         )
         self.dead_letters = Counter(
             "sagas_dead_letters",
             "Records sent to a dead-letter topic, by the class of their reason.",
             ["loop", "reason"],
-            registry=r,
+            registry=None,
         )
         self.isolated_records = Counter(
             "sagas_isolated",
             "Records isolated after they made a transaction fail.",
             ["loop"],
-            registry=r,
+            registry=None,
         )
         self.handler_duration = Histogram(
             "sagas_handler_duration_seconds",
             "A participant handler's run, by its outcome.",
             ["group", "command_type", "outcome"],
             buckets=_FAST_BUCKETS,
-            registry=r,
+            registry=None,
         )
         self.replayed = Counter(
             "sagas_replayed_replies",
             "Commands answered again from their recorded reply.",
             ["group", "command_type"],
-            registry=r,
+            registry=None,
         )
-        r.register(_Collector(self))
+        self._families: dict[str, tuple[Any, ...]] = {
+            "worker": (self.started, self.finished, self.parked, self.stuck, self.expired,
+                       self.step_duration, self.commands_sent, self.timer_lateness),
+            "loop": (self.transaction_duration, self.inputs, self.restore_duration,
+                     self.restored_records, self.dead_letters, self.isolated_records),
+            "participant": (self.handler_duration, self.replayed),
+        }  # fmt: skip
+        self.registry.register(_Collector(self))
 
     # ------------------------------------------------------------------------- wiring
 
     def track(self, worker: SagaWorker) -> None:
         """Count ``worker``'s sagas in flight (by status) at each scrape."""
         self._workers.append(worker)
+        self._roles.add("worker")
+
+    def roles(self) -> set[str]:
+        """What this observer's metrics are about: ``worker``, ``participant`` (a worker's
+        metrics show once it tracks a worker or hears of sagas, a participant's once one
+        starts with it or it hears of commands; before either, all of them show)."""
+        return set(self._roles) or {"worker", "participant"}
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format (see :data:`CONTENT_TYPE`)."""
@@ -247,6 +264,12 @@ class PrometheusObserver(Observer):
             self._lag_consumers.clear()
 
     # ------------------------------------------------------------------------- observer
+
+    def serving(self, loop: str, role: str) -> None:
+        """Show the metrics of ``role`` (worker, participant) from now on."""
+        self._roles.add(role)
+        for counter in (self.inputs, self.isolated_records, self.restored_records):
+            counter.labels(self._label("loop", loop))  # at 0 from the start
 
     def transaction(self, loop: str, *, committed: bool, seconds: float, inputs: int) -> None:
         """Time the transaction; count its inputs when it committed."""
@@ -276,6 +299,7 @@ class PrometheusObserver(Observer):
 
     def saga_events(self, saga_type: str, events: Sequence[JournalEvent]) -> None:
         """Count starts, ends, parkings and commands; time steps."""
+        self._roles.add("worker")
         st = self._label("saga_type", saga_type)
         for event in events:
             kind, body = event.type, event.body
@@ -302,6 +326,7 @@ class PrometheusObserver(Observer):
 
     def timer_fired(self, saga_type: str, *, lateness_ms: int) -> None:
         """Observe the lateness."""
+        self._roles.add("worker")
         st = self._label("saga_type", saga_type)
         self.timer_lateness.labels(st).observe(max(0, lateness_ms) / 1000)
 
@@ -309,6 +334,7 @@ class PrometheusObserver(Observer):
         self, group: str, command_type: str, *, outcome: str, seconds: float, headers: Any
     ) -> None:
         """Time the handler by outcome."""
+        self._roles.add("participant")
         labels = (
             self._label("group", group),
             self._label("command_type", command_type),
@@ -318,15 +344,19 @@ class PrometheusObserver(Observer):
 
     def command_replayed(self, group: str, command_type: str) -> None:
         """Count."""
+        self._roles.add("participant")
         group_, command = self._label("group", group), self._label("command_type", command_type)
         self.replayed.labels(group_, command).inc()
 
     # ------------------------------------------------------------------------- at scrape
 
     def in_flight(self) -> dict[tuple[str, str], int]:
-        """Unfinished sagas held by the tracked workers, by (saga type, status)."""
+        """Unfinished sagas held by the tracked workers, by (saga type, status): every
+        status of :data:`IN_FLIGHT` of every tracked saga type, 0 when none."""
         counts: dict[tuple[str, str], int] = {}
         for worker in list(self._workers):
+            for status in IN_FLIGHT:  # 0 when none: a series that is there, not absent
+                counts.setdefault((worker.saga_type, status), 0)
             for store in list(worker.stores.values()):
                 for _, saga in store.sagas():
                     if saga.terminal:
@@ -390,15 +420,28 @@ class _Collector:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        """The gauges, read now."""
+        """The metrics of the observer's roles, without ``_created`` series (the time a
+        series was made says nothing to an operator and doubles the series), and the gauges,
+        read now."""
         from prometheus_client.core import GaugeMetricFamily
 
-        flight = GaugeMetricFamily(
-            "sagas_in_flight", "Unfinished sagas this worker holds.", labels=["saga_type", "status"]
-        )
-        for (saga_type, status), n in sorted(self.observer.in_flight().items()):
-            flight.add_metric([saga_type, status], n)
-        yield flight
+        roles = self.observer.roles()
+        for role in ("worker", "loop", "participant"):
+            if role != "loop" and role not in roles:
+                continue
+            for metric in self.observer._families[role]:
+                for family in metric.collect():
+                    family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+                    yield family
+        if "worker" in roles:
+            flight = GaugeMetricFamily(
+                "sagas_in_flight",
+                "Unfinished sagas this worker holds.",
+                labels=["saga_type", "status"],
+            )
+            for (saga_type, status), n in sorted(self.observer.in_flight().items()):
+                flight.add_metric([saga_type, status], n)
+            yield flight
         owned = GaugeMetricFamily(
             "sagas_owned_partitions", "Input partitions this process owns.", labels=["loop"]
         )

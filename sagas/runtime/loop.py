@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from sagas.errors import ConfigurationError
 from sagas.kafka_io import ChangelogReader
 from sagas.protocol import DLQ_VALUE_DROPPED, dead_letter_headers
-from sagas.runtime.observe import Observer, Observers
+from sagas.runtime.observe import Observer, Observers, partitions_text
 from sagas.runtime.transactions import Transactions, changelog_reader, input_consumer
 from sagas.settings import KafkaSettings
 from sagas.wire import OutRecord
@@ -411,11 +411,7 @@ class TransactionalLoop(Generic[B]):
         self.hooks.assigned(partitions)
         new = {(tp.topic, tp.partition) for tp in partitions}
         self.observer.partitions(self.group, sorted(new | set(self._owned(consumer))))
-        log.info(
-            "%s: assigned partitions %s",
-            self.group,
-            [(tp.topic, tp.partition) for tp in partitions],
-        )
+        log.info("%s: assigned %s", self.group, partitions_text(sorted(new)))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
@@ -424,7 +420,7 @@ class TransactionalLoop(Generic[B]):
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._poison = {p: v for p, v in self._poison.items() if p[:2] not in gone}
         self.observer.partitions(self.group, [tp for tp in self._owned(consumer) if tp not in gone])
-        log.info("%s: %s left this process", self.group, sorted(gone))
+        log.info("%s: %s left this process", self.group, partitions_text(sorted(gone)))
 
     def _owned(self, consumer: Consumer) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in consumer.assignment())

@@ -14,9 +14,17 @@ from typing import Any
 
 from sagas.engine.model import JournalEvent
 
-__all__ = ["Observer", "Observers"]
+__all__ = ["Observer", "Observers", "partitions_text"]
 
 log = logging.getLogger(__name__)
+
+
+def partitions_text(owned: Iterable[tuple[str, int]]) -> str:
+    """Partitions as people read them: ``shop.order.inbox[0,2] shop.pay.inbox[1]``."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in owned:
+        by_topic.setdefault(topic, []).append(partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items()))
 
 
 class Observer:

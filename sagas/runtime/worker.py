@@ -305,7 +305,14 @@ class SagaWorker:
                 self.loop.run_once()
                 if time.monotonic() >= next_report:
                     next_report = time.monotonic() + self.report_every
-                    log.info("%s: %s", self.topics.group, self.metrics)
+                    log.debug(
+                        "%s: %d inputs, %d commands, %d transactions, %d dead letters",
+                        self.topics.group,
+                        self.metrics.inputs,
+                        self.metrics.commands,
+                        self.metrics.transactions,
+                        self.metrics.dead_lettered,
+                    )
         finally:
             self.close()
 

@@ -329,8 +329,14 @@ def test_in_doubt_sagas_are_counted_in_flight_by_status() -> None:
         _state("completed", "d"),
     ]
     observer.track(_Worker(states))  # type: ignore[arg-type]
-    assert observer.in_flight() == {("ship", "in-doubt"): 2, ("ship", "running"): 1}
+    assert observer.in_flight() == {
+        ("ship", "in-doubt"): 2,
+        ("ship", "running"): 1,
+        ("ship", "stuck"): 0,
+        ("ship", "compensating"): 0,
+    }
     text = observer.exposition().decode()
     assert 'sagas_in_flight{saga_type="ship",status="in-doubt"} 2.0' in text
     assert 'sagas_in_flight{saga_type="ship",status="running"} 1.0' in text
+    assert 'sagas_in_flight{saga_type="ship",status="compensating"} 0.0' in text
     assert 'status="completed"' not in text.split("sagas_in_flight")[-1].split("# HELP")[0]
