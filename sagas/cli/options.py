@@ -69,10 +69,10 @@ def load_participant(target: str, app_dir: str | None = None) -> Participant:
     return obj
 
 
-def setup_logging(level: str, log_format: str = "text") -> None:
+def setup_logging(level: str, log_format: str = "text", instance: str | None = None) -> None:
     from sagas.observe.logs import configure_logging
 
-    configure_logging(level, log_format)
+    configure_logging(level, log_format, instance=instance)
 
 
 # --------------------------------------------------------------------------- options

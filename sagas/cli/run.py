@@ -184,7 +184,9 @@ def worker(
     connect_timeout: float | None,
 ) -> int:
     """Run the sagas of an app (an App, a compiled saga or a list of them); SIGTERM exits 0."""
-    setup_logging(log_level, log_format)
+    from sagas.runtime.process import default_worker_id
+
+    setup_logging(log_level, log_format, worker_id or default_worker_id())
     process = WorkerProcess(
         target=target,
         namespace=namespace,
@@ -251,7 +253,7 @@ def participant(
     """Run a service's command handlers (a sagas.participants.Participant); SIGTERM exits 0."""
     from sagas.runtime.topics import connect
 
-    setup_logging(log_level, log_format)
+    setup_logging(log_level, log_format, instance_id)
     flags = flag_settings(bootstrap_servers, options, connect_timeout)
     loaded = load_participant(target, app_dir)
     settings = loaded.settings.under(flags)

@@ -1,7 +1,8 @@
 """Logs for people (text, the default) or machines (``--log-format json``), standard library.
 
 :func:`configure_logging` is the one setup the CLI and embedding services call. In JSON, each line
-is one object: ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, and the saga's
+is one object: ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, the process's
+``instance`` (a worker's id, a participant's instance id) when known, and the saga's
 ``saga_id``, ``saga_type``, ``step`` and ``command_id`` when the line is about one (any other
 ``extra=`` fields a caller gives come along too).
 
@@ -74,10 +75,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str | int = "info", log_format: str = "text", stream: IO[str] | None = None
+    level: str | int = "info",
+    log_format: str = "text",
+    stream: IO[str] | None = None,
+    *,
+    instance: str | None = None,
 ) -> None:
     """Send the process's logs to ``stream`` (default stderr) at ``level``, as text or JSON;
-    replaces what an earlier call set up.
+    replaces what an earlier call set up. ``instance`` (a worker's id, a participant's instance
+    id) goes on every line: a JSON field ``instance``, and ``[instance]`` in text.
 
     Raises:
         ConfigurationError: an unknown format.
@@ -87,12 +93,29 @@ def configure_logging(
 
         raise ConfigurationError(f"log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    text = (
+        TEXT_FORMAT
+        if instance is None
+        else TEXT_FORMAT.replace("%(name)s", "[%(instance)s] %(name)s")
     )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text))
+    if instance is not None:
+        handler.addFilter(_Instance(instance))
     logging.basicConfig(
         level=level.upper() if isinstance(level, str) else level, handlers=[handler], force=True
     )
+
+
+class _Instance(logging.Filter):
+    """Puts the process's instance id on every record its handler writes."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.instance = self.instance
+        return True
 
 
 def saga_fields(

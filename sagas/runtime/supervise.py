@@ -163,7 +163,7 @@ def _run_worker_child(process: WorkerProcess) -> None:
     with its code."""
     from sagas.observe.logs import configure_logging
 
-    configure_logging(process.log_level, process.log_format)
+    configure_logging(process.log_level, process.log_format, instance=process.worker_id)
     sys.exit(process.run())
 
 

@@ -1,0 +1,31 @@
+"""Log lines carry the process's instance id (a worker's id, a participant's instance id)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from sagas.observe.logs import configure_logging, saga_fields
+
+
+def test_every_json_line_names_the_instance_and_a_sagas_lines_the_saga() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream, instance="w1")
+    try:
+        logging.getLogger("sagas.test").info("hello", extra=saga_fields("o-1", "order"))
+    finally:
+        configure_logging("warning")
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["instance"] == "w1"
+    assert (line["saga_id"], line["saga_type"], line["message"]) == ("o-1", "order", "hello")
+
+
+def test_a_text_line_shows_the_instance_in_brackets() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "text", stream, instance="p-2")
+    try:
+        logging.getLogger("sagas.test").warning("careful")
+    finally:
+        configure_logging("warning")
+    assert "WARNING [p-2] sagas.test: careful" in stream.getvalue()
