@@ -168,12 +168,36 @@ class SagaLogObserver(Observer):
                 extra={**fields, "event": event.type},
             )
 
+    def command_failed(
+        self, group: str, command_type: str, *, error: str, message: str, headers: Any
+    ) -> None:
+        """A WARNING line per failed command, with the reply's error and message."""
+        if not self.log.isEnabledFor(logging.WARNING) or not isinstance(headers, dict):
+            return
+        fields = saga_fields(
+            str(headers.get(SAGA_ID, "")),
+            str(headers.get(SAGA_TYPE, "")),
+            headers.get(STEP) or None,
+            headers.get(COMMAND_ID) or None,
+        )
+        self.log.warning(
+            "%s: %s for saga %s failed: %s%s",
+            group,
+            command_type,
+            fields["saga_id"],
+            error,
+            f" ({message})" if message else "",
+            extra={**fields, "command_type": command_type, "error": error},
+        )
+
     def command_handled(
         self, group: str, command_type: str, *, outcome: str, seconds: float, headers: Any
     ) -> None:
-        """One line per handled command: DEBUG when it succeeded, WARNING when it failed,
-        INFO otherwise (no reply yet, a late command)."""
-        level = {"success": logging.DEBUG, "none": logging.INFO}.get(outcome, logging.WARNING)
+        """One line per handled command: DEBUG when it succeeded, INFO otherwise (no reply yet,
+        a late command); a failure is logged by :meth:`command_failed`, with its error."""
+        if outcome in ("failure", "retryable-failure"):
+            return
+        level = {"success": logging.DEBUG}.get(outcome, logging.INFO)
         if not self.log.isEnabledFor(level) or not isinstance(headers, dict):
             return
         fields = saga_fields(

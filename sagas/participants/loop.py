@@ -385,13 +385,22 @@ class ParticipantLoop:
         outcome = "none"
         if executed.reply is not None:
             outcome = header_dict(executed.reply.headers).get(OUTCOME, "")
+        command_type = headers.get(COMMAND_TYPE, "")
         self.observer.command_handled(
-            self.group,
-            headers.get(COMMAND_TYPE, ""),
-            outcome=outcome,
-            seconds=seconds,
-            headers=headers,
+            self.group, command_type, outcome=outcome, seconds=seconds, headers=headers
         )
+        if executed.reply is not None and outcome in ("failure", "retryable-failure"):
+            try:
+                answer = self.participant.serde.decode_payload(executed.reply.value)
+            except DecodeError:
+                answer = {}
+            self.observer.command_failed(
+                self.group,
+                command_type,
+                error=str(answer.get("error", outcome)),
+                message=str(answer.get("message", "")),
+                headers=headers,
+            )
         batch.handled += 1
         self._record(batch, where, executed)
 

@@ -64,6 +64,12 @@ class Observer:
         """A participant's handler ran (``outcome``: success, failure, retryable-failure,
         none, deadline-passed); ``headers`` are the command's (a dict of str)."""
 
+    def command_failed(
+        self, group: str, command_type: str, *, error: str, message: str, headers: Any
+    ) -> None:
+        """A participant's handler answered ``failure`` or ``retryable-failure`` (after
+        :meth:`command_handled`): the reply's ``error`` and ``message``."""
+
     def command_replayed(self, group: str, command_type: str) -> None:
         """A participant answered a command id from its recorded reply."""
 
@@ -127,6 +133,14 @@ class Observers(Observer):
             outcome=outcome,
             seconds=seconds,
             headers=headers,
+        )
+
+    def command_failed(
+        self, group: str, command_type: str, *, error: str, message: str, headers: Any
+    ) -> None:
+        """See :meth:`Observer.command_failed`."""
+        self._each(
+            "command_failed", group, command_type, error=error, message=message, headers=headers
         )
 
     def command_replayed(self, group: str, command_type: str) -> None:

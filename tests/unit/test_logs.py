@@ -29,3 +29,24 @@ def test_a_text_line_shows_the_instance_in_brackets() -> None:
     finally:
         configure_logging("warning")
     assert "WARNING [p-2] sagas.test: careful" in stream.getvalue()
+
+
+def test_a_failed_command_is_one_warning_with_its_error_and_message() -> None:
+    from sagas.observe.logs import SagaLogObserver
+    from sagas.protocol import COMMAND_ID, SAGA_ID, SAGA_TYPE
+
+    stream = io.StringIO()
+    configure_logging("info", "text", stream)
+    try:
+        observer = SagaLogObserver()
+        headers = {SAGA_ID: "o-1", SAGA_TYPE: "order", COMMAND_ID: "o-1:ship:1"}
+        observer.command_handled("svc", "Ship", outcome="failure", seconds=0.01, headers=headers)
+        observer.command_failed(
+            "svc", "Ship", error="NoAddress", message="no address to ship to", headers=headers
+        )
+    finally:
+        configure_logging("warning")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "WARNING" in lines[0]
+    assert lines[0].endswith("svc: Ship for saga o-1 failed: NoAddress (no address to ship to)")
