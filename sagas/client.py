@@ -159,9 +159,10 @@ class SagaClient:
             raise ConfigurationError(f"wait={wait!r}: give 'accepted', 'finished' or None")
         saga_type, data = saga_type_of(saga_type), dict(data)
         sid = saga_id or uuid.uuid4().hex
-        self._check_data(saga_type, data)
         state_topic = TopicNames(self.namespace, saga_type).state
-        if saga_id is not None and self._partitions_of(state_topic) is not None:
+        state_partitions = self._partitions_of(state_topic)  # no broker: said within its timeout
+        self._check_data(saga_type, data)
+        if saga_id is not None and state_partitions is not None:
             existing = self.status(saga_type, sid)
             if existing is not None:
                 raise InputRefusedError(
@@ -523,7 +524,7 @@ class SagaClient:
         owners: dict[bytes, str] = {}
         topic = workers_topic(self.namespace)
         reader = self._reader_consumer()
-        if topic not in reader.list_topics(timeout=10).topics:
+        if topic not in reader.list_topics(timeout=self.settings.connect_timeout).topics:
             return owners
         definitions: dict[str, dict[int, dict[str, Any]]] = {}
         for msg in read_to_end(reader, topic, 0):
