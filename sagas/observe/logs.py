@@ -174,12 +174,7 @@ class SagaLogObserver(Observer):
         """A WARNING line per failed command, with the reply's error and message."""
         if not self.log.isEnabledFor(logging.WARNING) or not isinstance(headers, dict):
             return
-        fields = saga_fields(
-            str(headers.get(SAGA_ID, "")),
-            str(headers.get(SAGA_TYPE, "")),
-            headers.get(STEP) or None,
-            headers.get(COMMAND_ID) or None,
-        )
+        fields = _command_fields(headers)
         self.log.warning(
             "%s: %s for saga %s failed: %s%s",
             group,
@@ -200,12 +195,7 @@ class SagaLogObserver(Observer):
         level = {"success": logging.DEBUG}.get(outcome, logging.INFO)
         if not self.log.isEnabledFor(level) or not isinstance(headers, dict):
             return
-        fields = saga_fields(
-            str(headers.get(SAGA_ID, "")),
-            str(headers.get(SAGA_TYPE, "")),
-            headers.get(STEP) or None,
-            headers.get(COMMAND_ID) or None,
-        )
+        fields = _command_fields(headers)
         self.log.log(
             level,
             "%s: %s for saga %s: %s in %.3fs",
@@ -227,3 +217,13 @@ def _detail(event: JournalEvent) -> str:
     if event.type == "reply_accepted":
         return str(body.get("outcome", ""))
     return ""
+
+
+def _command_fields(headers: dict[str, Any]) -> dict[str, str]:
+    """The saga fields of a line about a command, from the command's headers."""
+    return saga_fields(
+        str(headers.get(SAGA_ID, "")),
+        str(headers.get(SAGA_TYPE, "")),
+        headers.get(STEP) or None,
+        headers.get(COMMAND_ID) or None,
+    )
