@@ -242,6 +242,11 @@ def main() -> None:
             f"p99 {percentile(f.alone_ms, 0.99):.0f} ms"
         )
         print(
+            f"a user's start then result ({args.alone} in turn, after those): p50 "
+            f"{percentile(f.user_ms, 0.5):.0f} ms, p90 {percentile(f.user_ms, 0.9):.0f} ms, "
+            f"p99 {percentile(f.user_ms, 0.99):.0f} ms, min {min(f.user_ms):.0f} ms"
+        )
+        print(
             f"{f.sagas} sagas ({f.compensated} compensated): {f.per_second:,.0f} sagas/s; "
             f"{f.records / f.seconds:,.0f} records/s, {f.records_per_saga:.1f} per saga, "
             f"{f.outputs_per_input:.1f} per input"
