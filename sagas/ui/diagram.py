@@ -2,8 +2,10 @@
 
 The layout is layered: each block sits one row below the latest block that leads to it, a
 parallel's branches side by side, their join one row below the longest branch. Blocks the saga
-is in are marked ``current``, those it finished ``done``, a compensation in progress
-``undoing``. The graph and each block's text come from :meth:`sagas.dsl.program.Program.graph`
+is in are marked ``current``, those it finished ``done``, the one whose compensation runs
+``undoing``, those compensated ``undone``, the steps that failed ``failed`` and the one where
+the saga's own code raised ``stuck`` (each mark also a sign in the block's corner and its
+tooltip). The graph and each block's text come from :meth:`sagas.dsl.program.Program.graph`
 and :func:`sagas.dsl.program.block_face`, which the Mermaid text
 (:meth:`~sagas.dsl.program.Program.mermaid`) draws too.
 """
@@ -18,6 +20,8 @@ from sagas.dsl.program import END, START, Program, block_face
 __all__ = ["diagram_svg"]
 
 _W, _H, _GAP_X, _GAP_Y = 210, 46, 30, 34
+_GLYPHS = {"current": "▶", "done": "✓", "undoing": "↺", "undone": "↺", "failed": "✗", "stuck": "!"}
+"""A block's mark as a sign in its corner, besides its colours (the later kind wins)."""
 
 
 def _layers(vertices: list[str], edges: list[tuple[str, str, str]]) -> dict[str, int]:
@@ -40,8 +44,19 @@ def diagram_svg(
     current: Collection[str] = (),
     done: Collection[str] = (),
     undoing: Collection[str] = (),
+    undone: Collection[str] = (),
+    failed: Collection[str] = (),
+    stuck: Collection[str] = (),
 ) -> str:
     """The step graph of ``program`` as an ``<svg>`` element, blocks marked by state."""
+    kinds = (
+        ("current", current),
+        ("done", done),
+        ("undoing", undoing),
+        ("undone", undone),
+        ("failed", failed),
+        ("stuck", stuck),
+    )
     vertices, edges = program.graph()
     layer = _layers(vertices, edges)
     rows: dict[int, list[str]] = {}
@@ -91,19 +106,23 @@ def diagram_svg(
                 f'<text x="{x:.0f}" y="{y + 17:.0f}">{escape(text)}</text></g>'
             )
             continue
-        marks = " ".join(
-            m
-            for m, names in (("current", current), ("done", done), ("undoing", undoing))
-            if v in names
-        )
+        marks = [m for m, names in kinds if v in names]
         node = program.nodes[v]
+        tip = f"{v}: {', '.join(marks)}" if marks else f"{v}: not reached"
+        glyph = next((_GLYPHS[m] for m in reversed(marks)), "")
         parts.append(
-            f'<g class="node {marks}" data-step="{escape(v)}"><title>{escape(v)}</title>'
+            f'<g class="{" ".join(["node", *marks])}" data-step="{escape(v)}">'
+            f"<title>{escape(tip)}</title>"
             f'<rect x="{x - _W / 2:.0f}" y="{y:.0f}" width="{_W}" height="{_H}" rx="6"/>'
             f'<text class="name" x="{x:.0f}" y="{y + 19:.0f}">{escape(_fit(v, 28))}</text>'
             f'<text class="sub" x="{x:.0f}" y="{y + 36:.0f}">'
             f"{escape(_fit(block_face(node).summary, 34))}</text>"
-            "</g>"
+            + (
+                f'<text class="glyph" x="{x + _W / 2 - 12:.0f}" y="{y + 16:.0f}">{glyph}</text>'
+                if glyph
+                else ""
+            )
+            + "</g>"
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -18,13 +18,17 @@ from sagas.engine.model import SagaState, Status
 
 __all__ = [
     "AGES",
+    "LEGEND",
     "STATUSES",
     "Row",
     "dlq_page",
+    "failures",
     "list_page",
     "page",
     "saga_page",
+    "said",
     "settle_hint",
+    "step_marks",
     "timeline",
 ]
 
@@ -117,6 +121,23 @@ def _select(name: str, options: Sequence[str], chosen: str | None, empty: str) -
     return f'<select name="{name}" id="f-{name}">{"".join(opts)}</select>'
 
 
+def _why(state: SagaState) -> str:
+    """What a list row says about why: the stuck error, the reason it failed or compensated
+    for, or the reason a cancel or deadline waits on its pivot for."""
+    if state.stuck is not None:
+        return f"stuck at {state.stuck.get('step') or 'its start'}: {state.stuck.get('message')}"
+    if state.reason:
+        return state.reason
+    return state.held[1] if state.held is not None else ""
+
+
+def _reason_cell(text: str) -> str:
+    """A one-line reason, cut to the column's width; the full text on hover."""
+    if not text:
+        return "<td class=why></td>"
+    return f'<td class=why title="{_e(text)}"><span>{_e(text)}</span></td>'
+
+
 def list_page(
     sagas: Sequence[SagaState],
     counts: Mapping[str, int],
@@ -146,8 +167,9 @@ def list_page(
         f'<td><a href="/saga/{quote(s.saga_type)}/{quote(s.saga_id, safe="")}">'
         f"{_e(s.saga_id)}</a></td>"
         f"<td>{_e(s.saga_type)}</td><td>{_badge(s.status)}</td>"
-        f"<td>{_e(next(iter(s.tokens), ''))}</td>"
-        f"<td>{when(s.started_ms)}</td><td>{span(max(0, now_ms - s.updated_ms))} ago</td></tr>"
+        f"<td>{_e(next(iter(s.tokens), ''))}</td>{_reason_cell(_why(s))}"
+        f"<td class=when>{when(s.started_ms)}</td>"
+        f"<td class=when>{span(max(0, now_ms - s.updated_ms))} ago</td></tr>"
         for s in sagas
     )
     note = " (the newest 1000 per type)" if capped else ""
@@ -169,14 +191,17 @@ def list_page(
     return (
         f"<h1>Sagas</h1>{form}<div class=counts>{chips}</div>{stuck_note}{doubt_note}"
         f"<p class=muted>{len(sagas)} shown{note}</p>"
-        '<table id="sagas"><thead><tr><th>id</th><th>type</th><th>status</th><th>step</th>'
-        f"<th>started</th><th>updated</th></tr></thead><tbody>{rows}</tbody></table>"
+        '<div class=scroll><table id="sagas"><thead><tr><th>id</th><th>type</th><th>status</th>'
+        "<th>step</th><th>reason</th><th>started</th><th>updated</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
     )
 
 
 @dataclass(frozen=True)
 class Row:
-    """One timeline row: an event with the gap since the previous one."""
+    """One timeline row: an event with the gap since the previous one; ``said`` is the
+    participant's own reason (its failure reply's ``message``/``error``), on the failed reply
+    and on the step failure it caused."""
 
     at_ms: int
     gap_ms: int | None
@@ -186,17 +211,33 @@ class Row:
     command_id: str | None
     outcome: str | None
     reason: str | None
+    said: str | None = None
+
+
+def said(payload: object) -> str | None:
+    """A participant's reason from a failure reply's payload: its ``message``, with its
+    ``error`` code when that adds something (``CommandFailed("no stock", error="sold-out")``)."""
+    if not isinstance(payload, Mapping):
+        return None
+    message = str(payload.get("message") or "").strip()
+    error = str(payload.get("error") or payload.get("reason") or "").strip()
+    if message and error and error != "failed" and error not in message:
+        return f"{message} ({error})"
+    return message or error or None
 
 
 def timeline(entries: Sequence[Mapping[str, Any]]) -> list[Row]:
     """Timeline rows from history entries (``at_ms``, ``event``, ``step``, ``attempt``,
-    ``command_id``, ``outcome``, ``reason``); a reply's step and attempt are its command's."""
+    ``command_id``, ``outcome``, ``reason``, ``body``); a reply's step and attempt are its
+    command's, and a failure reply's words go on it and on the step failure that follows."""
     sent: dict[str, tuple[str | None, int | None]] = {}
+    words: dict[str, str] = {}  # step -> what its last failed reply said
     rows: list[Row] = []
     previous: int | None = None
     for e in entries:
+        event = str(e["event"])
         step, attempt, cid = e.get("step"), e.get("attempt"), e.get("command_id")
-        if cid and e.get("event") == "command_sent":
+        if cid and event == "command_sent":
             sent[cid] = (step, attempt)
         elif cid and cid in sent:
             step, attempt = step or sent[cid][0], attempt or sent[cid][1]
@@ -206,20 +247,67 @@ def timeline(entries: Sequence[Mapping[str, Any]]) -> list[Row]:
         if not reason and "timer_id" in body:  # which timer, and when it is due
             due = body.get("due_ms")
             reason = f"timer {body['timer_id']}" + (f", due +{span(due - at)}" if due else "")
+        said_here: str | None = None
+        if event == "reply_accepted" and e.get("outcome") not in (None, "success"):
+            said_here = said(body.get("payload"))
+            if step and said_here:
+                words[step] = said_here
+        elif event == "command_sent" and step:
+            words.pop(step, None)  # a new attempt: an earlier answer is no longer why
+        elif event == "step_failed" and step:
+            said_here = words.pop(step, None)
         rows.append(
             Row(
                 at,
                 None if previous is None else at - previous,
-                str(e["event"]),
+                event,
                 step,
                 attempt,
                 cid,
                 e.get("outcome"),
                 reason,
+                said_here,
             )
         )
         previous = at
     return rows
+
+
+def failures(rows: Sequence[Row]) -> list[tuple[str, str, str | None]]:
+    """The steps that failed, in order: (step, the participant's reason or the engine's,
+    the engine's reason when the participant's is shown)."""
+    found: dict[str, tuple[str, str, str | None]] = {}
+    for r in rows:
+        if r.event == "step_failed" and r.step:
+            engine = r.reason or "failed"
+            found[r.step] = (r.step, r.said, engine) if r.said else (r.step, engine, None)
+        elif r.event == "step_completed" and r.step:
+            found.pop(r.step, None)  # it failed, then ran again and completed
+    return list(found.values())
+
+
+def step_marks(state: SagaState | None, rows: Sequence[Row]) -> dict[str, set[str]]:
+    """How the step graph marks each block, from the snapshot and the journal's rows:
+    ``done``, ``current``, ``failed``, ``undoing`` (its compensation runs), ``undone`` (its
+    compensation completed) and ``stuck`` (the saga's own code raised there)."""
+    done: set[str] = set(state.completed) if state is not None else set()
+    if state is None:
+        done |= {r.step for r in rows if r.event == "step_completed" and r.step}
+    undone = {r.step for r in rows if r.event == "undo_done" and r.step}
+    failed = {f[0] for f in failures(rows)}
+    undoing = {state.undo.step} if state is not None and state.undo is not None else set()
+    current = set(state.tokens) if state is not None and not state.terminal else set()
+    stuck: set[str] = set()
+    if state is not None and state.stuck is not None and state.stuck.get("step"):
+        stuck.add(str(state.stuck["step"]))
+    return {
+        "done": done - undone - undoing - failed,
+        "current": current - undoing - failed - stuck,
+        "failed": failed,
+        "undoing": undoing,
+        "undone": undone - undoing,
+        "stuck": stuck,
+    }
 
 
 def _timers(state: SagaState, now_ms: int) -> str:
@@ -260,6 +348,28 @@ def _action_forms(state: SagaState, steps: Sequence[str]) -> str:
     )
 
 
+def _failure_note(rows: Sequence[Row]) -> str:
+    items = "".join(
+        f'<p><b>{_e(step)}</b> failed: <q class="said">{_e(text)}</q>'
+        f"{f' <span class=muted>({_e(engine)})</span>' if engine else ''}</p>"
+        for step, text, engine in failures(rows)
+    )
+    return f'<div class="failure-note" id="failure">{items}</div>' if items else ""
+
+
+def _parts(ident: str | None) -> str:
+    """An id that may break after each ``:`` (``s-1:charge:2``, ``charge:deadline:1``)."""
+    return _e(ident).replace(":", ":<wbr>")
+
+
+def _reason(r: Row) -> str:
+    text = _e(r.reason)
+    if r.said and r.said != r.reason:
+        text += " — " if text else ""
+        text += f'<q class="said" title="the participant\'s reason">{_e(r.said)}</q>'
+    return text
+
+
 def saga_page(
     state: SagaState | None,
     saga_type: str,
@@ -273,9 +383,10 @@ def saga_page(
     now_ms: int,
     namespace: str = "",
 ) -> str:
-    """One saga: its status, timeline, data, timers, diagram and (with a token) actions; an
-    in-doubt saga also says which pivot it waits on and how to settle it."""
-    head = f"<h1>{_e(saga_type)} <code>{_e(saga_id)}</code> "
+    """One saga: its status, why a step failed (the participant's own reason), timeline, data,
+    timers, diagram and (with a token) actions; an in-doubt saga also says which pivot it waits
+    on and how to settle it, a stuck one where its code raised."""
+    head = f'<div class="saga-head"><h1>{_e(saga_type)} <code>{_e(saga_id)}</code> '
     if state is None:
         head += '<span class="status">no snapshot</span></h1>'
     else:
@@ -291,11 +402,15 @@ def saga_page(
             head += _in_doubt_note(state, namespace)
         if state.stuck is not None:
             head += _stuck_note(state, namespace)
+    head += _failure_note(rows) + "</div>"
     body_rows = "".join(
-        f'<tr class="ev-{_e(r.event)}"><td title="{when(r.at_ms)}">{when(r.at_ms)[11:]}</td>'
+        f'<tr class="ev-{_e(r.event)}"><td class=when title="{when(r.at_ms)}">'
+        f"{when(r.at_ms)[11:]}</td>"
         f"<td class=gap>{'' if r.gap_ms is None else '+' + span(r.gap_ms)}</td>"
-        f"<td class=event>{_e(r.event)}</td><td>{_e(r.step)}</td><td>{_e(r.attempt)}</td>"
-        f"<td><code>{_e(r.command_id)}</code></td><td>{_e(r.outcome)}</td><td>{_e(r.reason)}</td></tr>"
+        f"<td class=event>{_e(r.event)}</td><td class=step>{_parts(r.step)}</td>"
+        f"<td class=attempt>{_e(r.attempt)}</td>"
+        f"<td class=cid><code>{_parts(r.command_id)}</code></td>"
+        f"<td class=outcome>{_e(r.outcome)}</td><td class=reason>{_reason(r)}</td></tr>"
         for r in rows
     )
     table = (
@@ -309,31 +424,72 @@ def saga_page(
         else f'<pre id="data">{_e(json.dumps(state.data, indent=2, sort_keys=True))}</pre>'
     )
     side = (
-        f"<section><h2>Data</h2>{data}</section>"
-        "<section><h2>Pending timers</h2>"
+        f'<section id="data-panel"><h2>Data</h2>{data}</section>'
+        '<section id="timers-panel"><h2>Pending timers</h2>'
         f"{'' if state is None else _timers(state, now_ms)}</section>"
-        f'<section><h2>Definition</h2><div class="diagram-box">{diagram}</div></section>'
+        f'<section id="definition"><h2>Definition</h2><div class="diagram-box">{diagram}</div>'
+        f"{LEGEND if diagram else ''}</section>"
     )
     acts = _action_forms(state, steps) if actions and state is not None else ""
     return (
-        f"{head}<div class=cols><section class=main><h2>Timeline</h2>"
-        f"<p class=muted>{_e(note)}</p>{table}</section><aside>{side}{acts}</aside></div>"
+        f'{head}<div class=cols><section class=main id="timeline-panel"><h2>Timeline</h2>'
+        f"<p class=muted>{_e(note)}</p><div class=scroll>{table}</div></section>"
+        f"<aside>{side}{acts}</aside></div>"
     )
 
 
+LEGEND = (
+    '<ul class="legend" aria-label="what the marks mean">'
+    + "".join(
+        f'<li><i class="swatch {c}"></i>{t}</li>'
+        for c, t in (
+            ("done", "done"),
+            ("current", "current"),
+            ("failed", "failed"),
+            ("undoing", "undoing"),
+            ("undone", "undone (compensated)"),
+            ("stuck", "stuck (code raised)"),
+            ("", "not reached"),
+        )
+    )
+    + "</ul>"
+)
+"""The step graph's marks, explained under it."""
+
+
+def _saga_link(saga_type: str | None, saga_id: str | None) -> str:
+    if not saga_id:
+        return ""
+    if not saga_type:
+        return _e(saga_id)
+    href = f"/saga/{quote(saga_type)}/{quote(saga_id, safe='')}"
+    title = f"{_e(saga_type)} {_e(saga_id)}"
+    return f'<a class="saga-link" href="{href}" title="{title}">{_e(saga_id)}</a>'
+
+
 def dlq_page(
-    topics: Sequence[str], chosen: str | None, letters: Sequence[Any], *, actions: bool, error: str
+    topics: Sequence[str],
+    chosen: str | None,
+    letters: Sequence[Any],
+    *,
+    actions: bool,
+    error: str,
+    saga_types: Mapping[str, str] | None = None,
 ) -> str:
-    """Dead letters of one topic, newest first."""
+    """Dead letters of one topic, newest first; a letter that names a saga (its key or
+    ``saga-id`` header) links to it when its topic is a saga type's (``saga_types``: dead-letter
+    topic -> saga type)."""
+    types = saga_types or {}
     links = "".join(
         f'<a class="tab{" on" if t == chosen else ""}" href="/dlq?{urlencode({"topic": t})}">'
         f"{_e(t)}</a>"
         for t in topics
     )
     rows = "".join(
-        f"<tr><td>{when(d.at_ms)}</td><td>{d.partition}@{d.offset}</td><td>{_e(d.saga_id)}</td>"
+        f"<tr><td class=when>{when(d.at_ms)}</td><td>{d.partition}@{d.offset}</td>"
+        f"<td class=saga>{_saga_link(types.get(d.dlq), d.saga_id)}</td>"
         f"<td>{_e(d.reason_class)}</td><td class=reason>{_e(d.reason)}</td>"
-        f"<td>{_e('/'.join(map(str, d.source)) if d.source else '')}</td>"
+        f"<td class=source>{_e('/'.join(map(str, d.source)) if d.source else '')}</td>"
         f"<td>{'replayed' if d.replayed else ''}"
         + (
             f'<button data-replay="{d.offset}" data-topic="{_e(d.dlq)}">Replay</button>'
@@ -346,6 +502,7 @@ def dlq_page(
     problem = f'<p class="error">{_e(error)}</p>' if error else ""
     return (
         f"<h1>Dead letters</h1><div class=tabs>{links}</div>{problem}"
-        '<table id="dlq"><thead><tr><th>time</th><th>at</th><th>saga</th><th>class</th>'
-        f"<th>reason</th><th>source</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+        '<div class=scroll><table id="dlq"><thead><tr><th>time</th><th>at</th><th>saga</th>'
+        "<th>class</th><th>reason</th><th>source</th><th></th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
     )

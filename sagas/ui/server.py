@@ -196,10 +196,7 @@ class UiServer:
         except UnknownVersionError:
             program = None
         program = program or self.app.latest(saga_type)
-        current: set[str] = set(state.tokens) if state and not state.terminal else set()
-        undoing = {state.undo.step} if state and state.undo else set()
-        done = set(state.completed) if state else set()
-        svg = diagram_svg(program, current=current, done=done, undoing=undoing)
+        svg = diagram_svg(program, **pages.step_marks(state, rows))
         body = pages.saga_page(
             state,
             saga_type,
@@ -230,7 +227,12 @@ class UiServer:
             except SagaError as exc:
                 error = str(exc)
         body = pages.dlq_page(
-            self.dlq_topics, chosen, letters, actions=self.token is not None, error=error
+            self.dlq_topics,
+            chosen,
+            letters,
+            actions=self.token is not None,
+            error=error,
+            saga_types={TopicNames(self.app.namespace, t).dlq: t for t in self.app.saga_types},
         )
         return pages.page("Dead letters", body, actions=self.token is not None)
 
