@@ -169,7 +169,14 @@ class SagaLogObserver(Observer):
             )
 
     def command_failed(
-        self, group: str, command_type: str, *, error: str, message: str, headers: Any
+        self,
+        group: str,
+        command_type: str,
+        *,
+        outcome: str,
+        error: str,
+        message: str,
+        headers: Any,
     ) -> None:
         """A WARNING line per failed command, with the reply's error and message."""
         if not self.log.isEnabledFor(logging.WARNING) or not isinstance(headers, dict):
@@ -182,7 +189,7 @@ class SagaLogObserver(Observer):
             fields["saga_id"],
             error,
             f" ({message})" if message else "",
-            extra={**fields, "command_type": command_type, "error": error},
+            extra={**fields, "command_type": command_type, "outcome": outcome, "error": error},
         )
 
     def command_handled(

@@ -397,6 +397,7 @@ class ParticipantLoop:
             self.observer.command_failed(
                 self.group,
                 command_type,
+                outcome=outcome,
                 error=str(answer.get("error", outcome)),
                 message=str(answer.get("message", "")),
                 headers=headers,

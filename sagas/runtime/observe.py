@@ -65,10 +65,17 @@ class Observer:
         none, deadline-passed); ``headers`` are the command's (a dict of str)."""
 
     def command_failed(
-        self, group: str, command_type: str, *, error: str, message: str, headers: Any
+        self,
+        group: str,
+        command_type: str,
+        *,
+        outcome: str,
+        error: str,
+        message: str,
+        headers: Any,
     ) -> None:
-        """A participant's handler answered ``failure`` or ``retryable-failure`` (after
-        :meth:`command_handled`): the reply's ``error`` and ``message``."""
+        """A participant's handler answered ``outcome`` ``failure`` or ``retryable-failure``
+        (after :meth:`command_handled`): the reply's ``error`` and ``message``."""
 
     def command_replayed(self, group: str, command_type: str) -> None:
         """A participant answered a command id from its recorded reply."""
@@ -136,11 +143,24 @@ class Observers(Observer):
         )
 
     def command_failed(
-        self, group: str, command_type: str, *, error: str, message: str, headers: Any
+        self,
+        group: str,
+        command_type: str,
+        *,
+        outcome: str,
+        error: str,
+        message: str,
+        headers: Any,
     ) -> None:
         """See :meth:`Observer.command_failed`."""
         self._each(
-            "command_failed", group, command_type, error=error, message=message, headers=headers
+            "command_failed",
+            group,
+            command_type,
+            outcome=outcome,
+            error=error,
+            message=message,
+            headers=headers,
         )
 
     def command_replayed(self, group: str, command_type: str) -> None:

@@ -42,7 +42,12 @@ def test_a_failed_command_is_one_warning_with_its_error_and_message() -> None:
         headers = {SAGA_ID: "o-1", SAGA_TYPE: "order", COMMAND_ID: "o-1:ship:1"}
         observer.command_handled("svc", "Ship", outcome="failure", seconds=0.01, headers=headers)
         observer.command_failed(
-            "svc", "Ship", error="NoAddress", message="no address to ship to", headers=headers
+            "svc",
+            "Ship",
+            outcome="failure",
+            error="NoAddress",
+            message="no address to ship to",
+            headers=headers,
         )
     finally:
         configure_logging("warning")
