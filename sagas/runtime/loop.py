@@ -411,7 +411,7 @@ class TransactionalLoop(Generic[B]):
         self.hooks.assigned(partitions)
         new = {(tp.topic, tp.partition) for tp in partitions}
         self.observer.partitions(self.group, sorted(new | set(self._owned(consumer))))
-        log.info("%s: assigned %s", self.group, partitions_text(sorted(new)))
+        log.info("%s: assigned partitions %s", self.group, partitions_text(sorted(new)))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
