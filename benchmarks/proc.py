@@ -127,7 +127,7 @@ def main() -> None:
             worker_id=args.worker_id,
             stop=stop,
             install_signal_handlers=False,
-            query_host=None,
+            query_host="127.0.0.1",  # as `sagas worker` runs: clients ask it for a saga's state
         )
     else:
         order_participant(args.ns, settings).run(stop)
