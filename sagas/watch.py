@@ -79,6 +79,7 @@ class JournalWatch:
         self._listeners: dict[tuple[str, str], list[Listener]] = {}
         self._assigned: set[tuple[str, int]] = set()
         self._pending: list[TopicPartition] = []
+        self._types: dict[str, str] = {}  # journal topic -> its saga type
         self._consumer: Consumer | None = None
         self._admin: AdminClient | None = None
         self._thread: threading.Thread | None = None
@@ -95,6 +96,7 @@ class JournalWatch:
         partition = partition_for(saga_id.encode(), self._partitions(topic))
         key = (saga_type, saga_id)
         with self._lock:
+            self._types[topic] = saga_type
             self._listeners.setdefault(key, []).append(listener)
             try:
                 self._assign(topic, partition)
@@ -169,13 +171,16 @@ class JournalWatch:
             key = msg.key()
             if key is None:
                 continue
+            with self._lock:  # only the sagas someone waits on are decoded
+                saga_type = self._types.get(str(msg.topic()), "")
+                listeners = list(self._listeners.get((saga_type, key.decode(errors="replace")), ()))
+            if not listeners:
+                continue
             try:
-                events, saga_type, _ = self.serde.decode_events(msg.value())
+                events, _, _ = self.serde.decode_events(msg.value())
             except DecodeError:
                 log.warning("%s: an unreadable journal record at %d", msg.topic(), msg.offset())
                 continue
-            with self._lock:
-                listeners = list(self._listeners.get((saga_type, key.decode()), ()))
             for event in events:
                 for listener in listeners:
                     _call(listener, event)
